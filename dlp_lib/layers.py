@@ -1,0 +1,127 @@
+"""The one model-structure adapter: decoder blocks, their linear sublayers, block-0 input capture,
+and running one block. transformers version drift is handled here and nowhere else.
+
+Blocks are found from the model's structure (``config.model_type`` and the module tree), never from
+substrings of the model's name or path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import ConfigError
+
+# model_type -> attribute path of the decoder blocks (an nn.ModuleList)
+ARCHITECTURES = {
+    "llama": "model.layers",
+    "mistral": "model.layers",
+    "qwen2": "model.layers",
+    "opt": "model.decoder.layers",
+}
+
+
+class UnsupportedArchitectureError(ConfigError):
+    pass
+
+
+def architecture(model: nn.Module) -> str:
+    """The model's architecture name, or a clear error if dlp_lib does not support it."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise UnsupportedArchitectureError(
+            f"unsupported architecture {model_type!r} ({type(model).__name__}); dlp_lib supports "
+            f"{', '.join(sorted(ARCHITECTURES))} decoder-only models"
+        )
+    return model_type
+
+
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The model's decoder blocks, in order."""
+    module = model
+    for attr in ARCHITECTURES[architecture(model)].split("."):
+        module = getattr(module, attr)
+    return module
+
+
+def linear_sublayers(block: nn.Module) -> dict[str, nn.Linear]:
+    """Every ``nn.Linear`` inside a block, by qualified name, in module order
+    (LLaMA: self_attn.q/k/v/o_proj, mlp.gate/up/down_proj; OPT: self_attn.k/v/q/out_proj, fc1, fc2)."""
+    return {name: m for name, m in block.named_modules() if isinstance(m, nn.Linear)}
+
+
+def module_device(module: nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@dataclass
+class BlockInputs:
+    """Inputs of a decoder block for every calibration batch: hidden states and the keyword
+    arguments the model passed (masks, position ids, rotary embeddings, ...), replayed as captured."""
+
+    hidden: list[torch.Tensor]
+    kwargs: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.hidden)
+
+    @property
+    def num_windows(self) -> int:
+        return sum(h.shape[0] for h in self.hidden)
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook to skip the rest of the model once block 0's input is known."""
+
+
+def batches(input_ids: torch.Tensor, batch_size: int):
+    if batch_size <= 0:
+        raise ConfigError(f"batch size must be positive; got {batch_size}")
+    for start in range(0, input_ids.shape[0], batch_size):
+        yield input_ids[start : start + batch_size]
+
+
+@torch.no_grad()
+def capture_block_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int = 8) -> BlockInputs:
+    """Run the model on ``input_ids`` (windows x tokens) in batches up to block 0 and keep what
+    block 0 receives: its hidden states and *all* its keyword arguments."""
+    block0 = decoder_blocks(model)[0]
+    device = model.get_input_embeddings().weight.device
+    hidden, kwargs = [], []
+
+    def hook(module, args, kw):
+        kw = dict(kw)
+        x = args[0] if args else kw.pop("hidden_states")
+        hidden.append(x.detach())
+        kw.pop("past_key_values", None)  # no cache during calibration
+        kw["use_cache"] = False
+        kwargs.append(kw)
+        raise _StopForward
+
+    handle = block0.register_forward_pre_hook(hook, with_kwargs=True)
+    use_cache = getattr(model.config, "use_cache", None)
+    model.config.use_cache = False
+    try:
+        for batch in batches(input_ids, batch_size):
+            try:
+                model(input_ids=batch.to(device), use_cache=False)
+            except _StopForward:
+                pass
+    finally:
+        handle.remove()
+        model.config.use_cache = use_cache
+    return BlockInputs(hidden, kwargs)
+
+
+def block_output(output) -> torch.Tensor:
+    """A decoder layer's hidden-state output: a tuple in older transformers, a tensor in 5.x."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+@torch.no_grad()
+def run_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    return block_output(block(hidden, **kwargs))

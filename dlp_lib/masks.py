@@ -1,0 +1,68 @@
+"""Pruning masks from scores. Pure tensor functions; ``True`` marks a weight to prune (set to 0)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def per_row_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Prune exactly ``int(d_in * sparsity)`` lowest-scoring weights in every output row (Wanda's
+    comparison group). Ties are broken by column order (stable sort), so the mask is deterministic."""
+    k = int(score.shape[1] * sparsity)
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    if k > 0:
+        order = torch.sort(score, dim=1, stable=True).indices[:, :k]
+        mask.scatter_(1, order, True)
+    return mask
+
+
+def whole_matrix_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Prune every weight whose score is <= the value at sorted index ``int(numel * sparsity)``
+    (magnitude's whole-matrix comparison group, as the reference code does: this prunes at least one
+    weight more than ``int(numel * sparsity)``, plus ties). ``sparsity == 0`` prunes nothing."""
+    if sparsity <= 0:
+        return torch.zeros_like(score, dtype=torch.bool)
+    flat = score.flatten()
+    k = min(int(flat.numel() * sparsity), flat.numel() - 1)
+    threshold = torch.kthvalue(flat.cpu() if flat.device.type == "mps" else flat, k + 1).values
+    return score <= threshold
+
+
+def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Prune the ``n`` lowest-scoring weights in every group of ``m`` consecutive input columns of
+    each row (N:M semi-structured sparsity, N = zeros per group)."""
+    rows, cols = score.shape
+    if cols % m:
+        raise ValueError(f"N:M sparsity needs the input size ({cols}) to be a multiple of M={m}")
+    groups = score.reshape(rows, cols // m, m)
+    lowest = torch.topk(groups, n, dim=-1, largest=False).indices
+    mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, lowest, True)
+    return mask.reshape(rows, cols)
+
+
+def cumulative_score_mask(score: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Wanda's appendix variant: per row, prune every weight up to the largest sorted score whose
+    cumulative sum is <= ``alpha`` times the row total (methods-spec §2.2)."""
+    sorted_scores, _ = torch.sort(score, dim=1)
+    cumulative = torch.cumsum(sorted_scores, dim=1)
+    keep_count = (cumulative <= alpha * score.sum(dim=1, keepdim=True)).sum(dim=1, keepdim=True)
+    # keep_count == 0 picks index -1 (the row maximum) and prunes the whole row, like the reference.
+    threshold = torch.gather(sorted_scores, 1, keep_count - 1)
+    return score <= threshold
+
+
+def variant_mask(score: torch.Tensor, sparsity: float, tol: float = 0.001) -> torch.Tensor:
+    """Bisection over ``alpha`` for :func:`cumulative_score_mask` until the matrix sparsity is within
+    ``tol`` of the target (start 0.4 in [0, 0.8], as the reference code)."""
+    alpha, low, high = 0.4, 0.0, 0.8
+    mask = cumulative_score_mask(score, alpha)
+    achieved = mask.float().mean().item()
+    while abs(achieved - sparsity) > tol and high - low >= tol:
+        if achieved > sparsity:
+            high = alpha
+        else:
+            low = alpha
+        alpha = (low + high) / 2
+        mask = cumulative_score_mask(score, alpha)
+        achieved = mask.float().mean().item()
+    return mask

