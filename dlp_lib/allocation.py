@@ -174,8 +174,10 @@ def clip_and_redistribute(densities, sparsity: float, weights=None, low: float =
     for _ in range(len(d) + 1):
         d = d.clamp(low, 1.0)
         gap = target - _weighted_mean(d, w)
-        free = (d > low) & (d < 1.0) if gap.abs() > 0 else torch.zeros_like(d, dtype=torch.bool)
-        if gap.abs() < 1e-12 or not free.any():
+        if gap.abs() < 1e-12:
+            break
+        free = (d < 1.0) if gap > 0 else (d > low)  # blocks that can move in the gap's direction
+        if not free.any():
             break
         d[free] += gap * w.sum() / w[free].sum()
     return d
@@ -215,7 +217,10 @@ def nm_per_block(densities, n: int, m: int) -> list[int]:
     ideal = (ideal - ideal.mean() + n).clamp(0, m - 1)
     floor = ideal.floor()
     leftover = int(round(n * len(d) - float(floor.sum())))
-    order = torch.argsort(ideal - floor, descending=leftover > 0, stable=True)
+    # largest remainders first; ties go by the unclamped ideal so a denser block never gets more zeros
+    raw = m * (1.0 - d)
+    key = (ideal - floor) + 1e-9 * (raw - raw.min()) / (raw.max() - raw.min() + 1e-12)
+    order = torch.argsort(key, descending=leftover > 0, stable=True)
     result = floor.clone()
     step = 1 if leftover > 0 else -1
     i = 0

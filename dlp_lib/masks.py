@@ -47,7 +47,7 @@ def cumulative_score_mask(score: torch.Tensor, alpha: float) -> torch.Tensor:
     cumulative = torch.cumsum(sorted_scores, dim=1)
     keep_count = (cumulative <= alpha * score.sum(dim=1, keepdim=True)).sum(dim=1, keepdim=True)
     # keep_count == 0 picks index -1 (the row maximum) and prunes the whole row, like the reference.
-    threshold = torch.gather(sorted_scores, 1, keep_count - 1)
+    threshold = torch.gather(sorted_scores, 1, (keep_count - 1) % score.shape[1])
     return score <= threshold
 
 

@@ -101,6 +101,25 @@ def _looks_like_hub_id(spec: str) -> bool:
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))
 
 
+def check_model_spec(spec: str) -> None:
+    """Raise ConfigError now if ``spec`` cannot name a loadable model: cheap (no loading, no network),
+    for front-ends that validate everything before work starts. Hub ids are only checked for shape."""
+    path = Path(spec).expanduser()
+    if spec in EMBEDDED_MODELS:
+        package_file(*EMBEDDED_MODELS[spec])
+    elif spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ConfigError(f"GGUF file not found: {spec}")
+    elif path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"{spec} is not a Hugging Face model directory (no config.json)")
+    elif not _looks_like_hub_id(spec):
+        raise ConfigError(
+            f"unknown model {spec!r}: give {sorted(EMBEDDED_MODELS)}, a local model directory, "
+            "a .gguf file, or a hub id like 'meta-llama/Llama-2-7b-hf'"
+        )
+
+
 def load_model(
     spec: str = DEFAULT_MODEL,
     dtype: str | torch.dtype | None = "auto",

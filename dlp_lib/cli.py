@@ -1,0 +1,334 @@
+"""Command line: one pruning run, with the flag names of the papers' run scripts.
+
+Examples::
+
+    dlp-prune --prune_method wanda --sparsity_ratio 0.5 --sparsity_type unstructured --save out/wanda.json
+    dlp-prune --model meta-llama/Llama-2-7b-hf --prune_method wanda_dlp --sparsity_ratio 0.7 --alpha 0.15 \\
+        --calibration c4 --eval wikitext2 --save out/llama2-7b/wanda_dlp.json
+    python -m dlp_lib --prune_method wanda_owl --Lamda 0.08 --Hyper_m 5 --sparsity_ratio 0.7
+    python -m dlp_lib --prune_method wanda_owl_search --graph_string "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"
+    python -m dlp_lib --prune_method sparsegpt --sparsity_type 2:4 --save_model out/smollm2-sparsegpt-2of4
+
+Every setting is checked before the model is loaded; an invalid one exits with status 2 and a one-line
+message on stderr. The result record (configuration, versions, per-block sparsities, perplexity,
+timings) is written as JSON with ``--save``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("dlp_lib.cli")
+
+PROG = "dlp-prune"
+DENSE = "dense"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Prune a decoder-only LLM with magnitude / Wanda / SparseGPT and a layer-wise sparsity "
+        "allocation (uniform, OWL, DLP, DSA), then measure perplexity.",
+        epilog="Compound method names (wanda_owl, wanda_dlp, sparsegpt_owl, magnitude_dlp, wanda_owl_search, ...) "
+        "set --allocation. Invalid settings exit with status 2 before the model is loaded.",
+    )
+    g = parser.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="smollm2-135m (embedded), a local HF directory, a .gguf file, or a hub id (default: %(default)s)",
+    )
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    g.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16 (default: %(default)s)")
+    g.add_argument("--trust_remote_code", action="store_true", help="let transformers run the model's own code")
+
+    g = parser.add_argument_group("pruning")
+    g.add_argument(
+        "--prune_method",
+        default="wanda",
+        help="magnitude, wanda, sparsegpt, dense (no pruning), or a compound name such as wanda_dlp "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--allocation", default=None, help="uniform, owl, dlp or dsa (default: from --prune_method, else uniform)"
+    )
+    g.add_argument(
+        "--sparsity_ratio",
+        type=float,
+        default=None,
+        help="fraction of zeros in [0, 1) (default: 0.5; N/M for N:M sparsity)",
+    )
+    g.add_argument(
+        "--sparsity_type",
+        default="unstructured",
+        help="unstructured, or N:M such as 2:4 or 4:8 (N zeros in every M weights) (default: %(default)s)",
+    )
+    g.add_argument("--use_variant", action="store_true", help="Wanda's appendix variant (unstructured only)")
+    g.add_argument("--Lamda", type=float, default=None, help="OWL's and DSA's density half-range lambda (0.08)")
+    g.add_argument("--Hyper_m", type=float, default=None, help="OWL's outlier threshold M (5)")
+    g.add_argument("--alpha", type=float, default=None, help="DLP's density half-range alpha (0.15)")
+    g.add_argument(
+        "--dlp_statistic",
+        default=None,
+        help="DLP's block statistic: mean (the code) or median (the paper) (default: mean)",
+    )
+    g.add_argument(
+        "--graph_string", default=None, help="DSA's allocation expression (default: W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7))"
+    )
+    g.add_argument(
+        "--clip_densities", action="store_true", help="clip an allocation that leaves (0, 1] instead of refusing it"
+    )
+    g.add_argument("--percdamp", type=float, default=None, help="SparseGPT's Hessian dampening (0.01)")
+    g.add_argument("--blocksize", type=int, default=None, help="SparseGPT's column block size (128)")
+
+    g = parser.add_argument_group("data")
+    g.add_argument(
+        "--calibration",
+        default="wiki-extracts",
+        help="wiki-extracts (embedded), c4, wikitext2, "
+        "c4:/local/shard.json.gz, or a .txt/.jsonl file (default: %(default)s)",
+    )
+    g.add_argument("--nsamples", type=int, default=128, help="calibration windows (default: %(default)s)")
+    g.add_argument("--seqlen", type=int, default=2048, help="tokens per window (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default: %(default)s)")
+    g.add_argument(
+        "--eval",
+        default="wiki-extracts",
+        help="perplexity data, same forms as --calibration, or 'none' (default: %(default)s)",
+    )
+    g.add_argument("--eval_windows", type=int, default=None, help="evaluate on the first N windows (default: all)")
+    g.add_argument("--batch_size", type=int, default=8, help="calibration windows per forward (default: %(default)s)")
+    g.add_argument(
+        "--eval_batch_size", type=int, default=4, help="evaluation windows per forward (default: %(default)s)"
+    )
+
+    g = parser.add_argument_group("output")
+    g.add_argument(
+        "--save",
+        default=None,
+        help="path of the JSON result record (a directory, or a path ending in '/', gets <config hash>.json)",
+    )
+    g.add_argument(
+        "--save_model",
+        default=None,
+        metavar="DIR",
+        help="save the pruned model (safetensors + tokenizer + sparsity.json) to DIR",
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    # accepted so the papers' scripts run unchanged
+    parser.add_argument("--cache_dir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--outlier_by_wmetric", action="store_true", help=argparse.SUPPRESS)  # OWL's default metric
+    return parser
+
+
+def _one_line(message) -> str:
+    return " ".join(str(message).split())
+
+
+def _effective_sparsity(args, nm) -> float:
+    """``--sparsity_ratio``, checked; for N:M the pattern's N/M (a differing ratio is warned about)."""
+    from .config import ConfigError
+
+    ratio = args.sparsity_ratio
+    if ratio is not None and not 0.0 <= ratio < 1.0:
+        raise ConfigError(f"--sparsity_ratio must be in [0, 1) (the fraction of zeros); got {ratio}")
+    if nm is None:
+        return 0.5 if ratio is None else ratio
+    n, m = nm
+    if ratio is not None and abs(ratio - n / m) > 1e-9:
+        log.warning("--sparsity_type %d:%d prunes %g of the weights; ignoring --sparsity_ratio %g", n, m, n / m, ratio)
+    return n / m
+
+
+def build_prune_config(args):
+    """The PruneConfig the flags ask for, or None for ``--prune_method dense``."""
+    from .config import ConfigError, PruneConfig, parse_sparsity_type, split_method
+
+    if args.prune_method.lower() == DENSE:
+        if args.allocation not in (None, "uniform"):
+            raise ConfigError(
+                f"--allocation {args.allocation} needs a pruning method; drop it or pick one with --prune_method"
+            )
+        if args.sparsity_ratio:
+            log.warning("--prune_method dense: ignoring --sparsity_ratio %g", args.sparsity_ratio)
+        return None
+    method, allocation = split_method(args.prune_method)
+    if args.allocation is not None:
+        args.allocation = args.allocation.lower()
+        if allocation is not None and args.allocation != allocation:
+            raise ConfigError(
+                f"--prune_method {args.prune_method} already sets allocation {allocation!r}, which conflicts with "
+                f"--allocation {args.allocation}; drop one of them"
+            )
+        allocation = args.allocation
+    nm = parse_sparsity_type(args.sparsity_type)
+    kwargs = dict(
+        method=method,
+        sparsity=_effective_sparsity(args, nm),
+        sparsity_type="unstructured" if nm is None else f"{nm[0]}:{nm[1]}",
+        allocation=allocation or "uniform",
+        clip_densities=args.clip_densities,
+        use_variant=args.use_variant,
+    )
+    optional = {
+        "owl_lambda": args.Lamda,
+        "dsa_lambda": args.Lamda,
+        "owl_m": args.Hyper_m,
+        "dlp_alpha": args.alpha,
+        "dlp_statistic": args.dlp_statistic,
+        "dsa_graph": args.graph_string,
+        "percdamp": args.percdamp,
+        "blocksize": args.blocksize,
+    }
+    kwargs.update({k: v for k, v in optional.items() if v is not None})
+    config = PruneConfig(**kwargs)
+    if config.allocation == "dsa":
+        from .allocation import parse_dsa_graph
+
+        parse_dsa_graph(config.dsa_graph)
+    return config
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    from .config import ConfigError
+
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N ({_one_line(err)})") from None
+
+
+def record_destination(save: str, config_dict: dict) -> Path:
+    """``--save``: a file path, or a directory (existing, or written with a trailing '/') that gets
+    ``<config hash>.json`` as the papers' scripts pass an output directory."""
+    from .config import ConfigError
+    from .results import record_path
+
+    path = Path(save).expanduser()
+    if save.endswith(("/", os.sep)) or path.is_dir():
+        return record_path(path, config_dict)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"cannot write the record to {path}: {path.parent} is a file")
+    return path
+
+
+def build_run_config(args):
+    """Validate every flag and return ``(RunConfig, record path or None)``; raises ConfigError."""
+    from .config import ConfigError
+    from .models import check_model_spec, resolve_dtype
+    from .pipeline import RunConfig, validate
+    from .saving import check_save_directory
+
+    prune = build_prune_config(args)
+    resolve_dtype(args.dtype)
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    _check_device(args.device)
+    eval_source = None if args.eval.lower() in ("none", "") else args.eval
+    config = RunConfig(
+        model=args.model,
+        prune=prune,
+        calibration=args.calibration,
+        nsamples=args.nsamples,
+        seqlen=args.seqlen,
+        seed=args.seed,
+        eval=eval_source,
+        eval_windows=args.eval_windows,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
+    check_model_spec(config.model)
+    validate(config)
+    if args.save_model:
+        target = check_save_directory(args.save_model).resolve()
+        if Path(config.model).expanduser().exists() and target == Path(config.model).expanduser().resolve():
+            raise ConfigError("--save_model would overwrite the input model; give another directory")
+    save = record_destination(args.save, config.to_dict()) if args.save else None
+    if args.cache_dir:
+        log.warning("--cache_dir is ignored; set HF_HOME (hub downloads) or DLP_CACHE_DIR (dlp_lib caches)")
+    return config, save
+
+
+def summary(record: dict, seconds: float) -> str:
+    """A few human-readable lines about a finished run."""
+    config = record["config"]
+    prune = config["prune"]
+    pruning = record.get("pruning") or {}
+    if prune is None:
+        what = "dense (no pruning)"
+    else:
+        what = (
+            f"{prune['method']} + {prune['allocation']} allocation, {prune['sparsity_type']}, "
+            f"target sparsity {prune['sparsity']:.4g}"
+        )
+    lines = [f"model       {config['model']}: {what}"]
+    if "overall_achieved" in pruning:
+        lines.append(f"sparsity    {pruning['overall_achieved']:.4f} of the decoder linear weights are zero")
+    ppl = record.get("perplexity")
+    if ppl:
+        lines.append(
+            f"perplexity  {ppl['perplexity']:.4f} on {config['eval']} ({ppl['windows']} windows of "
+            f"{config['seqlen']} tokens)"
+        )
+    lines.append(f"time        {seconds:.1f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 invalid settings)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2, message already printed)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    from .config import ConfigError
+
+    try:
+        config, save = build_run_config(args)
+    except ConfigError as err:
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+    from transformers.utils import logging as hf_logging
+
+    from .pipeline import run
+    from .results import save_record
+
+    bars = hf_logging.is_progress_bar_enabled()
+    if args.quiet:
+        hf_logging.disable_progress_bar()
+    start = time.perf_counter()
+    try:
+        record = run(config, progress=not args.quiet, save_model=args.save_model)
+    except ConfigError as err:  # found once the model is known (architecture, allocation range, ...)
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    seconds = time.perf_counter() - start
+    if save is not None:
+        save_record(save, record)
+    print(summary(record, seconds))
+    if save is not None:
+        print(f"record      {save}")
+    if args.save_model:
+        print(f"model saved {args.save_model}")
+    return 0

@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny random models of every supported architecture, built from a config (no
+downloads), and a tiny model directory with a real tokenizer for end-to-end tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+TINY = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+            num_attention_heads=4, max_position_embeddings=256)
+
+
+def tiny_config(arch: str):
+    from transformers import LlamaConfig, MistralConfig, OPTConfig, Qwen2Config
+
+    if arch == "llama":
+        return LlamaConfig(**TINY, num_key_value_heads=2)
+    if arch == "mistral":
+        return MistralConfig(**TINY, num_key_value_heads=2, sliding_window=None)
+    if arch == "qwen2":
+        return Qwen2Config(**TINY, num_key_value_heads=2)
+    if arch == "opt":
+        return OPTConfig(vocab_size=TINY["vocab_size"], hidden_size=32, ffn_dim=64, num_hidden_layers=3,
+                         num_attention_heads=4, max_position_embeddings=256, word_embed_proj_dim=32)
+    raise ValueError(arch)
+
+
+def make_tiny_model(arch: str = "llama", seed: int = 0, vocab_size: int | None = None):
+    """A randomly initialised causal LM of ``arch`` with 3 blocks, fp32, eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config(arch)
+    if vocab_size is not None:
+        config.vocab_size = vocab_size
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+ARCHS = ("llama", "mistral", "qwen2", "opt")
+
+
+@pytest.fixture(params=ARCHS)
+def tiny_model(request):
+    return make_tiny_model(request.param)
+
+
+@pytest.fixture
+def tiny_windows():
+    """8 windows of 16 random token ids (vocab 128)."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, TINY["vocab_size"], (8, 16), generator=g)
+
+
+@pytest.fixture(scope="session")
+def embedded_tokenizer():
+    """The embedded SmolLM2 tokenizer (converted once into the dlp_lib cache)."""
+    from transformers import AutoTokenizer
+
+    from dlp_lib.models import embedded_model_dir
+
+    return AutoTokenizer.from_pretrained(embedded_model_dir())
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, embedded_tokenizer):
+    """A local HF directory: a tiny random LLaMA with the embedded tokenizer's vocabulary."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model = make_tiny_model("llama", vocab_size=len(embedded_tokenizer))
+    model.save_pretrained(path)
+    embedded_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def text_file(tmp_path_factory):
+    """A small English text file (about 30k characters) for calibration/evaluation from a local file."""
+    from dlp_lib.data import wiki_extracts_parts
+
+    calibration, _ = wiki_extracts_parts()
+    path = tmp_path_factory.mktemp("text") / "sample.txt"
+    path.write_text("\n\n".join(calibration[:150]))
+    return path

@@ -1,0 +1,128 @@
+"""Run configuration: every refusal is a ConfigError that names the problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from dlp_lib.config import ConfigError, PruneConfig, parse_sparsity_type, split_method
+
+
+def test_defaults_are_valid_and_match_the_spec():
+    config = PruneConfig()
+    assert config.nm is None
+    assert (config.owl_lambda, config.owl_m, config.dlp_alpha, config.dsa_lambda) == (0.08, 5.0, 0.15, 0.08)
+    assert config.dsa_graph == "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"
+    assert (config.percdamp, config.blocksize) == (0.01, 128)
+    assert not config.needs_dense_statistics
+    assert PruneConfig(allocation="dlp").needs_dense_statistics
+    assert config.to_dict()["sparsity"] == 0.5
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("unstructured", None), ("2:4", (2, 4)), ("4:8", (4, 8)), ("5:8", (5, 8)), (" 1 : 4 ", (1, 4))],
+)
+def test_parse_sparsity_type(text, expected):
+    assert parse_sparsity_type(text) == expected
+
+
+@pytest.mark.parametrize("text", ["2-4", "2/4", "dense", "2:4:8", "a:b", ""])
+def test_parse_sparsity_type_refuses_unknown_forms(text):
+    with pytest.raises(ConfigError, match="unknown sparsity type"):
+        parse_sparsity_type(text)
+
+
+@pytest.mark.parametrize("text", ["4:4", "5:4", "0:4", "8:2"])
+def test_parse_sparsity_type_refuses_n_not_below_m(text):
+    with pytest.raises(ConfigError, match=r"0 < N < M.*" + text):
+        parse_sparsity_type(text)
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        ({"sparsity": -0.1}, "sparsity must be in [0, 1)"),
+        ({"sparsity": 1.0}, "sparsity must be in [0, 1)"),
+        ({"sparsity": 1.5}, "sparsity must be in [0, 1)"),
+        ({"sparsity": "x"}, "sparsity must be in [0, 1)"),
+        ({"sparsity": None}, "sparsity must be in [0, 1)"),
+        ({"sparsity_type": "4:4"}, "0 < N < M"),
+        ({"sparsity_type": "5:4"}, "0 < N < M"),
+        ({"sparsity_type": "2-4"}, "unknown sparsity type '2-4'"),
+        ({"method": "wanda_owl"}, "unknown prune method 'wanda_owl'"),
+        ({"method": "obs"}, "unknown prune method 'obs'"),
+        ({"allocation": "owl2"}, "unknown allocation 'owl2'"),
+        ({"allocation": "none"}, "unknown allocation 'none'"),
+        ({"dlp_alpha": -0.01}, "dlp_alpha must be >= 0"),
+        ({"owl_lambda": -1.0}, "owl_lambda must be >= 0"),
+        ({"dsa_lambda": -0.5}, "dsa_lambda must be >= 0"),
+        ({"owl_m": 0.0}, "owl_m"),
+        ({"owl_m": -3.0}, "owl_m"),
+        ({"dlp_statistic": "mode"}, "dlp_statistic"),
+        ({"percdamp": -0.01}, "percdamp"),
+        ({"percdamp": 1.0}, "percdamp"),
+        ({"blocksize": 0}, "blocksize"),
+        ({"blocksize": 130, "sparsity_type": "4:8"}, "blocksize must be a positive multiple of M"),
+        ({"use_variant": True, "method": "sparsegpt"}, "use_variant"),
+        ({"use_variant": True, "sparsity_type": "2:4"}, "use_variant"),
+    ],
+)
+def test_prune_config_refusals(kwargs, needle):
+    with pytest.raises(ConfigError) as info:
+        PruneConfig(**kwargs)
+    assert needle in str(info.value)
+    if "sparsity" in kwargs and isinstance(kwargs["sparsity"], float):
+        assert repr(kwargs["sparsity"]) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"sparsity": 0.0},
+        {"sparsity": 0.99},
+        {"sparsity_type": "2:4", "blocksize": 16},
+        {"sparsity_type": "4:8", "blocksize": 128},
+        {"dlp_alpha": 0.0, "owl_lambda": 0.0, "dsa_lambda": 0.0},
+        {"use_variant": True},
+        {"method": "sparsegpt", "allocation": "dsa", "percdamp": 0.0},
+        {"dlp_statistic": "median", "allocation": "dlp"},
+    ],
+)
+def test_prune_config_accepts_valid_settings(kwargs):
+    config = PruneConfig(**kwargs)
+    for key, value in kwargs.items():
+        assert getattr(config, key) == value
+
+
+def test_prune_config_is_frozen():
+    config = PruneConfig()
+    with pytest.raises(AttributeError):
+        config.sparsity = 0.7
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("wanda", ("wanda", None)),
+        ("magnitude", ("magnitude", None)),
+        ("sparsegpt", ("sparsegpt", None)),
+        ("wanda_owl", ("wanda", "owl")),
+        ("sparsegpt_dlp", ("sparsegpt", "dlp")),
+        ("magnitude_dsa", ("magnitude", "dsa")),
+        ("wanda_uniform", ("wanda", "uniform")),
+        ("wanda_owl_search", ("wanda", "dsa")),
+        ("Wanda_DLP", ("wanda", "dlp")),
+    ],
+)
+def test_split_method(name, expected):
+    assert split_method(name) == expected
+
+
+@pytest.mark.parametrize("name", ["wanda_foo", "foo", "owl", "wanda_owl_structure", "sparsegpt_", "", "wandaowl"])
+def test_split_method_refuses_unknown_compounds(name):
+    with pytest.raises(ConfigError, match="unknown prune method"):
+        split_method(name)

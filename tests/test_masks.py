@@ -1,0 +1,139 @@
+"""Masks (methods-spec §2.1, §2.2): True marks a weight to prune."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dlp_lib.masks import cumulative_score_mask, nm_mask, per_row_mask, variant_mask, whole_matrix_mask
+
+T, F = True, False
+
+
+def _rand(rows, cols, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(rows, cols, generator=g)
+
+
+# ------------------------------------------------------------------------------ per_row_mask (Wanda)
+def test_per_row_mask_hand_case_with_ties_broken_by_column_order():
+    score = torch.tensor([[3.0, 1.0, 1.0, 2.0], [0.0, 5.0, 0.0, 0.0]])
+    # s=0.5 -> int(4*0.5)=2 per row. Row 0: 1(col1), 1(col2). Row 1: the three 0s tie -> cols 0, 2 first.
+    assert per_row_mask(score, 0.5).tolist() == [[F, T, T, F], [T, F, T, F]]
+    # s=0.25 -> 1 per row: first of the tied minima.
+    assert per_row_mask(score, 0.25).tolist() == [[F, T, F, F], [T, F, F, F]]
+    # s=0.75 -> 3 per row.
+    assert per_row_mask(score, 0.75).tolist() == [[F, T, T, T], [T, F, T, T]]
+
+
+def test_per_row_mask_all_equal_row_prunes_leftmost_columns():
+    score = torch.ones(3, 8)
+    mask = per_row_mask(score, 0.5)
+    assert mask[:, :4].all() and not mask[:, 4:].any()
+
+
+@pytest.mark.parametrize("shape", [(3, 10), (5, 7), (1, 128), (8, 33)])
+@pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.25, 0.5, 0.7, 0.99])
+def test_per_row_mask_prunes_exactly_int_din_s_lowest_per_row(shape, sparsity):
+    score = _rand(*shape, seed=shape[1])
+    mask = per_row_mask(score, sparsity)
+    k = int(shape[1] * sparsity)
+    assert mask.dtype == torch.bool and mask.shape == score.shape
+    assert mask.sum(dim=1).tolist() == [k] * shape[0]
+    if 0 < k < shape[1]:
+        pruned_max = torch.where(mask, score, torch.full_like(score, -1.0)).max(dim=1).values
+        kept_min = torch.where(~mask, score, torch.full_like(score, 2.0)).min(dim=1).values
+        assert (pruned_max < kept_min).all()
+
+
+# ------------------------------------------------------------------------------ whole_matrix_mask (magnitude)
+def test_whole_matrix_mask_hand_case_prunes_one_more_than_int_numel_s():
+    score = torch.tensor([[0.5, 0.1, 0.8, 0.3], [0.7, 0.2, 0.6, 0.4]])
+    # s=0.5: sorted[int(8*0.5)] = sorted[4] = 0.5 -> prune <= 0.5 (5 entries).
+    assert whole_matrix_mask(score, 0.5).tolist() == [[T, T, F, T], [F, T, F, T]]
+    # s=0.25: sorted[2] = 0.3 -> prune 0.1, 0.2, 0.3.
+    assert whole_matrix_mask(score, 0.25).tolist() == [[F, T, F, T], [F, T, F, F]]
+    # s=0.1: sorted[0] = 0.1 -> one entry.
+    assert whole_matrix_mask(score, 0.1).tolist() == [[F, T, F, F], [F, F, F, F]]
+    # s=0: nothing.
+    assert not whole_matrix_mask(score, 0.0).any()
+
+
+def test_whole_matrix_mask_ties_are_all_pruned():
+    score = torch.tensor([[1.0, 2.0, 2.0, 3.0], [2.0, 4.0, 5.0, 6.0]])
+    # s=0.25: sorted = [1,2,2,2,3,4,5,6], sorted[2] = 2 -> prune 1 and all three 2s.
+    assert whole_matrix_mask(score, 0.25).tolist() == [[T, T, T, F], [T, F, F, F]]
+    # s=0.9: int(7.2)=7 -> sorted[7] = 6 -> everything.
+    assert whole_matrix_mask(score, 0.9).all()
+
+
+@pytest.mark.parametrize("sparsity", [0.01, 0.3, 0.5, 0.7, 0.9])
+def test_whole_matrix_mask_count_without_ties(sparsity):
+    score = _rand(16, 24, seed=3)
+    mask = whole_matrix_mask(score, sparsity)
+    k = int(score.numel() * sparsity)
+    assert int(mask.sum()) == k + 1
+    threshold = torch.sort(score.flatten()).values[k]
+    assert torch.equal(mask, score <= threshold)
+
+
+# ------------------------------------------------------------------------------ nm_mask
+def test_nm_mask_hand_case():
+    score = torch.tensor([[4.0, 1.0, 3.0, 2.0, 5.0, 8.0, 6.0, 7.0], [0.1, 4.0, 0.3, 0.2, 9.0, 1.0, 2.0, 3.0]])
+    assert nm_mask(score, 2, 4).tolist() == [[F, T, F, T, T, F, T, F], [T, F, F, T, F, T, T, F]]
+    assert nm_mask(score, 1, 4).tolist() == [[F, T, F, F, T, F, F, F], [T, F, F, F, F, T, F, F]]
+    # 4:8 on the whole row: the 4 smallest of 8.
+    assert nm_mask(score, 4, 8).tolist() == [[T, T, T, T, F, F, F, F], [T, F, T, T, F, T, F, F]]
+
+
+@pytest.mark.parametrize("n,m", [(1, 4), (2, 4), (3, 4), (4, 8), (5, 8)])
+def test_nm_mask_exactly_n_smallest_per_group(n, m):
+    score = _rand(16, 64, seed=n * 10 + m)
+    mask = nm_mask(score, n, m)
+    groups_mask = mask.reshape(16, 64 // m, m)
+    groups = score.reshape(16, 64 // m, m)
+    assert (groups_mask.sum(-1) == n).all()
+    pruned_max = torch.where(groups_mask, groups, torch.full_like(groups, -1.0)).max(-1).values
+    kept_min = torch.where(~groups_mask, groups, torch.full_like(groups, 2.0)).min(-1).values
+    assert (pruned_max < kept_min).all()
+
+
+def test_nm_mask_refuses_columns_not_multiple_of_m():
+    with pytest.raises(ValueError, match="multiple of M=4"):
+        nm_mask(torch.rand(2, 6), 2, 4)
+
+
+# ------------------------------------------------------------------------------ Wanda variant (spec §2.2)
+def test_cumulative_score_mask_hand_case():
+    score = torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 1.0, 1.0, 8.0]])
+    # alpha=0.4. Row 0: total 10, cumsum [1,3,6,10] <= 4 -> 2 kept -> threshold 2 -> prune 1, 2.
+    # Row 1: total 20, sorted [1,1,8,10], cumsum [1,2,10,20] <= 8 -> threshold 1 -> prune both 1s.
+    assert cumulative_score_mask(score, 0.4).tolist() == [[T, T, F, F], [F, T, T, F]]
+    # alpha=0.5. Row 0: cumsum <= 5 -> threshold 2. Row 1: cumsum <= 10 -> threshold 8 -> prune 1, 1, 8.
+    assert cumulative_score_mask(score, 0.5).tolist() == [[T, T, F, F], [F, T, T, T]]
+
+
+def test_cumulative_score_mask_smallest_above_budget_prunes_whole_row():
+    score = torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 1.0, 1.0, 8.0]])
+    # alpha=0.05. Row 0: even the smallest (1) > 0.5 -> index -1 -> the row maximum -> whole row (quirk).
+    # Row 1: 1 <= 1 -> threshold 1 -> the two 1s.
+    assert cumulative_score_mask(score, 0.05).tolist() == [[T, T, T, T], [F, T, T, F]]
+
+
+def test_variant_mask_survives_a_constant_row():
+    score = _rand(8, 64, seed=0)
+    score[3] = 1.0  # a constant row: at small alpha no cumulative sum fits the budget
+    mask = variant_mask(score, 0.1)
+    assert mask.shape == score.shape
+    assert mask[3].all()  # ties: a constant row is pruned whole whatever alpha
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
+def test_variant_mask_reaches_target_sparsity(target):
+    score = _rand(64, 256, seed=7)
+    mask = variant_mask(score, target)
+    assert abs(mask.float().mean().item() - target) <= 0.001
+    # Per row it is a threshold mask: every pruned score <= every kept score of that row.
+    pruned_max = torch.where(mask, score, torch.full_like(score, -1.0)).max(dim=1).values
+    kept_min = torch.where(~mask, score, torch.full_like(score, 2.0)).min(dim=1).values
+    assert (pruned_max < kept_min).all()

@@ -1,0 +1,126 @@
+"""SparseGPT's OBS solver (methods-spec §2.3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dlp_lib.masks import nm_mask, per_row_mask
+from dlp_lib.scores import wanda_score
+from dlp_lib.sparsegpt import inverse_hessian_cholesky, sparsegpt_prune
+from dlp_lib.stats import Hessian, InputNorms
+
+ROWS, COLS, TOKENS, WINDOWS = 64, 128, 2048, 16
+
+
+@pytest.fixture(scope="module")
+def layer():
+    """A random linear layer and correlated inputs X = Z @ A (2048 tokens in 16 windows), with both statistics."""
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(ROWS, COLS, generator=g)
+    Z = torch.randn(TOKENS, 2 * COLS, generator=g)
+    A = torch.randn(2 * COLS, COLS, generator=g) / (2 * COLS) ** 0.5  # random mixing: correlated inputs
+    X = Z @ A
+    norms, hessian = InputNorms(COLS), Hessian(COLS)
+    windows = X.reshape(WINDOWS, TOKENS // WINDOWS, COLS)
+    norms.add(windows)
+    hessian.add(windows)
+    return W, X, norms.mean, hessian.matrix
+
+
+def _error(W, W_hat, X):
+    return float(torch.linalg.matrix_norm((W - W_hat) @ X.T))
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.7])
+@pytest.mark.parametrize("blocksize", [16, 128])
+def test_sparsegpt_reconstructs_better_than_wanda(layer, sparsity, blocksize):
+    W, X, r, H = layer
+    wanda = W.masked_fill(per_row_mask(wanda_score(W, r), sparsity), 0.0)
+    pruned, loss = sparsegpt_prune(W, H, sparsity, blocksize=blocksize)
+    assert (pruned == 0).float().mean() >= (wanda == 0).float().mean()  # not easier for SparseGPT
+    assert _error(W, pruned, X) < _error(W, wanda, X)
+    # the OBS updates help: same zeros without the updates of the kept weights is worse
+    assert _error(W, pruned, X) < _error(W, W.masked_fill(pruned == 0, 0.0), X)
+    assert loss > 0
+
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("blocksize", [16, 32, 128])
+def test_unstructured_zeros_per_column_block(layer, sparsity, blocksize):
+    W, _, _, H = layer
+    pruned, _ = sparsegpt_prune(W, H, sparsity, blocksize=blocksize)
+    assert pruned.dtype == torch.float32 and pruned.shape == W.shape
+    # comparison group = rows x blocksize, pruning <= sorted[int(n*s)]: exactly int(n*s)+1 zeros without ties
+    for i1 in range(0, COLS, blocksize):
+        block = pruned[:, i1 : i1 + blocksize]
+        assert int((block == 0).sum()) == int(block.numel() * sparsity) + 1
+    assert float((pruned == 0).float().mean()) >= sparsity
+
+
+def test_unstructured_last_partial_block(layer):
+    W, _, _, H = layer
+    W, H = W[:, :100], H[:100, :100]
+    pruned, _ = sparsegpt_prune(W, H, 0.5, blocksize=32)
+    for i1, width in ((0, 32), (32, 32), (64, 32), (96, 4)):
+        assert int((pruned[:, i1 : i1 + width] == 0).sum()) == int(ROWS * width * 0.5) + 1
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4)])
+@pytest.mark.parametrize("blocksize", [16, 128])
+def test_nm_pattern_is_exact(layer, n, m, blocksize):
+    W, X, r, H = layer
+    pruned, _ = sparsegpt_prune(W, H, 0.0, nm=(n, m), blocksize=blocksize)
+    zeros_per_group = (pruned.reshape(ROWS, COLS // m, m) == 0).sum(-1)
+    assert (zeros_per_group == n).all()  # kept weights are updated, never exactly 0 on random data
+    wanda = W.masked_fill(nm_mask(wanda_score(W, r), n, m), 0.0)
+    assert _error(W, pruned, X) < _error(W, wanda, X)
+
+
+def test_sparsity_zero_leaves_weight_unchanged(layer):
+    W, _, _, H = layer
+    pruned, loss = sparsegpt_prune(W, H, 0.0)
+    assert torch.equal(pruned, W)
+    assert loss == 0.0
+
+
+def test_fp16_weight_in_fp32_out(layer):
+    W, _, _, H = layer
+    pruned, _ = sparsegpt_prune(W.half(), H, 0.5)
+    assert pruned.dtype == torch.float32
+    assert int((pruned[:, :128] == 0).sum()) == int(ROWS * 128 * 0.5) + 1
+
+
+def test_dead_inputs_zero_the_weight_column(layer):
+    W, X, _, _ = layer
+    X = X.clone()
+    X[:, [5, 77]] = 0.0
+    hessian = Hessian(COLS)
+    hessian.add(X.reshape(WINDOWS, -1, COLS))
+    assert hessian.matrix[5, 5] == 0 and hessian.matrix[77, 77] == 0
+    pruned, _ = sparsegpt_prune(W, hessian.matrix, 0.0)
+    assert (pruned[:, [5, 77]] == 0).all()
+    keep = [c for c in range(COLS) if c not in (5, 77)]
+    assert torch.equal(pruned[:, keep], W[:, keep])  # nothing else moves at sparsity 0
+    pruned, _ = sparsegpt_prune(W, hessian.matrix, 0.5)
+    assert (pruned[:, [5, 77]] == 0).all()
+    assert torch.isfinite(pruned).all()
+
+
+def _random_spd(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(n, 2 * n, generator=g, dtype=torch.float64)
+    return A @ A.T / (2 * n) + 0.1 * torch.eye(n, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("percdamp", [0.0, 0.01, 0.1])
+def test_inverse_hessian_cholesky_identity(percdamp):
+    H = _random_spd(24, seed=int(percdamp * 100))
+    U = inverse_hessian_cholesky(H, percdamp=percdamp)
+    assert torch.equal(U, torch.triu(U))
+    damped = H + percdamp * torch.diag(H).mean() * torch.eye(24, dtype=H.dtype)
+    atol = 1e-7 if percdamp == 0 else 1e-12  # percdamp=0 still adds a 1e-8 relative jitter
+    torch.testing.assert_close(U.T @ U, torch.linalg.inv(damped), rtol=1e-6 if percdamp == 0 else 1e-10, atol=atol)
+    for i in range(24):
+        expected = torch.linalg.inv(damped[i:, i:])[0, 0]
+        assert float(U[i, i] ** 2) == pytest.approx(float(expected), rel=1e-6 if percdamp == 0 else 1e-10)

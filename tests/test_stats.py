@@ -1,0 +1,128 @@
+"""Calibration statistics (methods-spec §2.2 InputNorms, §2.3 Hessian) and the hook context manager."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dlp_lib.stats import Hessian, InputNorms, record_inputs
+
+
+def _windows(n=6, tokens=5, d_in=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, tokens, d_in, generator=g)
+
+
+HAND = torch.tensor([[[1.0, 2.0], [3.0, 0.0]], [[0.0, 1.0], [1.0, 1.0]]])  # 2 windows x 2 tokens x 2 inputs
+
+
+# ------------------------------------------------------------------------------ InputNorms
+def test_input_norms_hand_case():
+    stat = InputNorms(2)
+    stat.add(HAND)
+    # column sums of squares: 1+9+0+1 = 11 and 4+0+1+1 = 6, over N = 2 windows (not 4 tokens)
+    assert stat.mean.tolist() == [5.5, 3.0]
+    assert stat.windows == 2
+
+
+def test_input_norms_matches_definition_and_is_batch_invariant():
+    x = _windows()
+    expected = (x.double() ** 2).sum(dim=(0, 1)) / x.shape[0]
+
+    one = InputNorms(4)
+    for window in x:  # one window at a time, (tokens, d_in)
+        one.add(window)
+    one_3d = InputNorms(4)
+    for window in x:  # one window at a time, (1, tokens, d_in)
+        one_3d.add(window.unsqueeze(0))
+    batched = InputNorms(4)
+    batched.add(x[:3])
+    batched.add(x[3:])
+
+    for stat in (one, one_3d, batched):
+        assert stat.windows == 6
+        assert stat.mean.dtype == torch.float32
+        torch.testing.assert_close(stat.mean.double(), expected, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(one.mean, batched.mean, rtol=1e-6, atol=1e-7)
+
+
+def test_input_norms_fp16_input_accumulates_fp32():
+    x = _windows(seed=1).half()
+    stat = InputNorms(4)
+    stat.add(x)
+    expected = (x.double() ** 2).sum(dim=(0, 1)) / x.shape[0]
+    assert stat.mean.dtype == torch.float32
+    torch.testing.assert_close(stat.mean.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ Hessian
+def test_hessian_hand_case():
+    stat = Hessian(2)
+    stat.add(HAND)
+    # X^T X over the 4 tokens = [[11, 3], [3, 6]], times 2/N with N = 2 windows
+    torch.testing.assert_close(stat.matrix, torch.tensor([[11.0, 3.0], [3.0, 6.0]]))
+    assert stat.windows == 2
+
+
+def test_hessian_matches_definition_and_is_batch_invariant():
+    x = _windows(n=6, tokens=7, d_in=5, seed=2)
+    flat = x.reshape(-1, 5).double()
+    expected = 2.0 / 6 * flat.T @ flat
+
+    one = Hessian(5)
+    for window in x:
+        one.add(window)  # (tokens, d_in) = one window
+    batched = Hessian(5)
+    batched.add(x[:3])
+    batched.add(x[3:])
+    mixed = Hessian(5)
+    mixed.add(x[:1])
+    mixed.add(x[1])
+    mixed.add(x[2:6])
+
+    for stat in (one, batched, mixed):
+        assert stat.windows == 6
+        assert stat.matrix.dtype == torch.float32
+        torch.testing.assert_close(stat.matrix.double(), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(stat.matrix, stat.matrix.T)
+
+
+# ------------------------------------------------------------------------------ record_inputs
+def test_record_inputs_records_every_call_and_removes_hooks():
+    torch.manual_seed(0)
+    modules = {"a": nn.Linear(3, 2), "b": nn.Linear(2, 1)}
+    seen = []
+    x1, x2 = torch.randn(4, 3), torch.randn(5, 3)
+    with record_inputs(modules, lambda name, inp: seen.append((name, inp))):
+        modules["b"](modules["a"](x1))
+        modules["a"](x2)
+    assert [name for name, _ in seen] == ["a", "b", "a"]
+    assert torch.equal(seen[0][1], x1) and torch.equal(seen[2][1], x2)
+    assert torch.allclose(seen[1][1], modules["a"](x1))
+    assert all(len(m._forward_hooks) == 0 for m in modules.values())
+    modules["a"](x1)
+    assert len(seen) == 3
+
+
+def test_record_inputs_removes_hooks_when_the_forward_raises():
+    modules = {"a": nn.Linear(3, 2), "b": nn.Linear(3, 2)}
+    seen = []
+    with pytest.raises(RuntimeError):
+        with record_inputs(modules, lambda name, inp: seen.append(name)):
+            modules["a"](torch.randn(2, 3))
+            modules["b"](torch.randn(2, 7))  # wrong input size: the forward itself raises
+    assert seen == ["a"]
+    assert all(len(m._forward_hooks) == 0 for m in modules.values())
+
+
+def test_record_inputs_removes_hooks_when_the_recorder_raises():
+    module = nn.Linear(3, 2)
+
+    def record(name, inp):
+        raise KeyError(name)
+
+    with pytest.raises(KeyError):
+        with record_inputs({"a": module}, record):
+            module(torch.randn(2, 3))
+    assert len(module._forward_hooks) == 0
