@@ -138,26 +138,16 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = resolve_dtype(dtype)
+    check_model_spec(spec)
     if spec in EMBEDDED_MODELS:
         source = embedded_model_dir(spec)
     elif spec.endswith(".gguf"):
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"GGUF file not found: {spec}")
-        model, tokenizer = _load_gguf(path, torch_dtype)
+        model, tokenizer = _load_gguf(Path(spec).expanduser(), torch_dtype)
         architecture(model)
         return model.to(device), tokenizer
-    elif Path(spec).expanduser().exists():
-        source = Path(spec).expanduser()
-        if not (source / "config.json").is_file():
-            raise ConfigError(f"{spec} is not a Hugging Face model directory (no config.json)")
-    elif _looks_like_hub_id(spec):
-        source = spec
     else:
-        raise ConfigError(
-            f"unknown model {spec!r}: give {sorted(EMBEDDED_MODELS)}, a local model directory, "
-            "a .gguf file, or a hub id like 'meta-llama/Llama-2-7b-hf'"
-        )
+        local = Path(spec).expanduser()
+        source = local if local.exists() else spec
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
