@@ -111,7 +111,10 @@ def _parse_source(source: str) -> tuple[str, str | None]:
         if source == name:
             return name, None
         if source.startswith(name + ":"):
-            return name, source[len(name) + 1 :]
+            path = source[len(name) + 1 :]
+            if not path:
+                raise ConfigError(f"{source!r}: give a file after the colon, or {name!r} for the hub copy")
+            return name, path
     if source == EMBEDDED_SOURCE:
         return source, None
     if Path(source).expanduser().is_file():

@@ -70,11 +70,14 @@ def validate(config: RunConfig) -> None:
 
 
 def model_fingerprint(model) -> str:
-    """Identifies a model's weights cheaply: its config and a few rows of every decoder linear."""
+    """Identifies a model's weights cheaply: its config, and per decoder linear a few rows plus the
+    sum and sum of squares of all weights (in float64), so any change to a weight changes it."""
     h = hashlib.sha256(model.config.to_json_string().encode())
     for block in decoder_blocks(model):
         for linear in linear_sublayers(block).values():
-            h.update(linear.weight.detach()[:4].float().cpu().numpy().tobytes())
+            w = linear.weight.detach()
+            moments = torch.stack([w.double().sum(), w.double().square().sum()])
+            h.update(w[:4].float().cpu().numpy().tobytes() + moments.cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 

@@ -87,6 +87,20 @@ def _prune_linear(linear, config: PruneConfig, sparsity: float, stat, nm) -> Non
     weight.data[mask] = 0
 
 
+def _check_block_patterns(patterns, blocks, config: PruneConfig) -> None:
+    if len(patterns) != len(blocks):
+        raise ConfigError(f"got {len(patterns)} N:M patterns for a model with {len(blocks)} blocks")
+    if not config.nm:
+        return
+    for index, (pattern, block) in enumerate(zip(patterns, blocks)):
+        n, m = pattern
+        if not 0 <= n < m:
+            raise ConfigError(f"block {index}: N:M pattern {n}:{m} needs 0 <= N < M")
+        for name, linear in linear_sublayers(block).items():
+            if linear.in_features % m:
+                raise ConfigError(f"block {index} {name}: input size {linear.in_features} is not a multiple of M={m}")
+
+
 def _check_block_targets(block_targets: list[float], num_blocks: int) -> None:
     if len(block_targets) != num_blocks:
         raise ConfigError(f"got {len(block_targets)} block sparsities for a model with {num_blocks} blocks")
@@ -95,21 +109,36 @@ def _check_block_targets(block_targets: list[float], num_blocks: int) -> None:
         raise ConfigError(f"block sparsities must be in [0, 1); blocks {bad} are not")
 
 
+def _run_with_statistics(block, inputs: BlockInputs, linears: dict, stats: dict, keep_outputs: bool):
+    """Run ``block`` over every calibration batch, feeding each linear's input to ``stats[name]``.
+
+    Inputs are reshaped to (windows, tokens, d_in) with the batch's window count, because some layers
+    (OPT's fc1/fc2) receive a flattened (windows * tokens, d_in) tensor."""
+    windows = [0]
+
+    def record(name, x):
+        stats[name].add(x.reshape(windows[0], -1, x.shape[-1]))
+
+    outputs = []
+    with record_inputs(linears, record):
+        for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
+            windows[0] = hidden.shape[0]
+            out = run_block(block, hidden, kwargs)
+            if keep_outputs:
+                outputs.append(out)
+    return outputs
+
+
 @torch.no_grad()
 def dense_input_norms(model, calibration: torch.Tensor, batch_size: int = 8, progress: bool = True):
     """One pass over the dense model: the input norms of every linear of every block (Wanda's ``r``),
     with block l fed by the dense blocks 0..l-1. Returns one ``{linear name: r}`` dict per block."""
     inputs = capture_block_inputs(model, calibration, batch_size)
-    blocks = decoder_blocks(model)
     result = []
-    for block in tqdm(blocks, desc="dense statistics", disable=not progress, unit="block"):
+    for block in tqdm(decoder_blocks(model), desc="dense statistics", disable=not progress, unit="block"):
         linears = linear_sublayers(block)
         stats = {name: InputNorms(lin.in_features, lin.weight.device) for name, lin in linears.items()}
-        outputs = []
-        with record_inputs(linears, lambda name, x: stats[name].add(x)):
-            for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
-                outputs.append(run_block(block, hidden, kwargs))
-        inputs.hidden = outputs
+        inputs.hidden = _run_with_statistics(block, inputs, linears, stats, keep_outputs=True)
         result.append({name: s.mean.cpu() for name, s in stats.items()})
     return result
 
@@ -142,6 +171,7 @@ def prune_model(
     targets = list(block_sparsities) if block_sparsities is not None else [config.sparsity] * len(blocks)
     _check_block_targets(targets, len(blocks))
     patterns = list(block_nm) if block_nm is not None else [config.nm] * len(blocks)
+    _check_block_patterns(patterns, blocks, config)
     if config.nm:
         targets = [n / m for n, m in patterns]
     needs_data = config.method in ("wanda", "sparsegpt")
@@ -163,9 +193,7 @@ def prune_model(
         if needs_data:
             accumulator = Hessian if config.method == "sparsegpt" else InputNorms
             stats = {name: accumulator(lin.in_features, lin.weight.device) for name, lin in linears.items()}
-            with record_inputs(linears, lambda name, x: stats[name].add(x)):
-                for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
-                    run_block(block, hidden, kwargs)
+            _run_with_statistics(block, inputs, linears, stats, keep_outputs=False)
         t1 = time.perf_counter()
         for name, linear in linears.items():
             _prune_linear(linear, config, targets[index], stats.get(name), patterns[index])
