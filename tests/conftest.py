@@ -8,8 +8,14 @@ import torch
 
 torch.set_num_threads(2)
 
-TINY = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-            num_attention_heads=4, max_position_embeddings=256)
+TINY = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    max_position_embeddings=256,
+)
 
 
 def tiny_config(arch: str):
@@ -22,8 +28,15 @@ def tiny_config(arch: str):
     if arch == "qwen2":
         return Qwen2Config(**TINY, num_key_value_heads=2)
     if arch == "opt":
-        return OPTConfig(vocab_size=TINY["vocab_size"], hidden_size=32, ffn_dim=64, num_hidden_layers=3,
-                         num_attention_heads=4, max_position_embeddings=256, word_embed_proj_dim=32)
+        return OPTConfig(
+            vocab_size=TINY["vocab_size"],
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            word_embed_proj_dim=32,
+        )
     raise ValueError(arch)
 
 
