@@ -7,6 +7,7 @@ substrings of the model's name or path.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,52 @@ def decoder_blocks(model: nn.Module) -> nn.ModuleList:
     for attr in ARCHITECTURES[architecture(model)].split("."):
         module = getattr(module, attr)
     return module
+
+
+@contextmanager
+def blocks_detached(model: nn.Module):
+    """Temporarily replace the decoder-block list by an empty one (to move everything else)."""
+    path = ARCHITECTURES[architecture(model)].split(".")
+    parent = model
+    for attr in path[:-1]:
+        parent = getattr(parent, attr)
+    blocks = getattr(parent, path[-1])
+    setattr(parent, path[-1], nn.ModuleList())
+    try:
+        yield blocks
+    finally:
+        setattr(parent, path[-1], blocks)
+
+
+def move_non_block_modules(model: nn.Module, device) -> None:
+    """Move embeddings, rotary tables, final norm and head to ``device``, leaving the blocks where they are
+    (for offloading: the blocks stay in CPU memory and visit the GPU one at a time)."""
+    with blocks_detached(model):
+        model.to(device)
+
+
+def final_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits from the last block's output: the final norm (and OPT's projection), then the LM head."""
+    if architecture(model) == "opt":
+        decoder = model.model.decoder
+        if decoder.final_layer_norm is not None:
+            hidden = decoder.final_layer_norm(hidden)
+        if decoder.project_out is not None:
+            hidden = decoder.project_out(hidden)
+    else:
+        hidden = model.model.norm(hidden)
+    return model.lm_head(hidden)
+
+
+def to_device(obj, device):
+    """``obj`` with every tensor inside (tuples, lists, dicts) moved to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(to_device(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return obj
 
 
 def linear_sublayers(block: nn.Module) -> dict[str, nn.Linear]:
@@ -124,4 +171,8 @@ def block_output(output) -> torch.Tensor:
 
 @torch.no_grad()
 def run_block(block: nn.Module, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    """Run one block; inputs follow the block's device (a model spread over several GPUs)."""
+    device = module_device(block)
+    if hidden.device != device:
+        hidden, kwargs = hidden.to(device), to_device(kwargs, device)
     return block_output(block(hidden, **kwargs))

@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
 from .config import ConfigError, PruneConfig
-from .layers import BlockInputs, capture_block_inputs, decoder_blocks, linear_sublayers, run_block
+from .layers import (
+    BlockInputs,
+    capture_block_inputs,
+    decoder_blocks,
+    linear_sublayers,
+    module_device,
+    move_non_block_modules,
+    run_block,
+)
 from .masks import nm_mask, per_row_mask, variant_mask, whole_matrix_mask
 from .scores import magnitude_score, wanda_score
 from .sparsegpt import sparsegpt_prune
@@ -109,6 +118,35 @@ def _check_block_targets(block_targets: list[float], num_blocks: int) -> None:
         raise ConfigError(f"block sparsities must be in [0, 1); blocks {bad} are not")
 
 
+@contextmanager
+def offloaded(model, device):
+    """With ``device`` set, keep the decoder blocks where they are (CPU memory) and put the rest of the
+    model on ``device``; :func:`block_on` then brings one block at a time. Restores placement on exit."""
+    if device is None:
+        yield
+        return
+    home = model.get_input_embeddings().weight.device
+    move_non_block_modules(model, device)
+    try:
+        yield
+    finally:
+        move_non_block_modules(model, home)
+
+
+@contextmanager
+def block_on(block, device):
+    """Move one block to ``device`` for the duration (no-op when ``device`` is None)."""
+    if device is None:
+        yield block
+        return
+    home = module_device(block)
+    block.to(device)
+    try:
+        yield block
+    finally:
+        block.to(home)
+
+
 def _run_with_statistics(block, inputs: BlockInputs, linears: dict, stats: dict, keep_outputs: bool):
     """Run ``block`` over every calibration batch, feeding each linear's input to ``stats[name]``.
 
@@ -129,17 +167,43 @@ def _run_with_statistics(block, inputs: BlockInputs, linears: dict, stats: dict,
     return outputs
 
 
+def _prune_block(block, inputs: BlockInputs | None, config: PruneConfig, sparsity, nm, seconds, propagate):
+    """Statistics on the dense block, prune every linear, then recompute the block's outputs in place."""
+    linears = linear_sublayers(block)
+    stats = {}
+    t0 = time.perf_counter()
+    if inputs is not None:
+        accumulator = Hessian if config.method == "sparsegpt" else InputNorms
+        stats = {name: accumulator(lin.in_features, lin.weight.device) for name, lin in linears.items()}
+        _run_with_statistics(block, inputs, linears, stats, keep_outputs=False)
+    t1 = time.perf_counter()
+    for name, linear in linears.items():
+        _prune_linear(linear, config, sparsity, stats.get(name), nm)
+    stats.clear()  # free Hessians before the next forward
+    t2 = time.perf_counter()
+    if inputs is not None and propagate:
+        inputs.hidden = [run_block(block, h, kw) for h, kw in zip(inputs.hidden, inputs.kwargs)]
+    t3 = time.perf_counter()
+    seconds["statistics"] += t1 - t0
+    seconds["pruning"] += t2 - t1
+    seconds["propagation"] += t3 - t2
+
+
 @torch.no_grad()
-def dense_input_norms(model, calibration: torch.Tensor, batch_size: int = 8, progress: bool = True):
+def dense_input_norms(
+    model, calibration: torch.Tensor, batch_size: int = 8, progress: bool = True, offload_device=None
+):
     """One pass over the dense model: the input norms of every linear of every block (Wanda's ``r``),
     with block l fed by the dense blocks 0..l-1. Returns one ``{linear name: r}`` dict per block."""
-    inputs = capture_block_inputs(model, calibration, batch_size)
     result = []
-    for block in tqdm(decoder_blocks(model), desc="dense statistics", disable=not progress, unit="block"):
-        linears = linear_sublayers(block)
-        stats = {name: InputNorms(lin.in_features, lin.weight.device) for name, lin in linears.items()}
-        inputs.hidden = _run_with_statistics(block, inputs, linears, stats, keep_outputs=True)
-        result.append({name: s.mean.cpu() for name, s in stats.items()})
+    with offloaded(model, offload_device):
+        inputs = capture_block_inputs(model, calibration, batch_size)
+        for block in tqdm(decoder_blocks(model), desc="dense statistics", disable=not progress, unit="block"):
+            with block_on(block, offload_device):
+                linears = linear_sublayers(block)
+                stats = {name: InputNorms(lin.in_features, lin.weight.device) for name, lin in linears.items()}
+                inputs.hidden = _run_with_statistics(block, inputs, linears, stats, keep_outputs=True)
+            result.append({name: s.mean.cpu() for name, s in stats.items()})
     return result
 
 
@@ -152,6 +216,7 @@ def prune_model(
     block_nm: list[tuple[int, int]] | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    offload_device=None,
 ) -> PruneReport:
     """Prune ``model`` in place, block by block.
 
@@ -163,6 +228,9 @@ def prune_model(
             Ignored for N:M sparsity, which uses ``block_nm``.
         block_nm: one (N, M) pattern per block for N:M sparsity; ``config``'s N:M for all if None.
         batch_size: calibration windows per forward call.
+        offload_device: if set (e.g. ``"cuda"``), the model stays in CPU memory and one decoder block at
+            a time is moved to this device for statistics, pruning and recomputation; calibration
+            activations live on the device in the model's dtype.
 
     Example:
         >>> report = prune_model(model, PruneConfig("wanda", 0.5), calibration_windows(...))
@@ -180,32 +248,15 @@ def prune_model(
 
     seconds = {"capture": 0.0, "statistics": 0.0, "pruning": 0.0, "propagation": 0.0}
     start = time.perf_counter()
-    inputs: BlockInputs | None = None
-    if needs_data:
-        inputs = capture_block_inputs(model, calibration, batch_size)
-    seconds["capture"] = time.perf_counter() - start
-
-    bar = tqdm(list(enumerate(blocks)), desc=f"pruning ({config.method})", disable=not progress, unit="block")
-    for index, block in bar:
-        linears = linear_sublayers(block)
-        stats = {}
-        t0 = time.perf_counter()
-        if needs_data:
-            accumulator = Hessian if config.method == "sparsegpt" else InputNorms
-            stats = {name: accumulator(lin.in_features, lin.weight.device) for name, lin in linears.items()}
-            _run_with_statistics(block, inputs, linears, stats, keep_outputs=False)
-        t1 = time.perf_counter()
-        for name, linear in linears.items():
-            _prune_linear(linear, config, targets[index], stats.get(name), patterns[index])
-        stats.clear()  # free Hessians before the next forward
-        t2 = time.perf_counter()
-        if needs_data and index + 1 < len(blocks):
-            inputs.hidden = [run_block(block, h, kw) for h, kw in zip(inputs.hidden, inputs.kwargs)]
-        t3 = time.perf_counter()
-        seconds["statistics"] += t1 - t0
-        seconds["pruning"] += t2 - t1
-        seconds["propagation"] += t3 - t2
-
+    with offloaded(model, offload_device):
+        inputs = capture_block_inputs(model, calibration, batch_size) if needs_data else None
+        seconds["capture"] = time.perf_counter() - start
+        bar = tqdm(list(enumerate(blocks)), desc=f"pruning ({config.method})", disable=not progress, unit="block")
+        for index, block in bar:
+            with block_on(block, offload_device):
+                _prune_block(
+                    block, inputs, config, targets[index], patterns[index], seconds, propagate=index + 1 < len(blocks)
+                )
     seconds["total"] = time.perf_counter() - start
     per_block, per_linear, overall = decoder_sparsity(model)
     log.info("pruned with %s to %.4f sparsity in %.1f s", config.method, overall, seconds["total"])

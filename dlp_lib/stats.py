@@ -29,10 +29,10 @@ class InputNorms:
         """Add a batch of inputs shaped (windows, tokens, d_in) (or (tokens, d_in) for one window)."""
         if x.dim() == 2:
             x = x.unsqueeze(0)
-        for window in x:
+        sq_norms = torch.linalg.vector_norm(x.to(torch.float32), ord=2, dim=1) ** 2  # (windows, d_in)
+        for sq_norm in sq_norms:
             self.mean *= self.windows / (self.windows + 1)
             self.windows += 1
-            sq_norm = torch.linalg.vector_norm(window.to(torch.float32), ord=2, dim=0) ** 2
             self.mean += sq_norm / self.windows
 
 

@@ -1,0 +1,92 @@
+"""Offloading (one block at a time on the compute device) and device plumbing for spread models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import ARCHS, make_tiny_model
+
+from dlp_lib import prune as prune_module
+from dlp_lib.config import PruneConfig
+from dlp_lib.layers import capture_block_inputs, decoder_blocks, final_logits, run_block, to_device
+from dlp_lib.prune import dense_input_norms, prune_model
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt", "magnitude"])
+def test_offload_gives_the_same_weights_and_visits_every_block(method, tiny_windows, monkeypatch):
+    visited = []
+    real_block_on = prune_module.block_on
+
+    def spy(block, device):
+        visited.append((id(block), device))
+        return real_block_on(block, device)
+
+    monkeypatch.setattr(prune_module, "block_on", spy)
+    config = PruneConfig(method, 0.6)
+    reference = make_tiny_model("llama")
+    prune_model(reference, config, tiny_windows, progress=False)
+    offloaded = make_tiny_model("llama")
+    prune_model(offloaded, config, tiny_windows, progress=False, offload_device="cpu")
+    ref, got = _weights(reference), _weights(offloaded)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    blocks = [id(b) for b in decoder_blocks(offloaded)]
+    assert [v for v in visited if v[1] == "cpu"] == [(b, "cpu") for b in blocks]
+
+
+def test_offload_dense_norms_match(tiny_windows):
+    model = make_tiny_model("qwen2")
+    plain = dense_input_norms(model, tiny_windows, 4, progress=False)
+    off = dense_input_norms(model, tiny_windows, 4, progress=False, offload_device="cpu")
+    assert all(torch.equal(a[n], b[n]) for a, b in zip(plain, off) for n in a)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_offload_to_cuda_keeps_blocks_in_cpu_memory_and_matches_cpu_masks(tiny_windows):
+    config = PruneConfig("wanda", 0.5)
+    reference = make_tiny_model("llama")
+    prune_model(reference, config, tiny_windows, progress=False)
+    model = make_tiny_model("llama")
+    prune_model(model, config, tiny_windows, progress=False, offload_device="cuda")
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    ref, got = _weights(reference), _weights(model)
+    assert all(torch.equal(ref[k] == 0, got[k] == 0) for k in ref)
+
+
+def test_to_device_moves_nested_tensors():
+    obj = {"a": (torch.ones(1), [torch.zeros(2)]), "b": None, "c": 3}
+    moved = to_device(obj, torch.device("cpu"))
+    assert isinstance(moved["a"], tuple) and isinstance(moved["a"][1], list)
+    assert moved["b"] is None and moved["c"] == 3
+
+
+def test_run_block_moves_inputs_to_the_block_device(monkeypatch, tiny_windows):
+    model = make_tiny_model("llama")
+    inputs = capture_block_inputs(model, tiny_windows, 4)
+    moved = []
+    real = torch.Tensor.to
+
+    def spy(self, *args, **kwargs):
+        moved.append(args[0] if args else kwargs.get("device"))
+        return real(self, *args, **kwargs)
+
+    # pretend the block lives on another device: run_block must move hidden state and kwargs there
+    monkeypatch.setattr("dlp_lib.layers.module_device", lambda block: torch.device("cpu", 0))
+    monkeypatch.setattr(torch.Tensor, "to", spy)
+    run_block(decoder_blocks(model)[0], inputs.hidden[0], inputs.kwargs[0])
+    assert torch.device("cpu", 0) in moved
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_final_logits_match_the_model(arch, tiny_windows):
+    model = make_tiny_model(arch)
+    with torch.no_grad():
+        out = model(input_ids=tiny_windows, output_hidden_states=True)
+        inputs = capture_block_inputs(model, tiny_windows, 8)
+        hidden = inputs.hidden[0]
+        for block in decoder_blocks(model):
+            hidden = run_block(block, hidden, inputs.kwargs[0])
+        assert torch.allclose(final_logits(model, hidden), out.logits, atol=1e-5)
