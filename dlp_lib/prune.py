@@ -147,24 +147,36 @@ def block_on(block, device):
         block.to(home)
 
 
-def _run_with_statistics(block, inputs: BlockInputs, linears: dict, stats: dict, keep_outputs: bool):
-    """Run ``block`` over every calibration batch, feeding each linear's input to ``stats[name]``.
+def _run_with_statistics(block, inputs: BlockInputs, linears: dict, make_stat, keep_outputs: bool):
+    """Run ``block`` over every calibration batch and return ``({linear name: statistic}, outputs)``.
 
-    Inputs are reshaped to (windows, tokens, d_in) with the batch's window count, because some layers
-    (OPT's fc1/fc2) receive a flattened (windows * tokens, d_in) tensor."""
-    windows = [0]
+    Linears that receive the very same input tensor (q/k/v, gate/up) share one statistic, computed
+    once. Inputs are reshaped to (windows, tokens, d_in) with the batch's window count, because some
+    layers (OPT's fc1/fc2) receive a flattened (windows * tokens, d_in) tensor."""
+    stats, windows, seen = {}, [0], {}
 
     def record(name, x):
-        stats[name].add(x.reshape(windows[0], -1, x.shape[-1]))
+        # ``seen`` holds this batch's inputs alive, so an address cannot be reused by another tensor
+        key = (x.data_ptr(), tuple(x.shape), x.stride())
+        if key in seen:
+            stats.setdefault(name, seen[key][1])
+            return
+        stat = stats.get(name)
+        if stat is None:
+            stat = stats[name] = make_stat(x.shape[-1], x.device)
+        stat.add(x.reshape(windows[0], -1, x.shape[-1]))
+        seen[key] = (x, stat)
 
     outputs = []
     with record_inputs(linears, record):
         for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
             windows[0] = hidden.shape[0]
+            seen.clear()
             out = run_block(block, hidden, kwargs)
             if keep_outputs:
                 outputs.append(out)
-    return outputs
+    seen.clear()
+    return stats, outputs
 
 
 def _prune_block(block, inputs: BlockInputs | None, config: PruneConfig, sparsity, nm, seconds, propagate):
@@ -174,8 +186,7 @@ def _prune_block(block, inputs: BlockInputs | None, config: PruneConfig, sparsit
     t0 = time.perf_counter()
     if inputs is not None:
         accumulator = Hessian if config.method == "sparsegpt" else InputNorms
-        stats = {name: accumulator(lin.in_features, lin.weight.device) for name, lin in linears.items()}
-        _run_with_statistics(block, inputs, linears, stats, keep_outputs=False)
+        stats, _ = _run_with_statistics(block, inputs, linears, accumulator, keep_outputs=False)
     t1 = time.perf_counter()
     for name, linear in linears.items():
         _prune_linear(linear, config, sparsity, stats.get(name), nm)
@@ -200,9 +211,9 @@ def dense_input_norms(
         inputs = capture_block_inputs(model, calibration, batch_size)
         for block in tqdm(decoder_blocks(model), desc="dense statistics", disable=not progress, unit="block"):
             with block_on(block, offload_device):
-                linears = linear_sublayers(block)
-                stats = {name: InputNorms(lin.in_features, lin.weight.device) for name, lin in linears.items()}
-                inputs.hidden = _run_with_statistics(block, inputs, linears, stats, keep_outputs=True)
+                stats, inputs.hidden = _run_with_statistics(
+                    block, inputs, linear_sublayers(block), InputNorms, keep_outputs=True
+                )
             result.append({name: s.mean.cpu() for name, s in stats.items()})
     return result
 

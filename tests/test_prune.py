@@ -12,7 +12,6 @@ from dlp_lib.config import ConfigError, PruneConfig
 from dlp_lib.layers import decoder_blocks, linear_sublayers
 from dlp_lib.pipeline import block_allocation, cached_dense_norms
 from dlp_lib.prune import decoder_sparsity, dense_input_norms, prune_model
-from dlp_lib.stats import InputNorms
 
 
 def _linears(model):
@@ -132,25 +131,23 @@ def test_batch_size_does_not_change_wanda_masks(arch, tiny_windows):
 
 
 # ------------------------------------------------------------------------------ sequential property
-class _SpyNorms(InputNorms):
-    created: list = []
-
-    def __init__(self, d_in, device="cpu"):
-        super().__init__(d_in, device)
-        _SpyNorms.created.append(self)
-
-
 @pytest.mark.parametrize("arch", ["llama", "opt"])
 def test_block_statistics_see_the_already_pruned_blocks(arch, tiny_windows, monkeypatch):
     dense = dense_input_norms(make_tiny_model(arch), tiny_windows, progress=False)
     model = make_tiny_model(arch)
     names = list(linear_sublayers(decoder_blocks(model)[0]))
-    _SpyNorms.created = []
-    monkeypatch.setattr(prune_module, "InputNorms", _SpyNorms)
+    recorded = []
+    real = prune_module._run_with_statistics
+
+    def spy(*args, **kwargs):
+        stats, outputs = real(*args, **kwargs)
+        recorded.append({name: stat.mean.clone() for name, stat in stats.items()})
+        return stats, outputs
+
+    monkeypatch.setattr(prune_module, "_run_with_statistics", spy)
     prune_model(model, PruneConfig("wanda", 0.5), tiny_windows, progress=False)
     monkeypatch.undo()
-    assert len(_SpyNorms.created) == 3 * len(names)
-    recorded = [{name: _SpyNorms.created[b * len(names) + i].mean for i, name in enumerate(names)} for b in range(3)]
+    assert len(recorded) == 3 and all(set(r) == set(names) for r in recorded)
     # block 0: nothing pruned before it, so its statistics are the dense ones
     for name in names:
         torch.testing.assert_close(recorded[0][name], dense[0][name], rtol=1e-6, atol=0)
@@ -337,3 +334,23 @@ def test_model_fingerprint_sees_a_change_beyond_the_first_rows():
     with torch.no_grad():
         decoder_blocks(model)[2].mlp.down_proj.weight[-1, -1] += 1e-3
     assert model_fingerprint(model) != before
+
+
+def test_linears_with_the_same_input_share_one_statistic(tiny_windows, monkeypatch):
+    """q/k/v (and gate/up) read the same tensor: one accumulator serves them, computed once."""
+    model = make_tiny_model("llama")
+    real = prune_module._run_with_statistics
+    shared = []
+
+    def spy(*args, **kwargs):
+        stats, outputs = real(*args, **kwargs)
+        shared.append(dict(stats))  # _prune_block clears the dict afterwards
+        return stats, outputs
+
+    monkeypatch.setattr(prune_module, "_run_with_statistics", spy)
+    prune_model(model, PruneConfig("sparsegpt", 0.5), tiny_windows, batch_size=3, progress=False)
+    stats = shared[0]
+    assert stats["self_attn.q_proj"] is stats["self_attn.k_proj"] is stats["self_attn.v_proj"]
+    assert stats["mlp.gate_proj"] is stats["mlp.up_proj"]
+    assert stats["self_attn.q_proj"] is not stats["mlp.gate_proj"]
+    assert stats["self_attn.q_proj"].windows == tiny_windows.shape[0]  # added once per batch, not 3 times
