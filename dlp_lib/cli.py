@@ -107,6 +107,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval_batch_size", type=int, default=4, help="evaluation windows per forward (default: %(default)s)"
     )
 
+    g = parser.add_argument_group("zero-shot accuracy (lm-eval)")
+    g.add_argument(
+        "--eval_zero_shot",
+        action="store_true",
+        help="also measure zero-shot accuracy with lm-eval on the pruned model (offline, shipped task data)",
+    )
+    g.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated zero-shot tasks (default: boolq,rte,hellaswag,winogrande,arc_easy,arc_challenge,"
+        "openbookqa; also piqa)",
+    )
+    g.add_argument("--limit", type=int, default=None, help="zero-shot examples per task (default: all)")
+    g.add_argument(
+        "--zero_shot_batch_size", type=int, default=8, help="lm-eval requests per forward (default: %(default)s)"
+    )
+    g.add_argument(
+        "--add_bos_token", action="store_true", help="prepend BOS to zero-shot requests (the papers did not)"
+    )
+    g.add_argument(
+        "--zero_shot_source",
+        default="local",
+        help="local (shipped data, offline) or hub (lm-eval's stock tasks, downloads data) (default: %(default)s)",
+    )
+
     g = parser.add_argument_group("output")
     g.add_argument(
         "--save",
@@ -234,6 +259,13 @@ def build_run_config(args):
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     _check_device(args.device)
     eval_source = None if args.eval.lower() in ("none", "") else args.eval
+    zero_shot_tasks = None
+    if args.eval_zero_shot:
+        from .zeroshot import PAPER_TASKS, resolve_tasks
+
+        zero_shot_tasks = tuple(resolve_tasks(args.tasks or PAPER_TASKS, args.zero_shot_source))
+    elif args.tasks or args.limit is not None or args.add_bos_token:
+        log.warning("--tasks, --limit and --add_bos_token only apply with --eval_zero_shot; ignoring them")
     config = RunConfig(
         model=args.model,
         prune=prune,
@@ -248,6 +280,11 @@ def build_run_config(args):
         device=args.device,
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
+        zero_shot_tasks=zero_shot_tasks,
+        zero_shot_limit=args.limit if zero_shot_tasks else None,
+        zero_shot_batch_size=args.zero_shot_batch_size if zero_shot_tasks else 8,
+        zero_shot_bos=args.add_bos_token if zero_shot_tasks else False,
+        zero_shot_source=args.zero_shot_source if zero_shot_tasks else "local",
     )
     check_model_spec(config.model)
     validate(config)
@@ -281,6 +318,16 @@ def summary(record: dict, seconds: float) -> str:
         lines.append(
             f"perplexity  {ppl['perplexity']:.4f} on {config['eval']} ({ppl['windows']} windows of "
             f"{config['seqlen']} tokens)"
+        )
+    zero = record.get("zero_shot")
+    if zero:
+        per_task = ", ".join(
+            f"{name} {entry['acc']:.3f}" for name, entry in zero["tasks"].items() if entry.get("acc") is not None
+        )
+        limit = zero["settings"]["limit"]
+        lines.append(
+            f"zero-shot   mean acc {zero['mean_acc']:.4f} over {len(zero['tasks'])} tasks "
+            f"({'all examples' if limit is None else f'first {limit} per task'}): {per_task}"
         )
     lines.append(f"time        {seconds:.1f} s")
     return "\n".join(lines)

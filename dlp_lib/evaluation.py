@@ -1,4 +1,4 @@
-"""Evaluation: perplexity over fixed windows (methods-spec §4.1)."""
+"""Evaluation: perplexity over fixed windows (methods-spec §4.1); zero-shot accuracy (§4.2) in zeroshot.py."""
 
 from __future__ import annotations
 
@@ -41,3 +41,10 @@ def perplexity(model, windows: torch.Tensor, batch_size: int = 4, progress: bool
         "seconds": seconds,
         "tokens_per_second": tokens / seconds if seconds > 0 else float("nan"),
     }
+
+
+def zero_shot(*args, **kwargs) -> dict:
+    """Zero-shot accuracy with lm-eval; see :func:`dlp_lib.zeroshot.zero_shot` (imported lazily)."""
+    from .zeroshot import zero_shot as _zero_shot
+
+    return _zero_shot(*args, **kwargs)

@@ -45,6 +45,12 @@ class RunConfig:
     device: str = "cpu"
     dtype: str = "auto"
     trust_remote_code: bool = False
+    # zero-shot accuracy with lm-eval (dlp_lib.zeroshot) on the pruned in-memory model; None = skip
+    zero_shot_tasks: tuple[str, ...] | None = None
+    zero_shot_limit: int | None = None
+    zero_shot_batch_size: int = 8
+    zero_shot_bos: bool = False
+    zero_shot_source: str = "local"
 
     def __post_init__(self):
         for name in ("nsamples", "batch_size", "eval_batch_size"):
@@ -56,9 +62,24 @@ class RunConfig:
             raise ConfigError(f"eval_windows must be positive (or None for all); got {self.eval_windows}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device {self.device!r} requested but CUDA is not available; use --device cpu")
+        if self.zero_shot_tasks is not None:
+            if isinstance(self.zero_shot_tasks, str):
+                object.__setattr__(self, "zero_shot_tasks", tuple(self.zero_shot_tasks.split(",")))
+            object.__setattr__(self, "zero_shot_tasks", tuple(self.zero_shot_tasks))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as a dict. The zero-shot fields appear only when zero-shot evaluation is on, so
+        the records (and record hashes) of runs without it stay as they were before those fields."""
+        d = dataclasses.asdict(self)
+        if self.zero_shot_tasks is None:
+            for name in ZERO_SHOT_FIELDS:
+                d.pop(name)
+        else:
+            d["zero_shot_tasks"] = list(self.zero_shot_tasks)
+        return d
+
+
+ZERO_SHOT_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name.startswith("zero_shot_"))
 
 
 def validate(config: RunConfig) -> None:
@@ -67,6 +88,12 @@ def validate(config: RunConfig) -> None:
         check_source(config.calibration)
     if config.eval:
         check_source(config.eval)
+    if config.zero_shot_tasks is not None:
+        from .zeroshot import check_zero_shot
+
+        check_zero_shot(
+            config.zero_shot_tasks, config.zero_shot_source, config.zero_shot_limit, config.zero_shot_batch_size
+        )
 
 
 def model_fingerprint(model) -> str:
@@ -149,6 +176,20 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
         windows = evaluation_windows(config.eval, tokenizer, config.seqlen, config.eval_windows)
         timings["eval_data"] = time.perf_counter() - t
         record["perplexity"] = perplexity(model, windows, config.eval_batch_size, progress)
+    if config.zero_shot_tasks is not None:
+        from .zeroshot import zero_shot
+
+        t = time.perf_counter()
+        record["zero_shot"] = zero_shot(
+            model,
+            tokenizer,
+            tasks=config.zero_shot_tasks,
+            limit=config.zero_shot_limit,
+            batch_size=config.zero_shot_batch_size,
+            add_bos_token=config.zero_shot_bos,
+            source=config.zero_shot_source,
+        )
+        timings["zero_shot"] = time.perf_counter() - t
     if save_model:
         from .saving import save_pruned_model
 
