@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     g.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16 (default: %(default)s)")
     g.add_argument("--trust_remote_code", action="store_true", help="let transformers run the model's own code")
+    g.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep the model in CPU memory and move one block at a time to --device (models larger than the GPU)",
+    )
 
     g = parser.add_argument_group("pruning")
     g.add_argument(
@@ -280,6 +285,7 @@ def build_run_config(args):
         device=args.device,
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
+        offload=args.offload,
         zero_shot_tasks=zero_shot_tasks,
         zero_shot_limit=args.limit if zero_shot_tasks else None,
         zero_shot_batch_size=args.zero_shot_batch_size if zero_shot_tasks else 8,

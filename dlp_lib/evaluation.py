@@ -9,29 +9,61 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .layers import batches
+from .layers import batches, capture_block_inputs, decoder_blocks, final_logits, run_block
+
+
+def _window_losses(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of each window (fp32)."""
+    loss = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="none"
+    )
+    return loss.view(ids.shape[0], -1).mean(dim=1)
 
 
 @torch.no_grad()
-def perplexity(model, windows: torch.Tensor, batch_size: int = 4, progress: bool = True) -> dict:
+def _in_memory_losses(model, windows: torch.Tensor, batch_size: int, progress: bool) -> torch.Tensor:
+    device = model.get_input_embeddings().weight.device
+    total = math.ceil(windows.shape[0] / batch_size)
+    losses = []
+    for batch in tqdm(batches(windows, batch_size), total=total, desc="perplexity", disable=not progress):
+        batch = batch.to(device)
+        losses.append(_window_losses(model(input_ids=batch, use_cache=False).logits, batch).cpu())
+    return torch.cat(losses)
+
+
+@torch.no_grad()
+def _offloaded_losses(model, windows: torch.Tensor, batch_size: int, device, progress: bool) -> torch.Tensor:
+    """Per-window losses with the model in CPU memory: one decoder block at a time on ``device``."""
+    from .prune import block_on, offloaded
+
+    with offloaded(model, device):
+        inputs = capture_block_inputs(model, windows, batch_size)
+        for block in tqdm(decoder_blocks(model), desc="perplexity (offloaded)", disable=not progress, unit="block"):
+            with block_on(block, device):
+                inputs.hidden = [run_block(block, h, kw) for h, kw in zip(inputs.hidden, inputs.kwargs)]
+        losses = [
+            _window_losses(final_logits(model, h), ids.to(h.device)).cpu()
+            for h, ids in zip(inputs.hidden, batches(windows, batch_size))
+        ]
+    return torch.cat(losses)
+
+
+@torch.no_grad()
+def perplexity(model, windows: torch.Tensor, batch_size: int = 4, progress: bool = True, offload_device=None) -> dict:
     """``exp`` of the mean over windows of each window's mean next-token loss.
 
     Every window has the same length, so this equals exp of the mean loss over all predicted tokens
     (the papers' ``exp(sum(nll_w) / (n * seqlen))`` with ``nll_w = loss_w * seqlen``).
+    With ``offload_device`` the model stays in CPU memory and runs block by block on that device.
     Returns ``{"perplexity", "windows", "tokens", "seconds", "tokens_per_second"}``.
     """
-    device = model.get_input_embeddings().weight.device
-    total_loss, count = 0.0, 0
     start = time.perf_counter()
-    total = math.ceil(windows.shape[0] / batch_size)
-    for batch in tqdm(batches(windows, batch_size), total=total, desc="perplexity", disable=not progress):
-        batch = batch.to(device)
-        logits = model(input_ids=batch, use_cache=False).logits
-        loss = F.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1), reduction="none"
-        )
-        total_loss += loss.view(batch.shape[0], -1).mean(dim=1).double().sum().item()
-        count += batch.shape[0]
+    if offload_device is not None:
+        losses = _offloaded_losses(model, windows, batch_size, offload_device, progress)
+    else:
+        losses = _in_memory_losses(model, windows, batch_size, progress)
+    count = windows.shape[0]
+    total_loss = losses.double().sum().item()
     seconds = time.perf_counter() - start
     tokens = windows.numel()
     return {

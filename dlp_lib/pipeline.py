@@ -45,6 +45,8 @@ class RunConfig:
     device: str = "cpu"
     dtype: str = "auto"
     trust_remote_code: bool = False
+    # keep the model in CPU memory; blocks visit ``device`` one at a time (does not change results)
+    offload: bool = False
     # zero-shot accuracy with lm-eval (dlp_lib.zeroshot) on the pruned in-memory model; None = skip
     zero_shot_tasks: tuple[str, ...] | None = None
     zero_shot_limit: int | None = None
@@ -62,6 +64,8 @@ class RunConfig:
             raise ConfigError(f"eval_windows must be positive (or None for all); got {self.eval_windows}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device {self.device!r} requested but CUDA is not available; use --device cpu")
+        if self.offload and self.zero_shot_tasks is not None:
+            raise ConfigError("zero-shot evaluation needs the whole model on one device; drop --offload for it")
         if self.zero_shot_tasks is not None:
             if isinstance(self.zero_shot_tasks, str):
                 object.__setattr__(self, "zero_shot_tasks", tuple(self.zero_shot_tasks.split(",")))
@@ -71,6 +75,8 @@ class RunConfig:
         """The settings as a dict. The zero-shot fields appear only when zero-shot evaluation is on, so
         the records (and record hashes) of runs without it stay as they were before those fields."""
         d = dataclasses.asdict(self)
+        if not self.offload:
+            d.pop("offload")  # an execution option: records without it keep their hashes
         if self.zero_shot_tasks is None:
             for name in ZERO_SHOT_FIELDS:
                 d.pop(name)
@@ -108,7 +114,7 @@ def model_fingerprint(model) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_dense_norms(model, calibration: torch.Tensor, batch_size: int, progress: bool = True):
+def cached_dense_norms(model, calibration: torch.Tensor, batch_size: int, progress: bool = True, offload_device=None):
     """Per-block dense input norms, computed once per (model, calibration windows) and kept on disk,
     so trying another allocator or hyper-parameter needs no forward pass."""
     key = stable_hash([model_fingerprint(model), hashlib.sha256(calibration.numpy().tobytes()).hexdigest()])
@@ -116,7 +122,7 @@ def cached_dense_norms(model, calibration: torch.Tensor, batch_size: int, progre
     if path.is_file():
         return torch.load(path), 0.0
     start = time.perf_counter()
-    norms = dense_input_norms(model, calibration, batch_size, progress)
+    norms = dense_input_norms(model, calibration, batch_size, progress, offload_device)
     seconds = time.perf_counter() - start
     with atomic_path(path) as tmp:
         torch.save(norms, tmp)
@@ -138,7 +144,9 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
     validate(config)
     timings = {}
     start = time.perf_counter()
-    model, tokenizer = load_model(config.model, config.dtype, config.device, config.trust_remote_code)
+    home = "cpu" if config.offload else config.device
+    offload_device = config.device if config.offload else None
+    model, tokenizer = load_model(config.model, config.dtype, home, config.trust_remote_code)
     timings["load_model"] = time.perf_counter() - start
     record = {"config": config.to_dict(), "versions": package_versions(), "hardware": hardware()}
 
@@ -153,7 +161,9 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
             timings["calibration_data"] = time.perf_counter() - t
         block_sparsities, block_nm, allocation = None, None, None
         if prune.needs_dense_statistics:
-            norms, timings["dense_statistics"] = cached_dense_norms(model, calibration, config.batch_size, progress)
+            norms, timings["dense_statistics"] = cached_dense_norms(
+                model, calibration, config.batch_size, progress, offload_device
+            )
             t = time.perf_counter()
             allocation = block_allocation(model, prune, norms)
             timings["allocation"] = time.perf_counter() - t
@@ -163,7 +173,9 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
                 allocation["block_nm"] = block_nm
             else:
                 block_sparsities = [1.0 - d for d in allocation["densities"]]
-        report = prune_model(model, prune, calibration, block_sparsities, block_nm, config.batch_size, progress)
+        report = prune_model(
+            model, prune, calibration, block_sparsities, block_nm, config.batch_size, progress, offload_device
+        )
         timings["prune"] = report.seconds["total"]
         record["allocation"] = allocation
         record["pruning"] = report.to_dict()
@@ -175,7 +187,7 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
         t = time.perf_counter()
         windows = evaluation_windows(config.eval, tokenizer, config.seqlen, config.eval_windows)
         timings["eval_data"] = time.perf_counter() - t
-        record["perplexity"] = perplexity(model, windows, config.eval_batch_size, progress)
+        record["perplexity"] = perplexity(model, windows, config.eval_batch_size, progress, offload_device)
     if config.zero_shot_tasks is not None:
         from .zeroshot import zero_shot
 

@@ -90,3 +90,48 @@ def test_final_logits_match_the_model(arch, tiny_windows):
         for block in decoder_blocks(model):
             hidden = run_block(block, hidden, inputs.kwargs[0])
         assert torch.allclose(final_logits(model, hidden), out.logits, atol=1e-5)
+
+
+def test_cli_offload_gives_the_same_record_numbers(tiny_model_dir, text_file, tmp_path, monkeypatch):
+    import json
+
+    from dlp_lib.cli import main
+
+    monkeypatch.setenv("DLP_CACHE_DIR", str(tmp_path / "cache"))
+    common = [
+        "--model",
+        str(tiny_model_dir),
+        "--calibration",
+        str(text_file),
+        "--eval",
+        str(text_file),
+        "--nsamples",
+        "4",
+        "--seqlen",
+        "32",
+        "--eval_windows",
+        "4",
+        "--prune_method",
+        "wanda_dlp",
+        "--sparsity_ratio",
+        "0.5",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    assert main([*common, "--save", str(tmp_path / "a.json")]) == 0
+    assert main([*common, "--offload", "--save", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert b["config"]["offload"] is True and "offload" not in a["config"]
+    assert a["pruning"]["block_achieved"] == b["pruning"]["block_achieved"]
+    assert a["perplexity"]["perplexity"] == pytest.approx(b["perplexity"]["perplexity"], rel=1e-6)
+
+
+def test_offloaded_perplexity_matches(tiny_windows):
+    from dlp_lib.evaluation import perplexity
+
+    model = make_tiny_model("opt")
+    plain = perplexity(model, tiny_windows, 3, progress=False)["perplexity"]
+    assert perplexity(model, tiny_windows, 3, progress=False, offload_device="cpu")["perplexity"] == pytest.approx(
+        plain, rel=1e-6
+    )
