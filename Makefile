@@ -1,5 +1,7 @@
 # dlp_lib: one Makefile that bootstraps its own virtual environment.
 #   make reproduce            regenerate tables/ and figures/ (default profile: quick)
+#   make reproduce PROFILE=smoke            the CI-sized run (a few minutes)
+#   make reproduce PROFILE=paper MODEL=meta-llama/Llama-2-7b-hf   the papers' protocol (GPU)
 #   make test                 create .venv if needed, then run the test suite
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -31,12 +33,58 @@ test-fast: $(STAMP) ## unit tests only (skips the embedded-model integration tes
 	$(PY) -m pytest -q -m "not integration"
 
 lint: $(STAMP) ## ruff lint and format check
-	$(VENV)/bin/ruff check dlp_lib tests
-	$(VENV)/bin/ruff format --check dlp_lib tests
+	$(VENV)/bin/ruff check dlp_lib tests bench
+	$(VENV)/bin/ruff format --check dlp_lib tests bench
 
 format: $(STAMP) ## apply ruff formatting
 	$(VENV)/bin/ruff check --fix dlp_lib tests
 	$(VENV)/bin/ruff format dlp_lib tests
+
+# ---------------------------------------------------------------------------------------- notebooks
+# Each numbered notebook runs through papermill with the profile (and model) as parameters; the executed
+# copy goes to notebooks/executed/. Runs are cached in results/ (one JSON record per configuration), so
+# a re-run or an interrupted reproduction only computes what is missing. A notebook re-executes when
+# its source, the previous notebook, dlp_lib/experiments.py or PROFILE/MODEL change; a failing cell stops make and
+# leaves the executed copy as notebooks/executed/NN_name.failed.ipynb.
+NOTEBOOKS := 01_dense_baseline 02_layerwise_allocation 03_perplexity_table 04_sparsity_sweep \
+	05_hyperparameters 06_nm_sparsity
+EXECUTED := notebooks/executed
+PARAMETERS := $(EXECUTED)/.parameters
+PAPERMILL := $(VENV)/bin/papermill --cwd notebooks --log-output --no-progress-bar -k python3 \
+	-p profile $(PROFILE) $(if $(strip $(MODEL)),-p model $(MODEL))
+
+reproduce: $(EXECUTED)/06_nm_sparsity.ipynb ## run every notebook in order through papermill (PROFILE=quick|smoke|paper, MODEL=hub id)
+	@echo "tables/ and figures/ are up to date for profile $(PROFILE); executed notebooks in $(EXECUTED)/"
+
+figures: reproduce ## alias of reproduce: regenerate tables/ and figures/
+
+# rewritten only when PROFILE or MODEL change, so that executed notebooks of another profile are redone
+$(PARAMETERS): FORCE
+	@mkdir -p $(EXECUTED)
+	@echo "profile=$(PROFILE) model=$(MODEL)" | cmp -s - $@ || echo "profile=$(PROFILE) model=$(MODEL)" > $@
+
+$(EXECUTED)/%.ipynb: notebooks/%.ipynb $(PARAMETERS) dlp_lib/experiments.py | $(STAMP)
+	@rm -f $(EXECUTED)/$*.failed.ipynb
+	$(PAPERMILL) $< $@ || { mv -f $@ $(EXECUTED)/$*.failed.ipynb 2>/dev/null; exit 1; }
+
+# order: each notebook after the previous one
+$(EXECUTED)/02_layerwise_allocation.ipynb: $(EXECUTED)/01_dense_baseline.ipynb
+$(EXECUTED)/03_perplexity_table.ipynb: $(EXECUTED)/02_layerwise_allocation.ipynb
+$(EXECUTED)/04_sparsity_sweep.ipynb: $(EXECUTED)/03_perplexity_table.ipynb
+$(EXECUTED)/05_hyperparameters.ipynb: $(EXECUTED)/04_sparsity_sweep.ipynb
+$(EXECUTED)/06_nm_sparsity.ipynb: $(EXECUTED)/05_hyperparameters.ipynb
+
+01_dense_baseline: $(EXECUTED)/01_dense_baseline.ipynb ## notebook 01: dense perplexity, model/data facts, block statistics
+02_layerwise_allocation: $(EXECUTED)/02_layerwise_allocation.ipynb ## notebook 02: per-block sparsity of each allocation
+03_perplexity_table: $(EXECUTED)/03_perplexity_table.ipynb ## notebook 03: the main table (pruner x allocation at 70%)
+04_sparsity_sweep: $(EXECUTED)/04_sparsity_sweep.ipynb ## notebook 04: perplexity vs sparsity
+05_hyperparameters: $(EXECUTED)/05_hyperparameters.ipynb ## notebook 05: DLP alpha, OWL Lamda/M sensitivity
+06_nm_sparsity: $(EXECUTED)/06_nm_sparsity.ipynb ## notebook 06: 2:4 and 4:8 sparsity (each target runs the ones before it)
+
+FORCE:
+
+bench: $(STAMP) ## benchmark: pruning cost vs the floor, peak memory, perplexity throughput (bench/results/)
+	$(PY) bench/bench.py $(if $(strip $(MODEL)),--model $(MODEL))
 
 clean: ## remove executed notebooks, caches and build files (keeps .venv and committed tables/figures)
 	rm -rf build notebooks/executed .pytest_cache .ruff_cache results
@@ -45,4 +93,4 @@ clean: ## remove executed notebooks, caches and build files (keeps .venv and com
 distclean: clean ## also remove .venv and the dlp_lib cache (~/.cache/dlp_lib or DLP_CACHE_DIR)
 	rm -rf $(VENV) "$${DLP_CACHE_DIR:-$$HOME/.cache/dlp_lib}"
 
-.PHONY: help venv test test-fast lint format clean distclean
+.PHONY: help venv test test-fast lint format bench clean distclean reproduce figures FORCE $(NOTEBOOKS)

@@ -16,7 +16,7 @@ Example::
     from dlp_lib import experiments as ex
     prof = ex.profile("quick")
     records = ex.run_specs(prof, ex.main_specs(prof), results_dir="results")
-    table = ex.main_table(ex.records_frame(records), prof)
+    numbers, display, bold = ex.main_table(ex.records_frame(records), prof)  # numbers, strings, best-per-pruner mask
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ import pandas as pd
 
 from . import pipeline
 from .allocation import DIRECTION, allocate, dlp_unimportance, dsa_value, largest_width, owl_outlier_ratio
+from .cache import stable_hash, write_json_atomic
 from .config import ConfigError, PruneConfig, parse_sparsity_type
-from .results import config_key, load_record, record_path, save_record, write_json_atomic
+from .results import config_key, load_record, record_path, save_record
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,9 @@ _DEFAULTS = dict(
 )
 
 PROFILES: dict[str, dict] = {
-    # CI: every notebook end to end in a few minutes on 2 CPU cores; grids reuse the main-table runs.
-    # SparseGPT is left out: its column sweep costs minutes on this model whatever the window count.
+    # CI: every notebook end to end in a few minutes on 2 CPU cores: six runs in all (dense, Wanda x 3
+    # allocations at 70%, magnitude 2:4 uniform and DLP); the other grids reuse them. Even a tiny window
+    # count leaves ~20-60 s per pruned run (sorting 106M weights), and SparseGPT's column sweep costs minutes.
     "smoke": dict(
         _DEFAULTS,
         nsamples=2,
@@ -97,8 +99,8 @@ PROFILES: dict[str, dict] = {
         eval_windows=2,
         batch_size=2,
         eval_batch_size=2,
-        main_methods=["magnitude", "wanda"],
-        sweep={"magnitude": [0.5, 0.7], "wanda": [0.7]},
+        main_methods=["wanda"],
+        sweep={"wanda": [0.7]},
         hyper_grid={"dlp_alpha": [0.0, 0.05, 0.15, 0.25], "owl_lambda": [0.0, 0.08, 0.16], "owl_m": [3.0, 5.0, 7.0]},
         hyper_pruned={"method": "wanda", "dlp_alpha": [0.15], "owl_lambda": [0.08], "owl_m": [5.0]},
         nm={"magnitude": {"patterns": ["2:4"], "allocations": ["uniform", "dlp"]}},
@@ -222,7 +224,7 @@ def run_config(
     ``method=None`` is the dense model. Hyper-parameters default to the profile's (the papers'); for
     N:M patterns the sparsity is N/M. Numbers are normalised to float so equal settings hash alike.
     """
-    settings = {name: prof[name] for name in RUN_FIELDS}
+    settings = {name: prof[name] for name in RUN_FIELDS if name in prof}  # zero_shot_*: optional
     if method is None or method == "dense":
         return pipeline.RunConfig(prune=None, **settings)
     params = {name: prof[name] for name in HYPER_FIELDS}
@@ -352,11 +354,23 @@ def sweep_specs(prof: dict) -> list[dict]:
 def hyper_specs(prof: dict) -> list[dict]:
     """Pruned runs of the sensitivity study: one hyper-parameter varied, the others at the defaults."""
     grid = prof["hyper_pruned"]
-    return [
+    specs = [
         {"method": grid["method"], "sparsity": prof["main_sparsity"], "allocation": HYPER_ALLOCATION[name], name: v}
         for name in HYPER_ALLOCATION
         for v in grid.get(name, [])
     ]
+    return _unique(prof, specs)
+
+
+def _unique(prof: dict, specs: list[dict]) -> list[dict]:
+    """Specs without repeats of the same run (e.g. OWL at the default λ and at the default M)."""
+    seen, unique = set(), []
+    for spec in specs:
+        key = config_key(run_config(prof, **spec).to_dict())
+        if key not in seen:
+            seen.add(key)
+            unique.append(spec)
+    return unique
 
 
 def nm_specs(prof: dict) -> list[dict]:
@@ -376,14 +390,7 @@ def planned_runs(prof: dict) -> list[pipeline.RunConfig]:
     """Every distinct run the six notebooks may need (hyper-parameter runs that turn out infeasible
     are skipped at run time), in notebook order."""
     specs = [dense_spec(prof)] + main_specs(prof) + sweep_specs(prof) + hyper_specs(prof) + nm_specs(prof)
-    seen, configs = set(), []
-    for spec in specs:
-        config = run_config(prof, **spec)
-        key = config_key(config.to_dict())
-        if key not in seen:
-            seen.add(key)
-            configs.append(config)
-    return configs
+    return [run_config(prof, **spec) for spec in _unique(prof, specs)]
 
 
 def estimate_seconds(prof: dict, seconds: dict | None = None) -> float:
@@ -502,11 +509,40 @@ def owl_column(m: float) -> str:
     return f"owl_outlier_ratio_m{float(m):g}"
 
 
-def dense_statistics(prof: dict, owl_ms=None, progress: bool = False) -> DenseStatistics:
+def dense_statistics(
+    prof: dict, owl_ms=None, progress: bool = False, results_dir: str | os.PathLike | None = None
+) -> DenseStatistics:
     """Load the model and calibration windows, take the dense input norms from the pipeline's cache
     (one forward pass the first time), and compute every block's allocation statistics: OWL's outlier
     ratio for each M in ``owl_ms`` (default: the profile's M and its sensitivity grid), DLP's |mean|
-    and |median| Wanda score, and the DSA expression (NaN, with ``dsa_error`` set, if not finite)."""
+    and |median| Wanda score, and the DSA expression (NaN, with ``dsa_error`` set, if not finite).
+
+    With ``results_dir`` the result is also kept there (``dense_statistics/<key>.json``, keyed like the
+    run records by the settings), so later notebooks need not load the model again."""
+    if owl_ms is None:
+        owl_ms = [prof["owl_m"], *prof["hyper_grid"].get("owl_m", [])]
+    owl_ms = sorted({float(m) for m in owl_ms})
+    path = None
+    if results_dir is not None:
+        settings = {k: prof[k] for k in ("model", "calibration", "nsamples", "seqlen", "seed", "device", "dtype")}
+        key = stable_hash({"settings": settings, "owl_ms": owl_ms, "dsa_graph": prof["dsa_graph"]})
+        path = Path(results_dir) / "dense_statistics" / f"{key}.json"
+        try:
+            stored = json.loads(path.read_text())
+            blocks = pd.DataFrame(stored["blocks"])
+            return DenseStatistics(stored["facts"], blocks, stored["dsa_error"], stored["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # missing or unreadable: compute
+    stats = _compute_dense_statistics(prof, owl_ms, progress)
+    if path is not None:
+        blocks = stats.blocks.to_dict("list")
+        write_json_atomic(
+            path, {"facts": stats.facts, "blocks": blocks, "dsa_error": stats.dsa_error, "seconds": stats.seconds}
+        )
+    return stats
+
+
+def _compute_dense_statistics(prof: dict, owl_ms: list[float], progress: bool) -> DenseStatistics:
     import torch
 
     from .data import calibration_windows
@@ -515,9 +551,6 @@ def dense_statistics(prof: dict, owl_ms=None, progress: bool = False) -> DenseSt
     from .scores import block_wanda_scores
 
     start = time.perf_counter()
-    if owl_ms is None:
-        owl_ms = [prof["owl_m"], *prof["hyper_grid"].get("owl_m", [])]
-    owl_ms = sorted({float(m) for m in owl_ms})
     model, tokenizer = load_model(prof["model"], prof["dtype"], prof["device"], prof["trust_remote_code"])
     calibration = calibration_windows(prof["calibration"], tokenizer, prof["nsamples"], prof["seqlen"], prof["seed"])
     norms, _ = pipeline.cached_dense_norms(model, calibration, prof["batch_size"], progress)
@@ -698,12 +731,23 @@ def _latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text)).replace("α", r"$\alpha$").replace("λ", r"$\lambda$")
 
 
+def _looks_numeric(column: pd.Series) -> bool:
+    """Numbers or formatted numbers (``4.92e4``, ``–`` for missing): right-aligned in LaTeX."""
+    if pd.api.types.is_numeric_dtype(column):
+        return True
+    try:
+        [float(v) for v in column if str(v) not in ("–", "")]
+    except ValueError:
+        return False
+    return True
+
+
 def to_latex(frame: pd.DataFrame, bold: pd.DataFrame | None = None, caption: str | None = None) -> str:
     """A booktabs ``tabular`` (numbers right-aligned) of the frame's cells; ``bold`` as in to_markdown."""
     cells = frame.map(lambda v: _latex_escape(_format_cell(v)))
     if bold is not None:
         cells = cells.where(~bold.reindex_like(cells).fillna(False).astype(bool), r"\textbf{" + cells + "}")
-    align = "".join("r" if pd.api.types.is_numeric_dtype(frame[c]) else "l" for c in frame.columns)
+    align = "".join("r" if _looks_numeric(frame[c]) else "l" for c in frame.columns)
     lines = [f"% {caption}"] if caption else []
     lines += [
         rf"\begin{{tabular}}{{{align}}}",
@@ -892,6 +936,34 @@ def _ppl_axis(ax, dense: float | None = None):
         ax.axhline(dense, color="black", linestyle="--", linewidth=1, label=f"dense ({dense:.2f})")
 
 
+def _finish_axes(fig, block_axes=()):
+    """Readable ticks: integer block indices; plain numbers on log axes spanning less than ~a decade
+    (instead of 1.07x10^2 style minor labels)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+
+    for ax in block_axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in fig.axes:
+        if ax.get_yscale() != "log":
+            continue
+        low, high = ax.get_ylim()
+        if low > 0 and high / low < 20:
+            ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _headroom(ax, values, factor: float = 4.0):
+    """Room above the tallest bar of a log axis for its label."""
+    values = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    if values:
+        ax.set_ylim(top=max(values) * factor)
+
+
+def _legend_outside(ax, title: str):
+    ax.legend(title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
 def plot_dense_block_statistics(stats: DenseStatistics, prof: dict):
     """Per-block OWL outlier ratio and DLP |mean Wanda score| of the dense model."""
     import matplotlib.pyplot as plt
@@ -909,6 +981,7 @@ def plot_dense_block_statistics(stats: DenseStatistics, prof: dict):
     axes[1].set_title("DLP statistic (larger → less important → sparser block)")
     axes[1].set_xlabel("decoder block index")
     fig.suptitle(f"Dense per-block allocation statistics — {data_tag(prof)}", fontsize=11)
+    _finish_axes(fig, block_axes=axes)
     fig.tight_layout()
     return fig
 
@@ -938,6 +1011,7 @@ def plot_allocation(frame: pd.DataFrame, prof: dict, sparsity: float | None = No
     bottom.set_ylabel(f"outlier ratio (%)\n(M = {prof['owl_m']:g})")
     bottom.set_xlabel("decoder block index")
     fig.suptitle(data_tag(prof), fontsize=10)
+    _finish_axes(fig, block_axes=[top, bottom])
     fig.tight_layout()
     return fig
 
@@ -958,11 +1032,13 @@ def plot_main_table(numbers: pd.DataFrame, prof: dict):
     for container in ax.containers:
         ax.bar_label(container, labels=[format_perplexity(b.get_height()) for b in container], fontsize=8, padding=2)
     _ppl_axis(ax, float(dense.iloc[0]) if len(dense) else None)
+    _headroom(ax, data["perplexity"].tolist())
     ax.set_xlabel("")
     ax.set_title(
         f"Perplexity at {percent(prof['main_sparsity'])} unstructured sparsity — {data_tag(prof)}", fontsize=11
     )
-    ax.legend(title="allocation", loc="upper left")
+    _legend_outside(ax, "allocation")
+    _finish_axes(fig)
     fig.tight_layout()
     return fig
 
@@ -974,7 +1050,10 @@ def plot_sparsity_sweep(table: pd.DataFrame, prof: dict, dense: float | None = N
     _style()
     methods = [m for m in prof["sweep"] if m in set(table["method"])]
     fig, axes = plt.subplots(1, len(methods), figsize=(4.5 * len(methods), 4.5), sharey=True, squeeze=False)
+    ticks = sorted({100 * s for s in table["sparsity"]})
     for ax, method in zip(axes[0], methods):
+        ax.set_xticks(ticks)
+        ax.set_xlim(min(ticks) - 5, max(ticks) + 5)
         for allocation in prof["allocations"]:
             sub = table[(table["method"] == method) & (table["allocation"] == allocation)].sort_values("sparsity")
             if len(sub):
@@ -988,10 +1067,11 @@ def plot_sparsity_sweep(table: pd.DataFrame, prof: dict, dense: float | None = N
         _ppl_axis(ax, dense)
         ax.set_title(METHOD_NAMES[method])
         ax.set_xlabel("target sparsity of decoder linears (%)")
-        ax.legend(title="allocation", fontsize=8)
+    _legend_outside(axes[0][-1], "allocation")
     for ax in axes[0][1:]:
         ax.set_ylabel("")
     fig.suptitle(f"Perplexity vs sparsity — {data_tag(prof)}", fontsize=11)
+    _finish_axes(fig)
     fig.tight_layout()
     return fig
 
@@ -1016,7 +1096,7 @@ def plot_hyperparameters(summary: pd.DataFrame, blocks: pd.DataFrame, table: pd.
             width = 2.5 if math.isclose(value, prof[name]) else 1.2
             top.plot(curve["block"], 100 * curve["sparsity"], color=color, linewidth=width, label=f"{value:g}")
         infeasible = summary[(summary["parameter"] == name) & ~summary["feasible"].astype(bool)]["value"]
-        title = f"{HYPER_NAMES[name]} (default {prof[name]:g} bold)"
+        title = f"{HYPER_NAMES[name]} (thick line: default {prof[name]:g})"
         if len(infeasible):
             title += f"\nimpossible (a block outside (0, 1]): {', '.join(f'{v:g}' for v in infeasible)}"
         top.set_title(title, fontsize=10)
@@ -1024,6 +1104,13 @@ def plot_hyperparameters(summary: pd.DataFrame, blocks: pd.DataFrame, table: pd.
         top.set_ylabel("block sparsity (%)")
         top.legend(title=HYPER_NAMES[name].split(" (")[0], fontsize=7, ncol=2)
         pruned = table[(table["parameter"] == name) & table["perplexity"].notna()].sort_values("value")
+        grid = prof["hyper_grid"][name]
+        pad = 0.05 * (max(grid) - min(grid) or 1.0)
+        bottom.set_xlim(min(grid) - pad, max(grid) + pad)
+        for value, ppl in zip(pruned["value"], pruned["perplexity"]):
+            bottom.annotate(
+                format_perplexity(ppl), (value, ppl), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8
+            )
         if len(pruned):
             bottom.plot(
                 pruned["value"], pruned["perplexity"], marker="o", color=ALLOCATION_COLORS[HYPER_ALLOCATION[name]]
@@ -1037,6 +1124,7 @@ def plot_hyperparameters(summary: pd.DataFrame, blocks: pd.DataFrame, table: pd.
         bottom.set_ylabel(f"{METHOD_NAMES.get(method, method)} perplexity (log)")
         bottom.set_title(f"{METHOD_NAMES.get(method, method)} at {percent(prof['main_sparsity'])}", fontsize=10)
     fig.suptitle(f"Hyper-parameter sensitivity at {percent(prof['main_sparsity'])} — {data_tag(prof)}", fontsize=11)
+    _finish_axes(fig, block_axes=axes[0])
     fig.tight_layout()
     return fig
 
@@ -1048,7 +1136,7 @@ def plot_nm(table: pd.DataFrame, prof: dict, dense: float | None = None):
 
     _style()
     methods = [m for m in prof["nm"] if m in set(table["method"])]
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.5 * len(methods), 4.5), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods) + 2, 4.5), sharey=True, squeeze=False)
     allocations = [a for a in ALLOCATION_NAMES if a in set(table["allocation"])]
     palette = {ALLOCATION_NAMES[a]: ALLOCATION_COLORS[a] for a in allocations}
     for ax, method in zip(axes[0], methods):
@@ -1065,11 +1153,15 @@ def plot_nm(table: pd.DataFrame, prof: dict, dense: float | None = None):
         for container in ax.containers:
             ax.bar_label(container, labels=[format_perplexity(b.get_height()) for b in container], fontsize=8)
         _ppl_axis(ax, dense)
+        _headroom(ax, table["perplexity"].tolist())
         ax.set_title(METHOD_NAMES[method])
         ax.set_xlabel("N:M pattern (N zeros in every M weights)")
-        ax.legend(title="allocation", fontsize=8)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    _legend_outside(axes[0][-1], "allocation")
     for ax in axes[0][1:]:
         ax.set_ylabel("")
     fig.suptitle(f"N:M semi-structured sparsity — {data_tag(prof)}", fontsize=11)
+    _finish_axes(fig)
     fig.tight_layout()
     return fig

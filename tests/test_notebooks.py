@@ -1,0 +1,269 @@
+"""The numbered notebooks and the experiment helpers they call (dlp_lib.experiments).
+
+- every notebook is committed without outputs and has exactly one ``parameters`` cell;
+- (integration) every notebook runs in order through papermill with the smoke profile and writes each
+  table and figure it promises;
+- ``cached_run`` reads a stored record instead of re-running, and treats a corrupt one as missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dlp_lib import experiments as ex
+from dlp_lib import pipeline
+from dlp_lib.config import ConfigError
+from dlp_lib.results import record_path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+# what each notebook writes (into tables_dir / figures_dir)
+EXPECTED = {
+    "01_dense_baseline": [
+        "dense_baseline.csv",
+        "dense_baseline.md",
+        "dense_block_statistics.csv",
+        "dense_block_statistics.png",
+    ],
+    "02_layerwise_allocation": ["allocation_70.csv", "allocation_70.png"],
+    "03_perplexity_table": ["main_table.md", "main_table.csv", "main_table.tex", "main_table.json", "main_table.png"],
+    "04_sparsity_sweep": ["sparsity_sweep.csv", "sparsity_sweep.png"],
+    "05_hyperparameters": ["hyperparameters.csv", "hyperparameters_blocks.csv", "hyperparameters.png"],
+    "06_nm_sparsity": ["nm_sparsity.csv", "nm_sparsity.md", "nm_sparsity.png"],
+}
+
+
+# ------------------------------------------------------------------------------- committed notebooks
+def test_the_numbered_notebooks_exist():
+    assert [p.stem for p in NOTEBOOKS] == list(EXPECTED)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_without_outputs_and_with_one_parameters_cell(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [], f"{path.name}: a code cell has outputs (strip them: nbstripout)"
+            assert cell["execution_count"] is None, f"{path.name}: a code cell has an execution count"
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: expected exactly one cell tagged 'parameters', found {len(tagged)}"
+    assert tagged[0]["cell_type"] == "code"
+    source = "".join(tagged[0]["source"])
+    for name in ("profile", "model", "results_dir", "tables_dir", "figures_dir"):
+        assert f"{name} = " in source, f"{path.name}: parameters cell does not define {name}"
+    assert nb["cells"][0]["cell_type"] == "markdown" and nb["cells"][0]["source"][0].startswith("# ")
+
+
+# --------------------------------------------------------------------------------- the smoke run
+@pytest.mark.integration
+def test_notebooks_run_in_order_with_the_smoke_profile(tmp_path):
+    import papermill
+
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    parameters = {
+        "profile": "smoke",
+        "tables_dir": str(tmp_path),
+        "figures_dir": str(tmp_path),
+        "results_dir": str(tmp_path),
+    }
+    for path in NOTEBOOKS:
+        papermill.execute_notebook(
+            str(path),
+            str(executed / path.name),
+            parameters=parameters,
+            cwd=str(NOTEBOOK_DIR),
+            kernel_name="python3",
+            progress_bar=False,
+        )
+        for name in EXPECTED[path.stem]:
+            out = tmp_path / name
+            assert out.is_file() and out.stat().st_size > 0, f"{path.name} did not write {name}"
+
+    # the main table: dense first, every pruner x allocation of the profile, a bold best per pruner
+    prof = ex.profile("smoke")
+    table = pd.read_csv(tmp_path / "main_table.csv")
+    assert table["method"].iloc[0] == "dense"
+    assert len(table) == 1 + len(prof["main_methods"]) * len(prof["allocations"])
+    assert table["perplexity"].notna().all()
+    assert (tmp_path / "main_table.md").read_text().count("**") == 2 * len(prof["main_methods"])
+    assert r"\textbf{" in (tmp_path / "main_table.tex").read_text()
+
+    # the allocation drawn in notebook 02 (dense statistics only) is the one the pruned runs used
+    allocation = pd.read_csv(tmp_path / "allocation_70.csv")
+    rows = json.loads((tmp_path / "main_table.json").read_text())["rows"]
+    for row in rows:
+        if row["method"] != "dense" and row["allocation"] in ("owl", "dlp"):
+            planned = 1.0 - allocation[f"sparsity_{row['allocation']}"]
+            assert planned.tolist() == pytest.approx(row["block_densities"], abs=1e-12)
+
+    # the executed copies carry outputs and the injected smoke profile
+    nb = json.loads((executed / "03_perplexity_table.ipynb").read_text())
+    injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert injected and "smoke" in "".join(injected[0]["source"])
+
+
+# ----------------------------------------------------------------------------------- cached_run
+@pytest.fixture
+def fake_run(monkeypatch):
+    """Replace pipeline.run by a counter that returns a minimal record."""
+    calls = []
+
+    def run(config, progress=True, **kwargs):
+        calls.append(config)
+        return {"config": config.to_dict(), "perplexity": {"perplexity": 42.0 + len(calls)}}
+
+    monkeypatch.setattr(pipeline, "run", run)
+    return calls
+
+
+def _config():
+    return ex.run_config(ex.profile("smoke"), "wanda", 0.7, "dlp")
+
+
+def test_cached_run_reads_the_stored_record_instead_of_running_again(tmp_path, fake_run):
+    config = _config()
+    first = ex.cached_run(config, tmp_path, progress=False)
+    second = ex.cached_run(config, tmp_path, progress=False)
+    assert len(fake_run) == 1
+    assert second["perplexity"] == first["perplexity"]
+    assert record_path(tmp_path, config.to_dict()).is_file()
+    other = ex.run_config(ex.profile("smoke"), "wanda", 0.7, "owl")
+    ex.cached_run(other, tmp_path, progress=False)
+    assert len(fake_run) == 2
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"config": {"model": "smollm2', b"\xff\xfe\x00garbage", b"[]", b'{"config": {"model": "another"}}'],
+    ids=["truncated", "binary", "not-a-record", "other-config"],
+)
+def test_cached_run_replaces_a_corrupt_record(tmp_path, fake_run, content):
+    config = _config()
+    path = record_path(tmp_path, config.to_dict())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    record = ex.cached_run(config, tmp_path, progress=False)
+    assert len(fake_run) == 1
+    assert json.loads(path.read_text())["perplexity"] == record["perplexity"]
+    ex.cached_run(config, tmp_path, progress=False)
+    assert len(fake_run) == 1
+    assert not list(tmp_path.glob(".*")), "a temporary file was left behind"
+
+
+# ------------------------------------------------------------------------------------ profiles
+def test_profile_overrides_and_errors():
+    prof = ex.profile("quick", model=None, nsamples=4)
+    assert prof["model"] == "smollm2-135m" and prof["nsamples"] == 4 and prof["name"] == "quick"
+    assert ex.profile("paper", model="mistralai/Mistral-7B-v0.1")["model"] == "mistralai/Mistral-7B-v0.1"
+    assert ex.profile("paper")["calibration"] == "c4" and ex.profile("paper")["nsamples"] == 128
+    with pytest.raises(ConfigError, match="unknown profile"):
+        ex.profile("huge")
+    with pytest.raises(ConfigError, match="unknown profile setting"):
+        ex.profile("quick", nsample=4)
+    assert ex.profile("quick")["nsamples"] == 16, "overrides must not leak into PROFILES"
+
+
+def test_equal_settings_give_the_same_record_key():
+    prof = ex.profile("smoke")
+    a = ex.run_config(prof, "wanda", 0.7, "owl", owl_m=5)
+    b = ex.run_config(prof, "wanda", 0.7, "owl", owl_m=5.0, owl_lambda=0.08)
+    assert record_path("r", a.to_dict()) == record_path("r", b.to_dict())
+    nm = ex.run_config(prof, "wanda", None, "dlp", sparsity_type="4:8")
+    assert nm.prune.sparsity == 0.5
+
+
+def test_quick_profile_fits_its_time_budget():
+    prof = ex.profile("quick")
+    runs = ex.planned_runs(prof)
+    assert len(runs) == len({record_path("r", c.to_dict()) for c in runs})
+    assert ex.estimate_seconds(prof) <= 45 * 60
+
+
+# -------------------------------------------------------------------------------------- tables
+def test_format_perplexity():
+    assert ex.format_perplexity(12.3456) == "12.35"
+    assert ex.format_perplexity(49213.0) == "4.92e4"
+    assert ex.format_perplexity(float("nan")) == "–"
+    assert ex.format_perplexity(None) == "–"
+
+
+def test_main_table_bolds_the_best_allocation_of_each_pruner(tmp_path):
+    prof = ex.profile("smoke", main_methods=["magnitude", "wanda"])
+    rows = [dict(method="dense", allocation="none", sparsity=0.0, sparsity_type="dense", perplexity=12.0)]
+    ppl = {("magnitude", "uniform"): 3e4, ("magnitude", "owl"): 2e4, ("magnitude", "dlp"): 5e4}
+    ppl.update({("wanda", "uniform"): 300.0, ("wanda", "owl"): 250.0, ("wanda", "dlp"): 200.0})
+    for (method, allocation), value in ppl.items():
+        rows.append(
+            dict(method=method, allocation=allocation, sparsity=0.7, sparsity_type="unstructured", perplexity=value)
+        )
+    frame = pd.DataFrame(rows).assign(achieved_sparsity=0.7, prune_seconds=1.0, total_seconds=2.0, key="k")
+    numbers, display, bold = ex.main_table(frame, prof)
+    assert list(display["Method"]) == ["Dense", "Magnitude", "", "", "Wanda", "", ""]
+    assert list(display["Layerwise"]) == ["–", "Uniform", "OWL", "DLP", "Uniform", "OWL", "DLP"]
+    best = display.loc[bold.any(axis=1), ["Layerwise"]]
+    assert list(best["Layerwise"]) == ["OWL", "DLP"]
+    paths = ex.write_table(numbers, tmp_path, "t", ("csv", "md", "tex"), display=display, bold=bold, caption="c")
+    md, tex = paths[1].read_text(), paths[2].read_text()
+    assert "| **2.00e4** |" in md and "| **200.00** |" in md
+    assert r"\textbf{2.00e4}" in tex and r"\toprule" in tex
+    assert math.isclose(pd.read_csv(paths[0])["perplexity"].iloc[2], 2e4)
+
+
+# ------------------------------------------------------------------------------------- figures
+def test_figures_from_synthetic_frames(tmp_path):
+    """Every figure helper draws and saves from small hand-made frames (no model needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    prof = ex.profile("quick")
+    blocks = pd.DataFrame({"block": range(4), "params": [10] * 4, "dlp_abs_mean": [1.0, 1.0, 1.0, 4.0]})
+    blocks["dlp_abs_median"] = blocks["dlp_abs_mean"] / 2
+    for m in (2.0, 3.0, 5.0, 7.0, 10.0):
+        blocks[ex.owl_column(m)] = [4.0 / m, 1.0 / m, 2.0 / m, 3.0 / m]
+    blocks["dsa_value"] = float("nan")
+    stats = ex.DenseStatistics(facts={"dsa_graph": prof["dsa_graph"]}, blocks=blocks, dsa_error="not finite", seconds=0)
+    allocation, notes = ex.allocation_frame(stats, prof)
+    assert "sparsity_dsa" not in allocation and notes == ["DSA is skipped: not finite"]
+    assert allocation["sparsity_dlp"].mean() == pytest.approx(0.7)
+    summary, per_block = ex.hyperparameter_allocations(stats, prof)
+    assert not summary.loc[summary["value"] == 0.3, "feasible"].item()  # alpha 0.3 leaves (0, 1]
+
+    rows = [dict(method="dense", allocation="none", sparsity=0.0, sparsity_type="dense", perplexity=12.0)]
+    for i, method in enumerate(["magnitude", "wanda", "sparsegpt"]):
+        for j, alloc in enumerate(prof["allocations"]):
+            for s in prof["sweep"][method]:
+                ppl = 10 ** (1 + 3 * s + 0.1 * j - 0.3 * i)
+                rows.append(
+                    dict(method=method, allocation=alloc, sparsity=s, sparsity_type="unstructured", perplexity=ppl)
+                )
+            for pattern in ("2:4", "4:8"):
+                rows.append(
+                    dict(method=method, allocation=alloc, sparsity=0.5, sparsity_type=pattern, perplexity=100.0)
+                )
+    frame = pd.DataFrame(rows).assign(achieved_sparsity=0.7, prune_seconds=1.0, total_seconds=2.0, key="k")
+    numbers, _, _ = ex.main_table(frame, prof)
+    nm = frame[frame["sparsity_type"].str.contains(":")]
+    hyper = summary.assign(perplexity=[100.0 + i for i in range(len(summary))])
+    figures = {
+        "dense": ex.plot_dense_block_statistics(stats, prof),
+        "allocation": ex.plot_allocation(allocation, prof),
+        "main": ex.plot_main_table(numbers, prof),
+        "sweep": ex.plot_sparsity_sweep(ex.sweep_table(frame), prof, dense=12.0),
+        "hyper": ex.plot_hyperparameters(summary, per_block, hyper, prof),
+        "nm": ex.plot_nm(nm, prof, dense=12.0),
+    }
+    for name, fig in figures.items():
+        for path in ex.save_figure(fig, tmp_path, name):
+            assert path.stat().st_size > 1000
+        plt.close(fig)
