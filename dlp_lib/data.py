@@ -252,6 +252,14 @@ def _source_key(source: str) -> dict:
     return {"source": kind, "file": _file_fingerprint(path) if path else None}
 
 
+def _windows(kind: str, source: str, tokenizer, build, cache: bool, **params) -> torch.Tensor:
+    """``build()``, or its cached result keyed by (kind, source, tokenizer, params)."""
+    if not cache:
+        return build()
+    key = {"kind": kind, **_source_key(source), "tokenizer": tokenizer_fingerprint(tokenizer), **params}
+    return _cached(key, build)
+
+
 def calibration_windows(
     source: str, tokenizer, nsamples: int = 128, seqlen: int = 2048, seed: int = 0, cache: bool = True
 ) -> torch.Tensor:
@@ -259,17 +267,7 @@ def calibration_windows(
     if nsamples <= 0 or seqlen <= 1:
         raise ConfigError(f"need nsamples > 0 and seqlen > 1; got nsamples={nsamples}, seqlen={seqlen}")
     build = lambda: _build_calibration(source, tokenizer, nsamples, seqlen, seed)  # noqa: E731
-    if not cache:
-        return build()
-    key = {
-        "kind": "calibration",
-        **_source_key(source),
-        "tokenizer": tokenizer_fingerprint(tokenizer),
-        "seqlen": seqlen,
-        "nsamples": nsamples,
-        "seed": seed,
-    }
-    return _cached(key, build)
+    return _windows("calibration", source, tokenizer, build, cache, seqlen=seqlen, nsamples=nsamples, seed=seed)
 
 
 def evaluation_windows(
@@ -279,13 +277,4 @@ def evaluation_windows(
     if seqlen <= 1 or (count is not None and count <= 0):
         raise ConfigError(f"need seqlen > 1 and a positive window count; got seqlen={seqlen}, count={count}")
     build = lambda: _build_evaluation(source, tokenizer, seqlen, count)  # noqa: E731
-    if not cache:
-        return build()
-    key = {
-        "kind": "evaluation",
-        **_source_key(source),
-        "tokenizer": tokenizer_fingerprint(tokenizer),
-        "seqlen": seqlen,
-        "count": count,
-    }
-    return _cached(key, build)
+    return _windows("evaluation", source, tokenizer, build, cache, seqlen=seqlen, count=count)
