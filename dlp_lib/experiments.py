@@ -217,6 +217,7 @@ def run_config(
     sparsity: float | None = None,
     allocation: str = "uniform",
     sparsity_type: str = "unstructured",
+    clip_densities: bool = False,
     **hyper,
 ) -> pipeline.RunConfig:
     """The RunConfig of one table cell: the profile's model/data settings plus a pruning setup.
@@ -238,6 +239,8 @@ def run_config(
         sparsity = nm[0] / nm[1]
     if sparsity is None:
         sparsity = prof["main_sparsity"]
+    if clip_densities:
+        params["clip_densities"] = True  # only set when used, so other runs keep their record hashes
     prune = PruneConfig(
         method=method, sparsity=float(sparsity), sparsity_type=sparsity_type, allocation=allocation, **params
     )
@@ -256,7 +259,8 @@ def run_label(config: pipeline.RunConfig) -> str:
         "dsa": f"DSA (λ={p.dsa_lambda:g})",
     }[p.allocation]
     pattern = p.sparsity_type if p.nm else f"{percent(p.sparsity)} unstructured"
-    return f"{p.method} · {alloc} · {pattern}"
+    clipped = " · clipped" if p.clip_densities else ""
+    return f"{p.method} · {alloc} · {pattern}{clipped}"
 
 
 def _jsonable(obj):
@@ -303,7 +307,16 @@ def run_specs(
         config = run_config(prof, **spec)
         cached = _stored_record(record_path(results_dir, config.to_dict()), config) is not None
         start = time.perf_counter()
-        record = cached_run(config, results_dir, progress)
+        try:
+            record = cached_run(config, results_dir, progress)
+        except ConfigError as err:
+            # a width too large for this sparsity (a block density outside (0, 1]): clip and
+            # redistribute instead, so a sweep still has the point, and say so
+            if "outside (0, 1]" not in str(err) or spec.get("clip_densities"):
+                raise
+            log.warning("%s: %s; running it with clipped densities", run_label(config), err)
+            config = run_config(prof, **spec, clip_densities=True)
+            record = cached_run(config, results_dir, progress)
         ppl = record.get("perplexity", {}).get("perplexity", float("nan"))
         how = "cached" if cached else f"ran in {time.perf_counter() - start:.0f} s"
         log.info("[%d/%d] %s: perplexity %.4g (%s)", index, len(specs), run_label(config), ppl, how)

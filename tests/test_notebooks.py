@@ -159,6 +159,32 @@ def test_cached_run_replaces_a_corrupt_record(tmp_path, fake_run, content):
     assert not list(tmp_path.glob(".*")), "a temporary file was left behind"
 
 
+def test_run_specs_clips_an_allocation_that_does_not_fit(tmp_path, monkeypatch):
+    """DLP alpha 0.15 at 80% sparsity would push a block below zero density: the sweep runs it clipped."""
+    seen = []
+
+    def run(config, progress=True, **kwargs):
+        seen.append(config.prune.clip_densities)
+        if not config.prune.clip_densities:
+            raise ConfigError("dlp: alpha = 0.15 gives block densities in [-0.02, 0.28], outside (0, 1]")
+        return {"config": config.to_dict(), "perplexity": {"perplexity": 1.0}}
+
+    monkeypatch.setattr(pipeline, "run", run)
+    records = ex.run_specs(ex.profile("smoke"), [{"method": "wanda", "sparsity": 0.8, "allocation": "dlp"}], tmp_path)
+    assert seen == [False, True]
+    assert records[0]["config"]["prune"]["clip_densities"] is True
+    assert "clipped" in ex.run_label(ex.run_config(ex.profile("smoke"), "wanda", 0.8, "dlp", clip_densities=True))
+
+
+def test_run_specs_does_not_hide_other_errors(tmp_path, monkeypatch):
+    def run(config, progress=True, **kwargs):
+        raise ConfigError("data file not found")
+
+    monkeypatch.setattr(pipeline, "run", run)
+    with pytest.raises(ConfigError, match="not found"):
+        ex.run_specs(ex.profile("smoke"), [{"method": "wanda", "sparsity": 0.8, "allocation": "dlp"}], tmp_path)
+
+
 # ------------------------------------------------------------------------------------ profiles
 def test_profile_overrides_and_errors():
     prof = ex.profile("quick", model=None, nsamples=4)
