@@ -13,10 +13,9 @@ from .layers import batches, capture_block_inputs, decoder_blocks, final_logits,
 
 
 def _window_losses(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of each window (fp32)."""
-    loss = F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="none"
-    )
+    """Mean next-token cross-entropy of each window (fp32), from the logits of positions 0..T-2
+    (contiguous, so no copy of the large vocabulary-sized tensor is made)."""
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="none")
     return loss.view(ids.shape[0], -1).mean(dim=1)
 
 
@@ -27,7 +26,10 @@ def _in_memory_losses(model, windows: torch.Tensor, batch_size: int, progress: b
     losses = []
     for batch in tqdm(batches(windows, batch_size), total=total, desc="perplexity", disable=not progress):
         batch = batch.to(device)
-        losses.append(_window_losses(model(input_ids=batch, use_cache=False).logits, batch).cpu())
+        # logits only for the positions that predict a token: the last one has no target
+        keep = torch.arange(batch.shape[1] - 1, device=device)
+        logits = model(input_ids=batch, use_cache=False, logits_to_keep=keep).logits
+        losses.append(_window_losses(logits, batch).cpu())
     return torch.cat(losses)
 
 
@@ -42,7 +44,7 @@ def _offloaded_losses(model, windows: torch.Tensor, batch_size: int, device, pro
             with block_on(block, device):
                 inputs.hidden = [run_block(block, h, kw) for h, kw in zip(inputs.hidden, inputs.kwargs)]
         losses = [
-            _window_losses(final_logits(model, h), ids.to(h.device)).cpu()
+            _window_losses(final_logits(model, h[:, :-1]), ids.to(h.device)).cpu()
             for h, ids in zip(inputs.hidden, batches(windows, batch_size))
         ]
     return torch.cat(losses)

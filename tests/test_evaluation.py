@@ -78,8 +78,9 @@ class _UniformModel(torch.nn.Module):
     def get_input_embeddings(self):
         return self.embed
 
-    def forward(self, input_ids, use_cache=False):
-        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab))
+    def forward(self, input_ids, use_cache=False, logits_to_keep=None):
+        positions = input_ids.shape[1] if logits_to_keep is None else len(logits_to_keep)
+        return SimpleNamespace(logits=torch.zeros(input_ids.shape[0], positions, self.vocab))
 
 
 @pytest.mark.parametrize("vocab", [50, 1000])
@@ -94,8 +95,9 @@ def test_perfect_predictor_gives_one():
     """A model that puts all mass on the true next token (here: the sequence is constant) -> ppl 1."""
 
     class Constant(_UniformModel):
-        def forward(self, input_ids, use_cache=False):
-            logits = torch.full((*input_ids.shape, self.vocab), -1e4)
+        def forward(self, input_ids, use_cache=False, logits_to_keep=None):
+            positions = input_ids.shape[1] if logits_to_keep is None else len(logits_to_keep)
+            logits = torch.full((input_ids.shape[0], positions, self.vocab), -1e4)
             logits[..., 3] = 1e4
             return SimpleNamespace(logits=logits)
 
