@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .layers import batches, capture_block_inputs, decoder_blocks, final_logits, run_block
+from .layers import batches, block_on, capture_block_inputs, decoder_blocks, final_logits, offloaded, run_block
 
 
 def _window_losses(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -36,8 +36,6 @@ def _in_memory_losses(model, windows: torch.Tensor, batch_size: int, progress: b
 @torch.no_grad()
 def _offloaded_losses(model, windows: torch.Tensor, batch_size: int, device, progress: bool) -> torch.Tensor:
     """Per-window losses with the model in CPU memory: one decoder block at a time on ``device``."""
-    from .prune import block_on, offloaded
-
     with offloaded(model, device):
         inputs = capture_block_inputs(model, windows, batch_size)
         for block in tqdm(decoder_blocks(model), desc="perplexity (offloaded)", disable=not progress, unit="block"):

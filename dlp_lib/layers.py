@@ -69,6 +69,35 @@ def move_non_block_modules(model: nn.Module, device) -> None:
         model.to(device)
 
 
+@contextmanager
+def offloaded(model, device):
+    """With ``device`` set, keep the decoder blocks where they are (CPU memory) and put the rest of the
+    model on ``device``; :func:`block_on` then brings one block at a time. Restores placement on exit."""
+    if device is None:
+        yield
+        return
+    home = model.get_input_embeddings().weight.device
+    move_non_block_modules(model, device)
+    try:
+        yield
+    finally:
+        move_non_block_modules(model, home)
+
+
+@contextmanager
+def block_on(block, device):
+    """Move one block to ``device`` for the duration (no-op when ``device`` is None)."""
+    if device is None:
+        yield block
+        return
+    home = module_device(block)
+    block.to(device)
+    try:
+        yield block
+    finally:
+        block.to(home)
+
+
 def final_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Logits from the last block's output: the final norm (and OPT's projection), then the LM head."""
     if architecture(model) == "opt":

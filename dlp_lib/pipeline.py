@@ -67,9 +67,8 @@ class RunConfig:
         if self.offload and self.zero_shot_tasks is not None:
             raise ConfigError("zero-shot evaluation needs the whole model on one device; drop --offload for it")
         if self.zero_shot_tasks is not None:
-            if isinstance(self.zero_shot_tasks, str):
-                object.__setattr__(self, "zero_shot_tasks", tuple(self.zero_shot_tasks.split(",")))
-            object.__setattr__(self, "zero_shot_tasks", tuple(self.zero_shot_tasks))
+            tasks = self.zero_shot_tasks
+            object.__setattr__(self, "zero_shot_tasks", tuple(tasks.split(",") if isinstance(tasks, str) else tasks))
 
     def to_dict(self) -> dict:
         """The settings as a dict. The zero-shot fields appear only when zero-shot evaluation is on, so

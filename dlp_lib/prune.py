@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -19,11 +18,11 @@ from tqdm.auto import tqdm
 from .config import ConfigError, PruneConfig
 from .layers import (
     BlockInputs,
+    block_on,
     capture_block_inputs,
     decoder_blocks,
     linear_sublayers,
-    module_device,
-    move_non_block_modules,
+    offloaded,
     run_block,
 )
 from .masks import nm_mask, per_row_mask, variant_mask, whole_matrix_mask
@@ -116,35 +115,6 @@ def _check_block_targets(block_targets: list[float], num_blocks: int) -> None:
     bad = [(i, s) for i, s in enumerate(block_targets) if not 0.0 <= s < 1.0]
     if bad:
         raise ConfigError(f"block sparsities must be in [0, 1); blocks {bad} are not")
-
-
-@contextmanager
-def offloaded(model, device):
-    """With ``device`` set, keep the decoder blocks where they are (CPU memory) and put the rest of the
-    model on ``device``; :func:`block_on` then brings one block at a time. Restores placement on exit."""
-    if device is None:
-        yield
-        return
-    home = model.get_input_embeddings().weight.device
-    move_non_block_modules(model, device)
-    try:
-        yield
-    finally:
-        move_non_block_modules(model, home)
-
-
-@contextmanager
-def block_on(block, device):
-    """Move one block to ``device`` for the duration (no-op when ``device`` is None)."""
-    if device is None:
-        yield block
-        return
-    home = module_device(block)
-    block.to(device)
-    try:
-        yield block
-    finally:
-        block.to(home)
 
 
 def _run_with_statistics(block, inputs: BlockInputs, linears: dict, make_stat, keep_outputs: bool):
