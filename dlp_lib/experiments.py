@@ -305,7 +305,13 @@ def run_specs(
     records = []
     for index, spec in enumerate(specs, 1):
         config = run_config(prof, **spec)
-        cached = _stored_record(record_path(results_dir, config.to_dict()), config) is not None
+        stored = lambda c: _stored_record(record_path(results_dir, c.to_dict()), c) is not None  # noqa: E731
+        cached = stored(config)
+        if not cached and config.prune is not None and not config.prune.clip_densities:
+            # a clipped record exists only because this setting was refused before: use it directly
+            clipped = run_config(prof, **spec, clip_densities=True)
+            if stored(clipped):
+                config, cached = clipped, True
         start = time.perf_counter()
         try:
             record = cached_run(config, results_dir, progress)

@@ -173,6 +173,9 @@ def test_run_specs_clips_an_allocation_that_does_not_fit(tmp_path, monkeypatch):
     records = ex.run_specs(ex.profile("smoke"), [{"method": "wanda", "sparsity": 0.8, "allocation": "dlp"}], tmp_path)
     assert seen == [False, True]
     assert records[0]["config"]["prune"]["clip_densities"] is True
+    again = ex.run_specs(ex.profile("smoke"), [{"method": "wanda", "sparsity": 0.8, "allocation": "dlp"}], tmp_path)
+    assert seen == [False, True], "the stored clipped record is used without trying the refused setting again"
+    assert again[0]["config"]["prune"]["clip_densities"] is True
     assert "clipped" in ex.run_label(ex.run_config(ex.profile("smoke"), "wanda", 0.8, "dlp", clip_densities=True))
 
 
