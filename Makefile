@@ -44,16 +44,16 @@ format: $(STAMP) ## apply ruff formatting
 # Each numbered notebook runs through papermill with the profile (and model) as parameters; the executed
 # copy goes to notebooks/executed/. Runs are cached in results/ (one JSON record per configuration), so
 # a re-run or an interrupted reproduction only computes what is missing. A notebook re-executes when
-# its source, the previous notebook, dlp_lib/experiments.py or PROFILE/MODEL change; a failing cell stops make and
+# its source, the previous notebook, dlp_lib/{experiments,reports,plots}.py or PROFILE/MODEL change; a failing cell stops make and
 # leaves the executed copy as notebooks/executed/NN_name.failed.ipynb.
 NOTEBOOKS := 01_dense_baseline 02_layerwise_allocation 03_perplexity_table 04_sparsity_sweep \
-	05_hyperparameters 06_nm_sparsity
+	05_hyperparameters 06_nm_sparsity 07_zero_shot
 EXECUTED := notebooks/executed
 PARAMETERS := $(EXECUTED)/.parameters
 PAPERMILL := $(VENV)/bin/papermill --cwd notebooks --log-output --no-progress-bar -k python3 \
 	-p profile $(PROFILE) $(if $(strip $(MODEL)),-p model $(MODEL))
 
-reproduce: $(EXECUTED)/06_nm_sparsity.ipynb ## run every notebook in order through papermill (PROFILE=quick|smoke|paper, MODEL=hub id)
+reproduce: $(EXECUTED)/07_zero_shot.ipynb ## run every notebook in order through papermill (PROFILE=quick|smoke|paper, MODEL=hub id)
 	@echo "tables/ and figures/ are up to date for profile $(PROFILE); executed notebooks in $(EXECUTED)/"
 
 figures: reproduce ## alias of reproduce: regenerate tables/ and figures/
@@ -63,7 +63,9 @@ $(PARAMETERS): FORCE
 	@mkdir -p $(EXECUTED)
 	@echo "profile=$(PROFILE) model=$(MODEL)" | cmp -s - $@ || echo "profile=$(PROFILE) model=$(MODEL)" > $@
 
-$(EXECUTED)/%.ipynb: notebooks/%.ipynb $(PARAMETERS) dlp_lib/experiments.py | $(STAMP)
+NOTEBOOK_CODE := dlp_lib/experiments.py dlp_lib/reports.py dlp_lib/plots.py
+
+$(EXECUTED)/%.ipynb: notebooks/%.ipynb $(PARAMETERS) $(NOTEBOOK_CODE) | $(STAMP)
 	@rm -f $(EXECUTED)/$*.failed.ipynb
 	$(PAPERMILL) $< $@ || { mv -f $@ $(EXECUTED)/$*.failed.ipynb 2>/dev/null; exit 1; }
 
@@ -73,13 +75,15 @@ $(EXECUTED)/03_perplexity_table.ipynb: $(EXECUTED)/02_layerwise_allocation.ipynb
 $(EXECUTED)/04_sparsity_sweep.ipynb: $(EXECUTED)/03_perplexity_table.ipynb
 $(EXECUTED)/05_hyperparameters.ipynb: $(EXECUTED)/04_sparsity_sweep.ipynb
 $(EXECUTED)/06_nm_sparsity.ipynb: $(EXECUTED)/05_hyperparameters.ipynb
+$(EXECUTED)/07_zero_shot.ipynb: $(EXECUTED)/06_nm_sparsity.ipynb
 
 01_dense_baseline: $(EXECUTED)/01_dense_baseline.ipynb ## notebook 01: dense perplexity, model/data facts, block statistics
 02_layerwise_allocation: $(EXECUTED)/02_layerwise_allocation.ipynb ## notebook 02: per-block sparsity of each allocation
 03_perplexity_table: $(EXECUTED)/03_perplexity_table.ipynb ## notebook 03: the main table (pruner x allocation at 70%)
 04_sparsity_sweep: $(EXECUTED)/04_sparsity_sweep.ipynb ## notebook 04: perplexity vs sparsity
 05_hyperparameters: $(EXECUTED)/05_hyperparameters.ipynb ## notebook 05: DLP alpha, OWL Lamda/M sensitivity
-06_nm_sparsity: $(EXECUTED)/06_nm_sparsity.ipynb ## notebook 06: 2:4 and 4:8 sparsity (each target runs the ones before it)
+06_nm_sparsity: $(EXECUTED)/06_nm_sparsity.ipynb ## notebook 06: 2:4 and 4:8 sparsity
+07_zero_shot: $(EXECUTED)/07_zero_shot.ipynb ## notebook 07: zero-shot accuracy, dense and Wanda x allocation at 70% (each target runs the ones before it)
 
 FORCE:
 

