@@ -2,7 +2,7 @@
 
 Follows methods-spec §2.3: dead-input handling, damping, Cholesky of the inverse Hessian, a column
 sweep with lazy block updates, an adaptive per-block mask (or N:M chosen inside the sweep), and OBS
-compensation of the not-yet-pruned columns. Everything runs in fp32.
+compensation of the not-yet-pruned columns. Everything runs in fp32, with TF32 off on CUDA.
 """
 
 from __future__ import annotations
@@ -11,22 +11,32 @@ import logging
 
 import torch
 
+from .stats import no_tf32
+
 log = logging.getLogger(__name__)
 
 
-def inverse_hessian_cholesky(H: torch.Tensor, percdamp: float = 0.01, retries: int = 6) -> torch.Tensor:
+def inverse_hessian_cholesky(
+    H: torch.Tensor, percdamp: float = 0.01, retries: int = 6, overwrite: bool = False
+) -> torch.Tensor:
     """Upper Cholesky factor ``U`` of ``(H + damp*I)^-1``, so ``U_ii**2 = [(H_{i:,i:})^-1]_00``.
 
     If the factorisation fails (H not positive definite in floating point), retry with ten times
-    more damping and log it.
+    more damping and log it. ``overwrite=True`` adds the damping to ``H``'s diagonal in place instead
+    of to a copy (same numbers): at most three d x d matrices are alive, which for a 70B model's
+    28672-wide down projection saves two 3.3 GB copies.
     """
     mean_diag = torch.mean(torch.diag(H))
     damp = percdamp * mean_diag if percdamp > 0 else 1e-8 * mean_diag
-    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    H = H if overwrite else H.clone()
+    diagonal = H.diagonal()
+    undamped = diagonal.clone()
     for attempt in range(retries + 1):
-        L, info = torch.linalg.cholesky_ex(H + damp * eye)
+        diagonal.copy_(undamped + damp)  # H + damp * I, bit for bit, without an identity matrix
+        L, info = torch.linalg.cholesky_ex(H)
         if info == 0:
             Hinv = torch.cholesky_inverse(L)
+            del L
             U, info = torch.linalg.cholesky_ex(Hinv, upper=True)
             if info == 0:
                 return U
@@ -50,13 +60,19 @@ def sparsegpt_prune(
 
     Returns the new weight (fp32; pruned entries exactly 0) and the OBS loss sum((w-q)^2 / U_ii^2) / 2.
     """
+    with no_tf32():
+        return _solve(weight, H, sparsity, nm, blocksize, percdamp)
+
+
+def _solve(weight, H, sparsity, nm, blocksize, percdamp):
     W = weight.detach().clone().to(torch.float32)
     H = H.detach().clone().to(device=W.device, dtype=torch.float32)
     rows, cols = W.shape
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
-    U = inverse_hessian_cholesky(H, percdamp)
+    U = inverse_hessian_cholesky(H, percdamp, overwrite=True)  # H is our copy
+    del H
     loss = torch.zeros(rows, dtype=torch.float32, device=W.device)
 
     for i1 in range(0, cols, blocksize):

@@ -1,6 +1,6 @@
 """Calibration statistics as pure accumulators, and a context manager for the hooks that feed them.
 
-Everything is accumulated in fp32 whatever the model's dtype.
+Everything is accumulated in fp32 whatever the model's dtype, and the Hessian with TF32 off.
 """
 
 from __future__ import annotations
@@ -10,6 +10,20 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+
+@contextmanager
+def no_tf32():
+    """Full fp32 matmuls on CUDA while active: TF32 keeps ~10 mantissa bits, too few for SparseGPT's
+    Hessian and its Cholesky factors (the reference switches TF32 off, methods-spec §1.1). The
+    previous settings are restored afterwards, so the model's own forward passes are unaffected."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (matmul.allow_tf32, cudnn.allow_tf32)
+    matmul.allow_tf32, cudnn.allow_tf32 = False, False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 class InputNorms:
@@ -50,7 +64,8 @@ class Hessian:
         self.matrix *= self.windows / (self.windows + windows)
         self.windows += windows
         x = x * (2.0 / self.windows) ** 0.5
-        self.matrix.addmm_(x.t(), x)
+        with no_tf32():
+            self.matrix.addmm_(x.t(), x)
 
 
 @contextmanager

@@ -124,3 +124,48 @@ def test_inverse_hessian_cholesky_identity(percdamp):
     for i in range(24):
         expected = torch.linalg.inv(damped[i:, i:])[0, 0]
         assert float(U[i, i] ** 2) == pytest.approx(float(expected), rel=1e-6 if percdamp == 0 else 1e-10)
+
+
+def test_sparsegpt_and_its_hessian_run_with_tf32_off_and_restore_the_user_setting(monkeypatch):
+    """methods-spec §1.1: the reference switches TF32 off for SparseGPT; we do it only around the
+    solve and the Hessian update, so a user's TF32 choice for the forward passes survives."""
+    from dlp_lib import sparsegpt as module
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    seen = []
+    real = module.inverse_hessian_cholesky
+
+    def spy(H, percdamp=0.01, retries=6, overwrite=False):
+        seen.append((matmul.allow_tf32, cudnn.allow_tf32))
+        return real(H, percdamp, retries, overwrite)
+
+    monkeypatch.setattr(module, "inverse_hessian_cholesky", spy)
+    saved = (matmul.allow_tf32, cudnn.allow_tf32)
+    try:
+        matmul.allow_tf32, cudnn.allow_tf32 = True, True
+        x = torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(0))
+        stat = Hessian(8)
+        stat.add(x)
+        sparsegpt_prune(torch.randn(4, 8), stat.matrix, 0.5)
+        assert seen == [(False, False)]
+        assert (matmul.allow_tf32, cudnn.allow_tf32) == (True, True)
+        with pytest.raises(RuntimeError):  # restored even when the solve fails
+            sparsegpt_prune(torch.randn(4, 8), torch.full((8, 8), float("nan")), 0.5)
+        assert (matmul.allow_tf32, cudnn.allow_tf32) == (True, True)
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
+def test_inverse_hessian_cholesky_in_place_damping_is_bit_identical_to_adding_an_identity():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 12, generator=g)
+    H = x.t() @ x
+    damp = 0.01 * torch.mean(torch.diag(H))
+    expected = torch.linalg.cholesky(
+        torch.cholesky_inverse(torch.linalg.cholesky(H + damp * torch.eye(12))), upper=True
+    )
+    kept = H.clone()
+    assert torch.equal(inverse_hessian_cholesky(H), expected)
+    assert torch.equal(H, kept), "without overwrite the caller's H is untouched"
+    assert torch.equal(inverse_hessian_cholesky(H, overwrite=True), expected)
+    assert torch.equal(H.diagonal(), kept.diagonal() + damp), "overwrite damps H in place"
