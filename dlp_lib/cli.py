@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the model in CPU memory and move one block at a time to --device (models larger than the GPU)",
     )
+    g.add_argument(
+        "--device_map",
+        default=None,
+        help="spread the model over all visible GPUs with accelerate: auto, balanced, balanced_low_0 or sequential "
+        "(instead of --device; activations follow each block's device)",
+    )
 
     g = parser.add_argument_group("pruning")
     g.add_argument(
@@ -286,6 +292,7 @@ def build_run_config(args):
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
         offload=args.offload,
+        device_map=args.device_map,
         zero_shot_tasks=zero_shot_tasks,
         zero_shot_limit=args.limit if zero_shot_tasks else None,
         zero_shot_batch_size=args.zero_shot_batch_size if zero_shot_tasks else 8,

@@ -120,11 +120,24 @@ def check_model_spec(spec: str) -> None:
         )
 
 
+def _check_placement(device_map: dict) -> None:
+    """Refuse a map where accelerate parked modules in CPU memory or on disk next to GPUs: their
+    weights are loaded onto the GPU only for each forward, so pruning them in place would be lost."""
+    places = {str(v) for v in device_map.values()}
+    parked = places & {"cpu", "disk", "meta"}
+    if parked and places - parked:
+        raise ConfigError(
+            f"the model does not fit on the GPUs: accelerate put some modules on {sorted(parked)}, which in-place "
+            "pruning cannot modify; use --offload (model in CPU memory, one block at a time on one GPU) instead"
+        )
+
+
 def load_model(
     spec: str = DEFAULT_MODEL,
     dtype: str | torch.dtype | None = "auto",
     device: str | torch.device = "cpu",
     trust_remote_code: bool = False,
+    device_map: str | dict | None = None,
 ):
     """Load ``(model, tokenizer)`` and check the architecture is one dlp_lib can prune.
 
@@ -134,6 +147,9 @@ def load_model(
         dtype: ``"auto"`` (the checkpoint's dtype), ``"float32"``, ``"float16"`` or ``"bfloat16"``.
         device: where to put the model (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         trust_remote_code: passed to transformers; off unless the user asks for it.
+        device_map: spread the model over several GPUs with accelerate (``"auto"``, ``"balanced"``,
+            ``"sequential"`` or an explicit ``{module name: device}``); ``device`` is then ignored.
+            Pruning and evaluation run each block where it lies and move activations along.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -142,6 +158,8 @@ def load_model(
     if spec in EMBEDDED_MODELS:
         source = embedded_model_dir(spec)
     elif spec.endswith(".gguf"):
+        if device_map is not None:
+            raise ConfigError("device_map needs a transformers checkpoint; a .gguf file loads on one device")
         model, tokenizer = _load_gguf(Path(spec).expanduser(), torch_dtype)
         architecture(model)
         return model.to(device), tokenizer
@@ -150,12 +168,16 @@ def load_model(
         source = local if local.exists() else spec
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        placement = {"device_map": device_map} if device_map is not None else {"low_cpu_mem_usage": True}
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, trust_remote_code=trust_remote_code, low_cpu_mem_usage=True
+            source, dtype=torch_dtype, trust_remote_code=trust_remote_code, **placement
         )
     except OSError as err:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = " (HF_HUB_OFFLINE=1 is set: only cached hub models load)" if offline else ""
         raise ConfigError(f"could not load model {spec!r}{hint}: {err}") from err
     architecture(model)
+    if device_map is not None:
+        _check_placement(getattr(model, "hf_device_map", None) or {})
+        return model.eval(), tokenizer  # accelerate placed every module already
     return model.to(device).eval(), tokenizer

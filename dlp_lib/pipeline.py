@@ -28,6 +28,9 @@ from .scores import block_statistics
 log = logging.getLogger(__name__)
 
 
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a run's result. ``prune=None`` evaluates the dense model."""
@@ -47,6 +50,8 @@ class RunConfig:
     trust_remote_code: bool = False
     # keep the model in CPU memory; blocks visit ``device`` one at a time (does not change results)
     offload: bool = False
+    # spread the model over several GPUs with accelerate ("auto", "balanced", "sequential"); None = ``device``
+    device_map: str | None = None
     # zero-shot accuracy with lm-eval (dlp_lib.zeroshot) on the pruned in-memory model; None = skip
     zero_shot_tasks: tuple[str, ...] | None = None
     zero_shot_limit: int | None = None
@@ -64,6 +69,10 @@ class RunConfig:
             raise ConfigError(f"eval_windows must be positive (or None for all); got {self.eval_windows}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device {self.device!r} requested but CUDA is not available; use --device cpu")
+        if self.device_map is not None and self.device_map not in DEVICE_MAPS:
+            raise ConfigError(f"unknown device_map {self.device_map!r}; use one of {', '.join(DEVICE_MAPS)}")
+        if self.device_map is not None and self.offload:
+            raise ConfigError("use either --offload (one GPU, model in CPU memory) or --device_map (several GPUs)")
         if self.offload and self.zero_shot_tasks is not None:
             raise ConfigError("zero-shot evaluation needs the whole model on one device; drop --offload for it")
         if self.zero_shot_tasks is not None:
@@ -76,6 +85,8 @@ class RunConfig:
         d = dataclasses.asdict(self)
         if not self.offload:
             d.pop("offload")  # an execution option: records without it keep their hashes
+        if self.device_map is None:
+            d.pop("device_map")
         if self.zero_shot_tasks is None:
             for name in ZERO_SHOT_FIELDS:
                 d.pop(name)
@@ -145,7 +156,7 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
     start = time.perf_counter()
     home = "cpu" if config.offload else config.device
     offload_device = config.device if config.offload else None
-    model, tokenizer = load_model(config.model, config.dtype, home, config.trust_remote_code)
+    model, tokenizer = load_model(config.model, config.dtype, home, config.trust_remote_code, config.device_map)
     timings["load_model"] = time.perf_counter() - start
     record = {"config": config.to_dict(), "versions": package_versions(), "hardware": hardware()}
 

@@ -135,3 +135,86 @@ def test_offloaded_perplexity_matches(tiny_windows):
     assert perplexity(model, tiny_windows, 3, progress=False, offload_device="cpu")["perplexity"] == pytest.approx(
         plain, rel=1e-6
     )
+
+
+# ------------------------------------------------------------------------- several GPUs: device_map
+def test_cli_device_map_prunes_and_evaluates_like_one_device(tiny_model_dir, text_file, tmp_path, monkeypatch):
+    """``--device_map auto`` loads through accelerate (on this CPU-only machine everything lands on
+    the CPU); the run must give the same masks and perplexity as a plain single-device run."""
+    import json
+
+    from dlp_lib.cli import main
+
+    monkeypatch.setenv("DLP_CACHE_DIR", str(tmp_path / "cache"))
+    common = ["--model", str(tiny_model_dir), "--calibration", str(text_file), "--eval", str(text_file)]
+    common += ["--nsamples", "4", "--seqlen", "32", "--eval_windows", "4", "--prune_method", "sparsegpt"]
+    common += ["--sparsity_ratio", "0.5", "--quiet"]
+    assert main([*common, "--device", "cpu", "--save", str(tmp_path / "a.json")]) == 0
+    assert main([*common, "--device_map", "auto", "--save", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert b["config"]["device_map"] == "auto" and "device_map" not in a["config"]
+    assert a["pruning"]["linear_achieved"] == b["pruning"]["linear_achieved"]
+    assert a["perplexity"]["perplexity"] == pytest.approx(b["perplexity"]["perplexity"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "placement, ok",
+    [
+        ({"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": 1, "lm_head": 1}, True),
+        ({"": "cpu"}, True),
+        ({"model.layers.0": 0, "model.layers.1": "cpu"}, False),
+        ({"model.layers.0": 0, "model.layers.1": "disk"}, False),
+    ],
+)
+def test_a_device_map_that_parks_modules_off_the_gpus_is_refused(placement, ok):
+    from dlp_lib.config import ConfigError
+    from dlp_lib.models import _check_placement
+
+    if ok:
+        _check_placement(placement)
+    else:
+        with pytest.raises(ConfigError, match="--offload"):
+            _check_placement(placement)
+
+
+def test_device_map_settings_are_checked():
+    from dlp_lib.config import ConfigError
+    from dlp_lib.pipeline import RunConfig
+
+    with pytest.raises(ConfigError, match="unknown device_map"):
+        RunConfig(device_map="everywhere")
+    with pytest.raises(ConfigError, match="either --offload"):
+        RunConfig(device_map="auto", offload=True)
+    assert "device_map" not in RunConfig().to_dict()  # older records keep their hashes
+
+
+def test_prune_model_moves_activations_to_each_blocks_device(monkeypatch, tiny_windows):
+    """A mocked two-device split (blocks 0-1 on "device 0", block 2 on "device 1"): every block runs on
+    inputs moved to its own device, and the pruned weights equal the single-device result."""
+    import dlp_lib.layers as layers
+
+    reference = make_tiny_model("llama")
+    prune_model(reference, PruneConfig("wanda", 0.5), tiny_windows, progress=False)
+    model = make_tiny_model("llama")
+    blocks = decoder_blocks(model)
+    placement = {id(b): torch.device("cpu", 0 if i < 2 else 1) for i, b in enumerate(blocks)}
+    calls, moves = [], []
+    real_to = torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        target = args[0] if args else kwargs.get("device")
+        if isinstance(target, torch.device):
+            moves.append(target)
+        return real_to(self, *args, **kwargs)
+
+    def module_device(block):
+        calls.append(placement[id(block)])
+        return placement[id(block)]
+
+    monkeypatch.setattr(layers, "module_device", module_device)
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    prune_model(model, PruneConfig("wanda", 0.5), tiny_windows, progress=False)
+    assert set(calls) == {torch.device("cpu", 0), torch.device("cpu", 1)}
+    assert torch.device("cpu", 1) in moves  # block 2's inputs followed it
+    ref, got = _weights(reference), _weights(model)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
