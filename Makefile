@@ -37,8 +37,8 @@ lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff format --check dlp_lib tests bench
 
 format: $(STAMP) ## apply ruff formatting
-	$(VENV)/bin/ruff check --fix dlp_lib tests
-	$(VENV)/bin/ruff format dlp_lib tests
+	$(VENV)/bin/ruff check --fix dlp_lib tests bench
+	$(VENV)/bin/ruff format dlp_lib tests bench
 
 # ---------------------------------------------------------------------------------------- notebooks
 # Each numbered notebook runs through papermill with the profile (and model) as parameters; the executed
@@ -90,6 +90,9 @@ FORCE:
 bench: $(STAMP) ## benchmark: pruning cost vs the floor, peak memory, perplexity throughput (bench/results/)
 	$(PY) bench/bench.py $(if $(strip $(MODEL)),--model $(MODEL))
 
+bench-memory: $(STAMP) ## peak memory of pruning a random LLaMA-2-7B-width model vs dlp_lib.memory's estimate; 7B/13B/70B table
+	$(PY) bench/memory.py
+
 clean: ## remove executed notebooks, caches and build files (keeps .venv and committed tables/figures)
 	rm -rf build notebooks/executed .pytest_cache .ruff_cache results
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
@@ -97,4 +100,4 @@ clean: ## remove executed notebooks, caches and build files (keeps .venv and com
 distclean: clean ## also remove .venv and the dlp_lib cache (~/.cache/dlp_lib or DLP_CACHE_DIR)
 	rm -rf $(VENV) "$${DLP_CACHE_DIR:-$$HOME/.cache/dlp_lib}"
 
-.PHONY: help venv test test-fast lint format bench clean distclean reproduce figures FORCE $(NOTEBOOKS)
+.PHONY: help venv test test-fast lint format bench bench-memory clean distclean reproduce figures FORCE $(NOTEBOOKS)
