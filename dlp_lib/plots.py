@@ -37,7 +37,9 @@ def save_figure(fig, figures_dir: str | os.PathLike, name: str, formats=("png", 
     for fmt in formats:
         path = Path(figures_dir) / f"{name}.{fmt}"
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+            # no creation date in PDFs, so an unchanged figure gives an unchanged file
+            metadata = {"CreationDate": None} if fmt == "pdf" else None
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
         paths.append(path)
     return paths
 
