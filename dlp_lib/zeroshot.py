@@ -342,6 +342,32 @@ def hub_offline():
             setattr(mod, attr, value)
 
 
+# lm-eval warnings that every run of these tasks triggers and that say nothing about the result:
+# BoolQ/RTE configs omit aggregation/higher_is_better (lm-eval fills in mean/True), and 0-shot is
+# what we ask for
+_EXPECTED_WARNINGS = ("Overwriting default num_fewshot", "but aggregation is not", "but higher_is_better is not")
+
+
+class _DropExpectedWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in _EXPECTED_WARNINGS)
+
+
+@contextmanager
+def quiet_expected_warnings():
+    """Drop the expected lm-eval warnings above (only those) while active."""
+    flt = _DropExpectedWarnings()
+    loggers = [logging.getLogger(name) for name in ("lm_eval", "lm_eval.api.task", "lm_eval.evaluator")]
+    for logger in loggers:
+        logger.addFilter(flt)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(flt)
+
+
 def _number(value):
     """A float, or None for lm-eval's "N/A" / NaN."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
@@ -431,7 +457,7 @@ def zero_shot(
         task_dir = None
         lm_names = {name: name for name in names}
         context = nullcontext()
-    with context:
+    with context, quiet_expected_warnings():
         import lm_eval
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager

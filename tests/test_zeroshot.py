@@ -249,3 +249,18 @@ def test_cli_eval_zero_shot_writes_the_record(tiny_model_dir, task_dir, tmp_path
     assert record["config"]["zero_shot_tasks"] == ["rte", "boolq"] and record["config"]["zero_shot_limit"] == 4
     assert record["timings"]["zero_shot"] > 0 and record["pruning"]["overall_achieved"] > 0.49
     assert f"mean acc {zero['mean_acc']:.4f}" in out
+
+
+def test_only_the_expected_lm_eval_warnings_are_dropped(caplog):
+    import logging
+
+    from dlp_lib.zeroshot import quiet_expected_warnings
+
+    task_log, evaluator_log = logging.getLogger("lm_eval.api.task"), logging.getLogger("lm_eval.evaluator")
+    with caplog.at_level(logging.WARNING), quiet_expected_warnings():
+        task_log.warning("[Task: boolq_local] metric acc is defined, but aggregation is not. using default")
+        evaluator_log.warning("Overwriting default num_fewshot of rte_local from None to 0")
+        task_log.warning("something the user should see")
+    assert [r.getMessage() for r in caplog.records] == ["something the user should see"]
+    task_log.warning("Overwriting default num_fewshot of x")  # the filter is gone afterwards
+    assert len(caplog.records) == 2
