@@ -108,6 +108,7 @@ def main(argv=None):
     parser.add_argument("--methods", default="magnitude,wanda,sparsegpt")
     parser.add_argument("--allocations", default="uniform,owl,dlp")
     parser.add_argument("--sparsity", type=float, default=0.7)
+    parser.add_argument("--repeats", type=int, default=3, help="best of N for the throughput comparison")
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
 
@@ -151,9 +152,12 @@ def main(argv=None):
             )
 
     model, _ = load_model(args.model, args.dtype, args.device)
-    plain = forward_tokens_per_second(model, eval_ids, args.batch_size, args.device)
-    ppl = perplexity(model, eval_ids, args.batch_size, progress=False)
-    ppl_tps = ppl["tokens"] / ppl["seconds"]
+    # interleaved, best of N: on a shared machine one measurement of each can differ by 10%
+    plain, ppl_tps = 0.0, 0.0
+    for _ in range(args.repeats):
+        plain = max(plain, forward_tokens_per_second(model, eval_ids, args.batch_size, args.device))
+        ppl = perplexity(model, eval_ids, args.batch_size, progress=False)
+        ppl_tps = max(ppl_tps, ppl["tokens"] / ppl["seconds"])
     print(
         f"perplexity evaluation: {ppl_tps:.0f} tokens/s vs plain forward {plain:.0f} tokens/s "
         f"({100 * ppl_tps / plain:.0f}%, target >= 90%)"
@@ -198,7 +202,7 @@ def main(argv=None):
         )
     lines += [
         "",
-        f"Perplexity evaluation {ppl_tps:.0f} tokens/s; plain forward {plain:.0f} tokens/s "
+        f"Perplexity evaluation {ppl_tps:.0f} tokens/s; plain forward {plain:.0f} tokens/s, best of {args.repeats} "
         f"({100 * ppl_tps / plain:.0f}%).",
     ]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")

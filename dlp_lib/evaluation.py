@@ -6,17 +6,27 @@ import math
 import time
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .layers import batches, block_on, capture_block_inputs, decoder_blocks, final_logits, offloaded, run_block
 
+_LOSS_CHUNK = 256  # positions per step of the loss: 256 x vocabulary fp32 values stay in cache
+
 
 def _window_losses(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of each window (fp32), from the logits of positions 0..T-2
-    (contiguous, so no copy of the large vocabulary-sized tensor is made)."""
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="none")
-    return loss.view(ids.shape[0], -1).mean(dim=1)
+    """Mean next-token cross-entropy of each window (fp32), from the logits of positions 0..T-2.
+
+    Computed as ``logsumexp(logits) - logits[target]`` over chunks of positions, each upcast to fp32
+    on its own: the same value as ``F.cross_entropy`` (to float rounding) without materialising a
+    vocabulary-sized log-softmax, which made the loss ~17% of the forward pass's time on CPU."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    targets = ids[:, 1:].reshape(-1, 1).to(flat.device)
+    losses = torch.empty(flat.shape[0], dtype=torch.float32, device=flat.device)
+    for start in range(0, flat.shape[0], _LOSS_CHUNK):
+        chunk = flat[start : start + _LOSS_CHUNK].float()
+        target = chunk.gather(1, targets[start : start + _LOSS_CHUNK]).squeeze(1)
+        losses[start : start + _LOSS_CHUNK] = torch.logsumexp(chunk, dim=-1) - target
+    return losses.view(ids.shape[0], -1).mean(dim=1)
 
 
 @torch.no_grad()

@@ -103,3 +103,19 @@ def test_perfect_predictor_gives_one():
 
     windows = torch.full((2, 8), 3)
     assert perplexity(Constant(10), windows, progress=False)["perplexity"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_window_losses_match_cross_entropy_across_chunks(dtype):
+    """3 windows x 199 predicted positions = 597 rows: three chunks of the chunked loss."""
+    import torch.nn.functional as F
+
+    from dlp_lib.evaluation import _window_losses
+
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 1000, (3, 200), generator=g)
+    logits = (4 * torch.randn(3, 199, 1000, generator=g)).to(dtype)
+    expected = F.cross_entropy(logits.double().reshape(-1, 1000), ids[:, 1:].reshape(-1), reduction="none")
+    got = _window_losses(logits, ids)
+    assert got.dtype == torch.float32 and got.shape == (3,)
+    assert torch.allclose(got.double(), expected.view(3, -1).mean(dim=1), rtol=1e-6, atol=0)
