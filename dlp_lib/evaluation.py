@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from .layers import batches, block_on, capture_block_inputs, decoder_blocks, final_logits, offloaded, run_block
 
-_LOSS_CHUNK = 256  # positions per step of the loss: 256 x vocabulary fp32 values stay in cache
+LOSS_CHUNK = 256  # positions per step of the loss: 256 x vocabulary fp32 values stay in cache
 
 
 def _window_losses(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -22,10 +22,10 @@ def _window_losses(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     flat = logits.reshape(-1, logits.shape[-1])
     targets = ids[:, 1:].reshape(-1, 1).to(flat.device)
     losses = torch.empty(flat.shape[0], dtype=torch.float32, device=flat.device)
-    for start in range(0, flat.shape[0], _LOSS_CHUNK):
-        chunk = flat[start : start + _LOSS_CHUNK].float()
-        target = chunk.gather(1, targets[start : start + _LOSS_CHUNK]).squeeze(1)
-        losses[start : start + _LOSS_CHUNK] = torch.logsumexp(chunk, dim=-1) - target
+    for start in range(0, flat.shape[0], LOSS_CHUNK):
+        chunk = flat[start : start + LOSS_CHUNK].float()
+        target = chunk.gather(1, targets[start : start + LOSS_CHUNK]).squeeze(1)
+        losses[start : start + LOSS_CHUNK] = torch.logsumexp(chunk, dim=-1) - target
     return losses.view(ids.shape[0], -1).mean(dim=1)
 
 

@@ -5,16 +5,17 @@ The estimate adds the terms that are alive together at the worst moment of the b
 
 * ``weights``: the decoder blocks and the embeddings / final norm / LM head, in the model's dtype. With
   ``offload`` only one block (plus the embeddings while capturing block 0's inputs, and the head for
-  evaluation) is on the device; the rest stays in CPU memory.
-* ``activations``: the calibration hidden states, ``nsamples x seqlen x hidden`` in the model's dtype,
-  twice while a block's outputs are recomputed (old inputs and new outputs).
+  evaluation) is on the device; the rest stays in CPU memory (``host``).
+* ``calibration activations``: the calibration hidden states, ``nsamples x seqlen x hidden`` in the
+  model's dtype, twice while a block's outputs are recomputed (old inputs and new outputs).
 * ``statistics``: Wanda's fp32 input norms (negligible) or SparseGPT's fp32 Hessians, one per distinct
   linear input of a block (q/k/v share one, gate/up share one: ``3 hidden^2 + intermediate^2`` for LLaMA).
-* ``forward``: one calibration batch through one block: the MLP intermediates, q/k/v/attention output,
-  and the fp32 copy of the widest linear input the statistics hooks make.
-* ``solve``: pruning the largest linear: the fp32 scores with the sort's (or kthvalue's) values and
-  int64 indices; or SparseGPT's fp32 copy of the weight and the inverse-Hessian factors.
-* ``evaluation``: logits of one evaluation batch in fp32 (``eval_batch_size x seqlen x vocab``).
+* ``forward or solve``, whichever is larger: one calibration batch through one block (the MLP
+  intermediates, q/k/v/attention output, and the fp32 copy of the widest linear input the statistics
+  hooks make), or pruning the largest linear (the fp32 scores with the sort's or kthvalue's values and
+  int64 indices; SparseGPT: an fp32 copy of the weight and three inverse-Hessian-sized matrices).
+* evaluation: the ``weights``, the hidden states of all evaluation windows when offloaded, one batch's
+  ``forward``, and its ``logits`` (model dtype) with one fp32 chunk of the loss.
 
 The numbers are estimates (allocator caching and fragmentation come on top); ``bench/memory.py``
 compares them with measured peaks. Example::
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import ConfigError
+from .evaluation import LOSS_CHUNK
 
 _BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
 METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -145,7 +147,7 @@ def estimate_peak_memory(
     block, outer = s.block_params * b, s.outer_params * b
     model = s.layers * block + outer
 
-    def forward(windows: int) -> int:  # one batch through one block, plus the fp32 copy in the hooks
+    def forward(windows: int) -> int:  # one batch through one block
         tokens = windows * seqlen
         return tokens * ((3 if s.gated_mlp else 1) * s.intermediate + 4 * s.hidden) * b
 
@@ -170,11 +172,12 @@ def estimate_peak_memory(
             "forward or solve": max(forward(min(batch_size, nsamples)) + hooks, solve),
         }
     held = 2 * eval_windows * seqlen * s.hidden * b if offload else 0
+    rows = eval_batch_size * (seqlen - 1)  # positions with a target (evaluation.perplexity)
     est.evaluate = {
         "weights": weights,
         "evaluation activations": held,
         "forward": forward(eval_batch_size),
-        "logits (fp32)": eval_batch_size * seqlen * s.vocab * 4,
+        "logits": rows * s.vocab * b + min(rows, LOSS_CHUNK) * s.vocab * 4,  # + the loss's fp32 chunk
     }
     return est
 
