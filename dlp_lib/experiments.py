@@ -311,31 +311,39 @@ def cached_run(config: pipeline.RunConfig, results_dir: str | os.PathLike = "res
     return record
 
 
+def _stored_spec(prof: dict, spec: dict, results_dir) -> tuple[pipeline.RunConfig, dict | None]:
+    """``(config, stored record or None)`` for a spec. If the spec's own record is missing but a
+    clipped one exists (this setting was refused before and run clipped), that one is returned."""
+    config = run_config(prof, **spec)
+    record = _stored_record(record_path(results_dir, config.to_dict()), config)
+    if record is None and config.prune is not None and not config.prune.clip_densities:
+        clipped = run_config(prof, **spec, clip_densities=True)
+        clipped_record = _stored_record(record_path(results_dir, clipped.to_dict()), clipped)
+        if clipped_record is not None:
+            return clipped, clipped_record
+    return config, record
+
+
 def run_specs(
     prof: dict, specs: list[dict], results_dir: str | os.PathLike = "results", progress: bool = False
 ) -> list[dict]:
     """``cached_run`` for each spec (keyword arguments of ``run_config``), logging one line per run."""
     records = []
     for index, spec in enumerate(specs, 1):
-        config = run_config(prof, **spec)
-        stored = lambda c: _stored_record(record_path(results_dir, c.to_dict()), c) is not None  # noqa: E731
-        cached = stored(config)
-        if not cached and config.prune is not None and not config.prune.clip_densities:
-            # a clipped record exists only because this setting was refused before: use it directly
-            clipped = run_config(prof, **spec, clip_densities=True)
-            if stored(clipped):
-                config, cached = clipped, True
+        config, record = _stored_spec(prof, spec, results_dir)
+        cached = record is not None
         start = time.perf_counter()
-        try:
-            record = cached_run(config, results_dir, progress)
-        except ConfigError as err:
-            # a width too large for this sparsity (a block density outside (0, 1]): clip and
-            # redistribute instead, so a sweep still has the point, and say so
-            if "outside (0, 1]" not in str(err) or spec.get("clip_densities"):
-                raise
-            log.warning("%s: %s; running it with clipped densities", run_label(config), err)
-            config = run_config(prof, **spec, clip_densities=True)
-            record = cached_run(config, results_dir, progress)
+        if not cached:
+            try:
+                record = cached_run(config, results_dir, progress)
+            except ConfigError as err:
+                # a width too large for this sparsity (a block density outside (0, 1]): clip and
+                # redistribute instead, so a sweep still has the point, and say so
+                if "outside (0, 1]" not in str(err) or spec.get("clip_densities"):
+                    raise
+                log.warning("%s: %s; running it with clipped densities", run_label(config), err)
+                config = run_config(prof, **spec, clip_densities=True)
+                record = cached_run(config, results_dir, progress)
         how = "cached" if cached else f"ran in {time.perf_counter() - start:.0f} s"
         log.info("[%d/%d] %s: %s (%s)", index, len(specs), run_label(config), _headline(record), how)
         records.append(record)
@@ -354,14 +362,8 @@ def _headline(record: dict) -> str:
 
 def stored_runs(prof: dict, specs: list[dict], results_dir: str | os.PathLike = "results") -> list[dict]:
     """The records of ``specs`` that are already in ``results_dir`` (clipped ones included); runs nothing."""
-    records = []
-    for spec in specs:
-        for config in (run_config(prof, **spec), run_config(prof, **spec, clip_densities=True)):
-            record = _stored_record(record_path(results_dir, config.to_dict()), config)
-            if record is not None:
-                records.append(record)
-                break
-    return records
+    stored = (_stored_spec(prof, spec, results_dir)[1] for spec in specs)
+    return [record for record in stored if record is not None]
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -387,12 +389,14 @@ def dense_spec(prof: dict) -> dict:
     return {"method": None}
 
 
-def main_specs(prof: dict) -> list[dict]:
-    """Dense, then every pruner x allocation at the main sparsity (unstructured)."""
+def main_specs(prof: dict, methods: list[str] | None = None) -> list[dict]:
+    """Dense, then every pruner (default: the profile's main methods) x allocation at the main
+    sparsity (unstructured)."""
     s = prof["main_sparsity"]
-    specs = [dense_spec(prof)]
-    specs += [{"method": m, "sparsity": s, "allocation": a} for m in prof["main_methods"] for a in prof["allocations"]]
-    return specs
+    methods = prof["main_methods"] if methods is None else methods
+    return [dense_spec(prof)] + [
+        {"method": m, "sparsity": s, "allocation": a} for m in methods for a in prof["allocations"]
+    ]
 
 
 def sweep_specs(prof: dict) -> list[dict]:
@@ -452,10 +456,7 @@ def zero_shot_profile(prof: dict) -> dict:
 
 def zero_shot_specs(prof: dict) -> list[dict]:
     """Dense, then each zero-shot pruner x allocation at the main sparsity (run with zero_shot_profile)."""
-    s = prof["main_sparsity"]
-    methods = prof["zero_shot"]["methods"]
-    pruned = [{"method": m, "sparsity": s, "allocation": a} for m in methods for a in prof["allocations"]]
-    return [dense_spec(prof)] + pruned
+    return main_specs(prof, prof["zero_shot"]["methods"])
 
 
 # rough CPU seconds per run of the quick profile (2 cores), for planning only; "zero_shot" is added

@@ -302,6 +302,12 @@ def test_stored_runs_reads_without_running(tmp_path, fake_run):
     assert ex.stored_runs(prof, specs, tmp_path) == []
     ex.cached_run(ex.run_config(prof, **specs[1]), tmp_path, progress=False)
     assert len(ex.stored_runs(prof, specs, tmp_path)) == 1 and len(fake_run) == 1
+    # a spec that already asks for clipping, and an unclipped spec whose clipped record exists
+    clipped = {"method": "wanda", "sparsity": 0.8, "allocation": "dlp", "clip_densities": True}
+    assert ex.stored_runs(prof, [clipped], tmp_path) == []
+    ex.cached_run(ex.run_config(prof, **clipped), tmp_path, progress=False)
+    unclipped = {k: v for k, v in clipped.items() if k != "clip_densities"}
+    assert len(ex.stored_runs(prof, [clipped, unclipped], tmp_path)) == 2 and len(fake_run) == 2
 
 
 def test_figures_from_synthetic_frames(tmp_path):
