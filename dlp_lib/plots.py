@@ -79,6 +79,18 @@ def _legend_outside(ax, title: str):
     ax.legend(title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
+def _finish_panel_row(fig, axes, title: str):
+    """A row of per-pruner panels sharing the y axis: one allocation legend on the right, the y label on
+    the first panel only, a figure title."""
+    _legend_outside(axes[-1], "allocation")
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    fig.suptitle(title, fontsize=11)
+    _finish_axes(fig)
+    fig.tight_layout()
+    return fig
+
+
 def plot_dense_block_statistics(stats: DenseStatistics, prof: dict):
     """Per-block OWL outlier ratio and DLP |mean Wanda score| of the dense model."""
     import matplotlib.pyplot as plt
@@ -182,13 +194,7 @@ def plot_sparsity_sweep(table: pd.DataFrame, prof: dict, dense: float | None = N
         _ppl_axis(ax, dense)
         ax.set_title(METHOD_NAMES[method])
         ax.set_xlabel("target sparsity of decoder linears (%)")
-    _legend_outside(axes[0][-1], "allocation")
-    for ax in axes[0][1:]:
-        ax.set_ylabel("")
-    fig.suptitle(f"Perplexity vs sparsity — {data_tag(prof)}", fontsize=11)
-    _finish_axes(fig)
-    fig.tight_layout()
-    return fig
+    return _finish_panel_row(fig, axes[0], f"Perplexity vs sparsity — {data_tag(prof)}")
 
 
 def plot_hyperparameters(summary: pd.DataFrame, blocks: pd.DataFrame, table: pd.DataFrame, prof: dict):
@@ -273,13 +279,7 @@ def plot_nm(table: pd.DataFrame, prof: dict, dense: float | None = None):
         ax.set_xlabel("N:M pattern (N zeros in every M weights)")
         if ax.get_legend() is not None:
             ax.get_legend().remove()
-    _legend_outside(axes[0][-1], "allocation")
-    for ax in axes[0][1:]:
-        ax.set_ylabel("")
-    fig.suptitle(f"N:M semi-structured sparsity — {data_tag(prof)}", fontsize=11)
-    _finish_axes(fig)
-    fig.tight_layout()
-    return fig
+    return _finish_panel_row(fig, axes[0], f"N:M semi-structured sparsity — {data_tag(prof)}")
 
 
 # accuracy of guessing: two choices for BoolQ, RTE, WinoGrande, PIQA; four for the others

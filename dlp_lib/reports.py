@@ -274,12 +274,9 @@ def zero_shot_table(
         out["key"] = row["key"]
         rows.append(out)
     numbers = pd.DataFrame(rows)
-    order = ["dense"] + list(prof["zero_shot"]["methods"])
-    numbers = numbers.assign(
-        _m=numbers["method"].map({m: i for i, m in enumerate(order)}),
-        _a=numbers["allocation"].map({a: i for i, a in enumerate(["none", *prof["allocations"]])}),
-    )
-    numbers = numbers.sort_values(["_m", "_a"], kind="stable").drop(columns=["_m", "_a"]).reset_index(drop=True)
+    # by allocation, then (stable) by method: Dense first, each pruner's allocations in profile order
+    numbers = _ordered(numbers, "allocation", ["none", *prof["allocations"]])
+    numbers = _ordered(numbers, "method", ["dense", *prof["zero_shot"]["methods"]]).reset_index(drop=True)
     best = numbers.groupby("method")["mean_acc"].transform("max")
     is_best = (numbers["mean_acc"] == best) & (numbers["method"] != "dense")
     previous = numbers["method"].shift()
