@@ -57,15 +57,18 @@ class Shapes:
         get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
         hidden = get("hidden_size")
         intermediate = get("intermediate_size") or get("ffn_dim")
-        layers = get("num_hidden_layers")
-        if not all(isinstance(v, int) and v > 0 for v in (hidden, intermediate, layers)):
-            raise ConfigError("the configuration needs hidden_size, intermediate_size (or ffn_dim), num_hidden_layers")
+        layers, vocab = get("num_hidden_layers"), get("vocab_size")
+        if not all(isinstance(v, int) and v > 0 for v in (hidden, intermediate, layers, vocab)):
+            raise ConfigError(
+                "the configuration needs positive hidden_size, intermediate_size (or ffn_dim), num_hidden_layers "
+                "and vocab_size"
+            )
         heads = get("num_attention_heads") or 1
         return cls(
             hidden=hidden,
             intermediate=intermediate,
             layers=layers,
-            vocab=get("vocab_size"),
+            vocab=vocab,
             heads=heads,
             kv_heads=get("num_key_value_heads") or heads,
             tied_embeddings=bool(get("tie_word_embeddings", False)),

@@ -50,7 +50,7 @@ class RunConfig:
     trust_remote_code: bool = False
     # keep the model in CPU memory; blocks visit ``device`` one at a time (does not change results)
     offload: bool = False
-    # spread the model over several GPUs with accelerate ("auto", "balanced", "sequential"); None = ``device``
+    # spread the model over several GPUs with accelerate (one of DEVICE_MAPS); None = ``device``
     device_map: str | None = None
     # zero-shot accuracy with lm-eval (dlp_lib.zeroshot) on the pruned in-memory model; None = skip
     zero_shot_tasks: tuple[str, ...] | None = None

@@ -72,5 +72,7 @@ def test_bad_inputs_are_refused():
         estimate_peak_memory(llama2_config("7b"), dtype=torch.int8)
     with pytest.raises(ConfigError, match="hidden_size"):
         estimate_peak_memory({"vocab_size": 10})
+    with pytest.raises(ConfigError, match="vocab_size"):
+        estimate_peak_memory({"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 2})
     with pytest.raises(ConfigError, match="unknown LLaMA-2 size"):
         llama2_config("30b")
