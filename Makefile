@@ -10,6 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= quick
 MODEL ?=
+REF ?= HEAD
 
 .DEFAULT_GOAL := help
 
@@ -44,7 +45,7 @@ format: $(STAMP) ## apply ruff formatting
 # Each numbered notebook runs through papermill with the profile (and model) as parameters; the executed
 # copy goes to notebooks/executed/. Runs are cached in results/ (one JSON record per configuration), so
 # a re-run or an interrupted reproduction only computes what is missing. A notebook re-executes when
-# its source, the previous notebook, dlp_lib/{experiments,reports,plots}.py or PROFILE/MODEL change; a failing cell stops make and
+# its source, the previous notebook, dlp_lib/{experiments,reports,plots,spread}.py or PROFILE/MODEL change; a failing cell stops make and
 # leaves the executed copy as notebooks/executed/NN_name.failed.ipynb.
 NOTEBOOKS := 01_dense_baseline 02_layerwise_allocation 03_perplexity_table 04_sparsity_sweep \
 	05_hyperparameters 06_nm_sparsity 07_zero_shot
@@ -63,7 +64,7 @@ $(PARAMETERS): FORCE
 	@mkdir -p $(EXECUTED)
 	@echo "profile=$(PROFILE) model=$(MODEL)" | cmp -s - $@ || echo "profile=$(PROFILE) model=$(MODEL)" > $@
 
-NOTEBOOK_CODE := dlp_lib/experiments.py dlp_lib/reports.py dlp_lib/plots.py
+NOTEBOOK_CODE := dlp_lib/experiments.py dlp_lib/reports.py dlp_lib/plots.py dlp_lib/spread.py
 
 $(EXECUTED)/%.ipynb: notebooks/%.ipynb $(PARAMETERS) $(NOTEBOOK_CODE) | $(STAMP)
 	@rm -f $(EXECUTED)/$*.failed.ipynb
@@ -79,11 +80,18 @@ $(EXECUTED)/07_zero_shot.ipynb: $(EXECUTED)/06_nm_sparsity.ipynb
 
 01_dense_baseline: $(EXECUTED)/01_dense_baseline.ipynb ## notebook 01: dense perplexity, model/data facts, block statistics
 02_layerwise_allocation: $(EXECUTED)/02_layerwise_allocation.ipynb ## notebook 02: per-block sparsity of each allocation
-03_perplexity_table: $(EXECUTED)/03_perplexity_table.ipynb ## notebook 03: the main table (pruner x allocation at 70%)
+03_perplexity_table: $(EXECUTED)/03_perplexity_table.ipynb ## notebook 03: the main table (pruner x allocation at 70%, over seeds) and the reproduction tolerance
 04_sparsity_sweep: $(EXECUTED)/04_sparsity_sweep.ipynb ## notebook 04: perplexity vs sparsity
 05_hyperparameters: $(EXECUTED)/05_hyperparameters.ipynb ## notebook 05: DLP alpha, OWL Lamda/M sensitivity
-06_nm_sparsity: $(EXECUTED)/06_nm_sparsity.ipynb ## notebook 06: 2:4 and 4:8 sparsity
+06_nm_sparsity: $(EXECUTED)/06_nm_sparsity.ipynb ## notebook 06: N:M sparsity (quick: 2:4; paper: 2:4 and 4:8)
 07_zero_shot: $(EXECUTED)/07_zero_shot.ipynb ## notebook 07: zero-shot accuracy, dense and Wanda x allocation at 70% (each target runs the ones before it)
+
+# The committed tables (git REF, default HEAD) against the ones in tables/ (e.g. after make reproduce on
+# another machine): every perplexity cell within the reproduction tolerance notebook 03 measured?
+check-reproduction: $(STAMP) ## compare tables/ cell by cell with the committed ones (REF=HEAD) within the reproduction tolerance
+	@ref=$$(mktemp -d); trap 'rm -rf "$$ref"' EXIT; \
+	git archive $(REF) tables | tar -x -C "$$ref" && \
+	$(PY) -m dlp_lib.reproduction --reference "$$ref/tables" --fresh tables
 
 FORCE:
 
@@ -100,4 +108,4 @@ clean: ## remove executed notebooks, caches and build files (keeps .venv and com
 distclean: clean ## also remove .venv and the dlp_lib cache (~/.cache/dlp_lib or DLP_CACHE_DIR)
 	rm -rf $(VENV) "$${DLP_CACHE_DIR:-$$HOME/.cache/dlp_lib}"
 
-.PHONY: help venv test test-fast lint format bench bench-memory clean distclean reproduce figures FORCE $(NOTEBOOKS)
+.PHONY: help venv test test-fast lint format bench bench-memory clean distclean reproduce figures check-reproduction FORCE $(NOTEBOOKS)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 METHODS = ("magnitude", "wanda", "sparsegpt")
 ALLOCATIONS = ("uniform", "owl", "dlp", "dsa")
 DLP_STATISTICS = ("mean", "median")
+MAX_PERTURB = 1e-2  # beyond this a "perturbation" is no longer float-level noise
 
 
 class ConfigError(ValueError):
@@ -78,6 +79,10 @@ class PruneConfig:
     percdamp: float = 0.01
     blocksize: int = 128
     extra: dict = field(default_factory=dict)
+    # float-sensitivity probe: multiply every pruning statistic (Wanda's input norms, SparseGPT's
+    # Hessian) by (1 + perturb * N(0, 1)) drawn from ``perturb_seed``; 0 = off (the normal run)
+    perturb: float = 0.0
+    perturb_seed: int = 0
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -101,6 +106,13 @@ class PruneConfig:
             raise ConfigError(f"blocksize must be a positive multiple of M; got {self.blocksize}")
         if self.use_variant and (self.method != "wanda" or nm):
             raise ConfigError("use_variant applies to unstructured Wanda only")
+        if not 0.0 <= self.perturb <= MAX_PERTURB:
+            raise ConfigError(
+                f"perturb is a relative float-level noise on the pruning statistics, in [0, {MAX_PERTURB:g}] "
+                f"(e.g. 1e-6); got {self.perturb!r}"
+            )
+        if self.perturb and self.method == "magnitude":
+            raise ConfigError("magnitude pruning uses no calibration statistics, so there is nothing to perturb")
 
     @property
     def nm(self) -> tuple[int, int] | None:
@@ -112,4 +124,10 @@ class PruneConfig:
         return self.allocation != "uniform"
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as a dict; the perturbation fields only when a perturbation is on, so the
+        records (and record hashes) of normal runs stay as they were before those fields."""
+        d = dataclasses.asdict(self)
+        if not self.perturb:
+            d.pop("perturb")
+            d.pop("perturb_seed")
+        return d

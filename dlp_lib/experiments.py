@@ -48,15 +48,18 @@ HYPER_FIELDS = ("owl_lambda", "owl_m", "dlp_alpha", "dlp_statistic", "dsa_graph"
 _FLOAT_FIELDS = ("owl_lambda", "owl_m", "dlp_alpha", "dsa_lambda")  # 5 and 5.0 must hash alike
 
 # ------------------------------------------------------------------------------------------- profiles
+# The defaults are the `quick` profile: sized so that `make reproduce`, every notebook and 3 calibration
+# seeds of the claims included, fits an hour of a 2-core CPU (about 40 GFLOP/s per core): 8 x 256
+# calibration tokens and 16 x 256 evaluation tokens per run, grids cut to what the claims need.
 _DEFAULTS = dict(
     # RunConfig fields
     model="smollm2-135m",
     calibration="wiki-extracts",
     eval="wiki-extracts",
-    nsamples=16,
-    seqlen=512,
+    nsamples=8,
+    seqlen=256,
     seed=0,
-    eval_windows=32,
+    eval_windows=16,
     batch_size=8,
     eval_batch_size=4,
     device="cpu",
@@ -73,7 +76,8 @@ _DEFAULTS = dict(
     main_sparsity=0.7,
     main_methods=["magnitude", "wanda", "sparsegpt"],
     allocations=["uniform", "owl", "dlp"],
-    sweep={"magnitude": [0.5, 0.6, 0.7, 0.8], "wanda": [0.5, 0.6, 0.7, 0.8], "sparsegpt": [0.7]},
+    # single runs on the profile's seed; the 70% points are the main table's (with their seed range)
+    sweep={"wanda": [0.6, 0.7, 0.8], "sparsegpt": [0.7]},
     # allocation-only sensitivity: densities from the cached dense statistics, no pruning
     hyper_grid={
         "dlp_alpha": [0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3],
@@ -81,17 +85,32 @@ _DEFAULTS = dict(
         "owl_m": [2.0, 3.0, 5.0, 7.0, 10.0],
     },
     # pruned runs for the sensitivity figure (the defaults are shared with the main table)
-    hyper_pruned={"method": "wanda", "dlp_alpha": [0.05, 0.15, 0.2], "owl_lambda": [0.04, 0.08], "owl_m": [5.0]},
+    hyper_pruned={"method": "wanda", "dlp_alpha": [0.05, 0.15, 0.2], "owl_lambda": [0.08], "owl_m": [5.0]},
     nm={
-        "magnitude": {"patterns": ["2:4", "4:8"], "allocations": ["uniform", "dlp"]},
-        "wanda": {"patterns": ["2:4", "4:8"], "allocations": ["uniform", "dlp"]},
+        "wanda": {"patterns": ["2:4"], "allocations": ["uniform", "dlp"]},
         "sparsegpt": {"patterns": ["2:4"], "allocations": ["uniform", "dlp"]},
+    },
+    # calibration seeds of the claims (main table, zero-shot): each calibration-dependent cell is run
+    # once per seed and reported as mean and min-max; runs that read no calibration data (dense,
+    # magnitude with uniform allocation) are deterministic and run once
+    seeds=[0, 1, 2],
+    # float sensitivity (the reproduction tolerance): these cells re-run on seed 0 with the pruning
+    # statistics multiplied by (1 + scale * N(0, 1)), `draws` times: the spread a re-run on another
+    # machine (other BLAS kernels, other rounding) should expect
+    float_sensitivity={
+        "cells": [
+            {"method": "wanda", "allocation": "uniform", "sparsity": 0.7},
+            {"method": "sparsegpt", "allocation": "uniform", "sparsity": 0.7},
+            {"method": "wanda", "allocation": "uniform", "sparsity": 0.8},
+        ],
+        "draws": 2,
+        "scale": 1e-6,
     },
     # zero-shot accuracy (notebook 07): dense and each pruner x allocation at the main sparsity, on the
     # first `limit` examples of each task (None: whole splits); perplexity is not re-evaluated there
     zero_shot={
         "tasks": list(PAPER_TASKS),
-        "limit": 100,
+        "limit": 20,
         "batch_size": 16,
         "add_bos_token": False,  # the papers' code passed no special tokens
         "source": "local",  # the shipped task data (dlp_lib.zeroshot); "hub" downloads lm-eval's
@@ -100,8 +119,9 @@ _DEFAULTS = dict(
 )
 
 PROFILES: dict[str, dict] = {
-    # CI: every notebook end to end in a few minutes on 2 CPU cores: six runs in all (dense, Wanda x 3
-    # allocations at 70%, magnitude 2:4 uniform and DLP); the other grids reuse them. Even a tiny window
+    # CI: every notebook end to end in a few minutes on 2 CPU cores: dense, Wanda x 3 allocations at 70%
+    # on 2 seeds, 2 float-sensitivity draws, magnitude 2:4 uniform and DLP, zero-shot on 2 examples per
+    # task; the other grids reuse them. Even a tiny window
     # count leaves ~20-60 s per pruned run (sorting 106M weights), and SparseGPT's column sweep costs minutes.
     "smoke": dict(
         _DEFAULTS,
@@ -116,8 +136,14 @@ PROFILES: dict[str, dict] = {
         hyper_pruned={"method": "wanda", "dlp_alpha": [0.15], "owl_lambda": [0.08], "owl_m": [5.0]},
         nm={"magnitude": {"patterns": ["2:4"], "allocations": ["uniform", "dlp"]}},
         zero_shot={**_DEFAULTS["zero_shot"], "limit": 2},
+        seeds=[0, 1],
+        float_sensitivity={
+            "cells": [{"method": "wanda", "allocation": "uniform", "sparsity": 0.7}],
+            "draws": 2,
+            "scale": 1e-6,
+        },
     ),
-    # default of `make reproduce`: the embedded model and data, about 40 min on a 2-core CPU
+    # default of `make reproduce`: the embedded model and data, under an hour on a 2-core CPU
     "quick": dict(_DEFAULTS),
     # the papers' protocol: 128 x 2048 C4 calibration windows, seed 0, WikiText-2 test perplexity, GPU
     "paper": dict(
@@ -141,6 +167,16 @@ PROFILES: dict[str, dict] = {
             for m in ("magnitude", "wanda", "sparsegpt")
         },
         zero_shot={**_DEFAULTS["zero_shot"], "limit": None, "source": "hub", "methods": ["wanda", "sparsegpt"]},
+        seeds=[0, 1, 2, 3, 4],
+        float_sensitivity={
+            "cells": [
+                {"method": m, "allocation": "uniform", "sparsity": s}
+                for m in ("wanda", "sparsegpt")
+                for s in (0.7, 0.8)
+            ],
+            "draws": 3,
+            "scale": 1e-6,
+        },
     ),
 }
 
@@ -231,14 +267,21 @@ def run_config(
     allocation: str = "uniform",
     sparsity_type: str = "unstructured",
     clip_densities: bool = False,
+    seed: int | None = None,
+    perturb: float = 0.0,
+    perturb_seed: int = 0,
     **hyper,
 ) -> pipeline.RunConfig:
     """The RunConfig of one table cell: the profile's model/data settings plus a pruning setup.
 
     ``method=None`` is the dense model. Hyper-parameters default to the profile's (the papers'); for
     N:M patterns the sparsity is N/M. Numbers are normalised to float so equal settings hash alike.
+    ``seed`` (default: the profile's) draws the calibration windows; ``perturb``/``perturb_seed`` are
+    the float-sensitivity probe (``PruneConfig.perturb``).
     """
     settings = {name: prof[name] for name in RUN_FIELDS if name in prof}  # zero_shot_*: optional
+    if seed is not None:
+        settings["seed"] = int(seed)
     if method is None or method == "dense":
         return pipeline.RunConfig(prune=None, **settings)
     params = {name: prof[name] for name in HYPER_FIELDS}
@@ -254,6 +297,8 @@ def run_config(
         sparsity = prof["main_sparsity"]
     if clip_densities:
         params["clip_densities"] = True  # only set when used, so other runs keep their record hashes
+    if perturb:
+        params.update(perturb=float(perturb), perturb_seed=int(perturb_seed))
     prune = PruneConfig(
         method=method, sparsity=float(sparsity), sparsity_type=sparsity_type, allocation=allocation, **params
     )
@@ -273,7 +318,9 @@ def run_label(config: pipeline.RunConfig) -> str:
     }[p.allocation]
     pattern = p.sparsity_type if p.nm else f"{percent(p.sparsity)} unstructured"
     clipped = " · clipped" if p.clip_densities else ""
-    return f"{p.method} · {alloc} · {pattern}{clipped}"
+    perturbed = f" · statistics × (1 + {p.perturb:g}·noise #{p.perturb_seed})" if p.perturb else ""
+    seed = f" · seed {config.seed}" if uses_calibration(p.method, p.allocation) else ""
+    return f"{p.method} · {alloc} · {pattern}{clipped}{seed}{perturbed}"
 
 
 def _jsonable(obj):
@@ -399,6 +446,37 @@ def main_specs(prof: dict, methods: list[str] | None = None) -> list[dict]:
     ]
 
 
+def uses_calibration(method: str | None, allocation: str | None) -> bool:
+    """Whether a run's result depends on the calibration windows (and so on the seed): every pruner
+    but magnitude with a uniform allocation (the dense model reads none either)."""
+    if method in (None, "dense"):
+        return False
+    return method != "magnitude" or allocation not in (None, "uniform")
+
+
+def seeded(prof: dict, specs: list[dict]) -> list[dict]:
+    """Each spec once per calibration seed of the profile (``prof["seeds"]``); specs that read no
+    calibration data once, on the profile's seed (another seed would give the very same run)."""
+    out = []
+    for spec in specs:
+        if uses_calibration(spec.get("method"), spec.get("allocation", "uniform")):
+            out += [{**spec, "seed": seed} for seed in prof["seeds"]]
+        else:
+            out.append(spec)
+    return out
+
+
+def float_sensitivity_specs(prof: dict) -> list[dict]:
+    """For each cell of ``prof["float_sensitivity"]``: the normal run (profile seed) and ``draws`` runs
+    with the pruning statistics perturbed at float-rounding level (``PruneConfig.perturb``)."""
+    setting = prof["float_sensitivity"]
+    specs = []
+    for cell in setting["cells"]:
+        specs.append(dict(cell))
+        specs += [{**cell, "perturb": setting["scale"], "perturb_seed": d} for d in range(1, setting["draws"] + 1)]
+    return specs
+
+
 def sweep_specs(prof: dict) -> list[dict]:
     return [
         {"method": m, "sparsity": s, "allocation": a}
@@ -459,24 +537,26 @@ def zero_shot_specs(prof: dict) -> list[dict]:
     return main_specs(prof, prof["zero_shot"]["methods"])
 
 
-# rough CPU seconds per run of the quick profile (2 cores), for planning only; "zero_shot" is added
-# to a run that also evaluates zero-shot accuracy (7 tasks, limit 100, no perplexity)
-QUICK_SECONDS = {"dense": 35, "magnitude": 35, "wanda": 60, "sparsegpt": 150, "zero_shot": 170}
+# rough seconds per run of the quick profile on a 2-core CPU (AMD EPYC, AVX2), for planning only:
+# "dense" is one perplexity evaluation; "zero_shot" replaces it in a run that evaluates zero-shot
+# accuracy instead (7 tasks, limit 20); "setup" is the virtual environment and the notebooks' kernels
+QUICK_SECONDS = {"dense": 14, "magnitude": 18, "wanda": 38, "sparsegpt": 86, "zero_shot": 55, "setup": 400}
 
 
 def planned_runs(prof: dict) -> list[pipeline.RunConfig]:
     """Every distinct run the notebooks may need (hyper-parameter runs that turn out infeasible are
     skipped at run time), in notebook order; the zero-shot runs of notebook 07 last."""
-    specs = [dense_spec(prof)] + main_specs(prof) + sweep_specs(prof) + hyper_specs(prof) + nm_specs(prof)
+    specs = [dense_spec(prof)] + seeded(prof, main_specs(prof)) + float_sensitivity_specs(prof)
+    specs += sweep_specs(prof) + hyper_specs(prof) + nm_specs(prof)
     runs = [run_config(prof, **spec) for spec in _unique(prof, specs)]
     zs = zero_shot_profile(prof)
-    return runs + [run_config(zs, **spec) for spec in zero_shot_specs(prof)]
+    return runs + [run_config(zs, **spec) for spec in seeded(prof, zero_shot_specs(prof))]
 
 
 def estimate_seconds(prof: dict, seconds: dict | None = None) -> float:
     """Rough wall time of all planned runs (default: quick-profile seconds per run on 2 CPU cores)."""
     seconds = seconds or QUICK_SECONDS
-    total = 0.0
+    total = float(seconds.get("setup", 0.0))
     for config in planned_runs(prof):
         pruning = 0.0 if config.prune is None else seconds[config.prune.method]
         if config.zero_shot_tasks is None:
@@ -503,6 +583,10 @@ def record_row(record: dict) -> dict:
         "owl_lambda": prune.get("owl_lambda") if allocation == "owl" else None,
         "owl_m": prune.get("owl_m") if allocation == "owl" else None,
         "dlp_alpha": prune.get("dlp_alpha") if allocation == "dlp" else None,
+        "seed": config.get("seed"),
+        "perturb": prune.get("perturb", 0.0),
+        "perturb_seed": prune.get("perturb_seed"),
+        "uses_calibration": uses_calibration(prune.get("method"), allocation),
         "achieved_sparsity": pruning.get("overall_achieved"),
         "perplexity": ppl.get("perplexity"),
         "prune_seconds": (pruning.get("seconds") or {}).get("total"),

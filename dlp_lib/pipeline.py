@@ -83,6 +83,8 @@ class RunConfig:
         """The settings as a dict. The zero-shot fields appear only when zero-shot evaluation is on, so
         the records (and record hashes) of runs without it stay as they were before those fields."""
         d = dataclasses.asdict(self)
+        if self.prune is not None:
+            d["prune"] = self.prune.to_dict()  # its own rules for which fields appear
         if not self.offload:
             d.pop("offload")  # an execution option: records without it keep their hashes
         if self.device_map is None:

@@ -144,25 +144,37 @@ def plot_allocation(frame: pd.DataFrame, prof: dict, sparsity: float | None = No
 
 
 def plot_main_table(numbers: pd.DataFrame, prof: dict):
-    """Grouped bars: perplexity per pruner (groups) and allocation (colours), log scale, dense line."""
+    """Grouped bars: mean perplexity per pruner (groups) and allocation (colours), log scale, the
+    min–max range over seeds as error bars, dense line."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     _style()
-    data = numbers[numbers["method"] != "dense"].assign(
-        Pruner=lambda d: d["method"].map(METHOD_NAMES), Allocation=lambda d: d["allocation"].map(ALLOCATION_NAMES)
-    )
+    data = numbers[numbers["method"] != "dense"]
+    methods = [m for m in prof["main_methods"] if m in set(data["method"])]
+    allocations = prof["allocations"]
     dense = numbers.loc[numbers["method"] == "dense", "perplexity"]
     fig, ax = plt.subplots(figsize=(9, 5))
-    palette = {ALLOCATION_NAMES[a]: ALLOCATION_COLORS[a] for a in prof["allocations"]}
-    sns.barplot(data=data, x="Pruner", y="perplexity", hue="Allocation", palette=palette, ax=ax)
-    for container in ax.containers:
-        ax.bar_label(container, labels=[format_perplexity(b.get_height()) for b in container], fontsize=8, padding=2)
+    width = 0.8 / len(allocations)
+    for i, allocation in enumerate(allocations):
+        rows = [data[(data["method"] == m) & (data["allocation"] == allocation)] for m in methods]
+        x = [j + (i - (len(allocations) - 1) / 2) * width for j, r in enumerate(rows) if len(r)]
+        rows = [r.iloc[0] for r in rows if len(r)]
+        means = [r["perplexity"] for r in rows]
+        errors = [
+            [m - r["perplexity_min"] for m, r in zip(means, rows)],
+            [r["perplexity_max"] - m for m, r in zip(means, rows)],
+        ]
+        bars = ax.bar(x, means, width, color=ALLOCATION_COLORS[allocation], label=ALLOCATION_NAMES[allocation])
+        ax.errorbar(x, means, yerr=errors, fmt="none", ecolor="black", elinewidth=1, capsize=3)
+        ax.bar_label(bars, labels=[format_perplexity(v) for v in means], fontsize=8, padding=2, label_type="center")
+    ax.set_xticks(range(len(methods)), [METHOD_NAMES[m] for m in methods])
     _ppl_axis(ax, float(dense.iloc[0]) if len(dense) else None)
-    _headroom(ax, data["perplexity"].tolist())
-    ax.set_xlabel("")
+    _headroom(ax, data["perplexity_max"].tolist(), factor=2.0)
+    n = int(data["n"].max()) if len(data) else 1
     ax.set_title(
-        f"Perplexity at {percent(prof['main_sparsity'])} unstructured sparsity — {data_tag(prof)}", fontsize=11
+        f"Perplexity at {percent(prof['main_sparsity'])} unstructured sparsity, mean and min–max over {n} seeds"
+        f" — {data_tag(prof)}",
+        fontsize=10,
     )
     _legend_outside(ax, "allocation")
     _finish_axes(fig)
@@ -171,7 +183,8 @@ def plot_main_table(numbers: pd.DataFrame, prof: dict):
 
 
 def plot_sparsity_sweep(table: pd.DataFrame, prof: dict, dense: float | None = None):
-    """Perplexity vs target sparsity, one panel per pruner, one line per allocation, log y."""
+    """Perplexity vs target sparsity, one panel per pruner, one line per allocation, log y; with the
+    columns of ``reports.with_noise``: min-max over seeds as error bars, noise-dominated points hollow."""
     import matplotlib.pyplot as plt
 
     _style()
@@ -183,14 +196,30 @@ def plot_sparsity_sweep(table: pd.DataFrame, prof: dict, dense: float | None = N
         ax.set_xlim(min(ticks) - 5, max(ticks) + 5)
         for allocation in prof["allocations"]:
             sub = table[(table["method"] == method) & (table["allocation"] == allocation)].sort_values("sparsity")
-            if len(sub):
-                ax.plot(
-                    100 * sub["sparsity"],
-                    sub["perplexity"],
-                    marker="o",
-                    color=ALLOCATION_COLORS[allocation],
-                    label=ALLOCATION_NAMES[allocation],
+            if not len(sub):
+                continue
+            color = ALLOCATION_COLORS[allocation]
+            x = 100 * sub["sparsity"]
+            ax.plot(x, sub["perplexity"], marker="o", color=color, label=ALLOCATION_NAMES[allocation])
+            if "seed_min" in sub:  # min-max over seeds where the main table has them
+                ranged = sub[sub["seed_min"].notna()]
+                low, high = ranged["perplexity"] - ranged["seed_min"], ranged["seed_max"] - ranged["perplexity"]
+                ax.errorbar(
+                    100 * ranged["sparsity"],
+                    ranged["perplexity"],
+                    yerr=[low, high],
+                    fmt="none",
+                    ecolor=color,
+                    elinewidth=1.2,
+                    capsize=4,
                 )
+            if "noise_dominated" in sub:  # hollow: beyond the reproduction tolerance's factor 2
+                noisy = sub[sub["noise_dominated"].astype(bool)]
+                ax.scatter(
+                    100 * noisy["sparsity"], noisy["perplexity"], s=60, facecolors="white", edgecolors=color, zorder=5
+                )
+        if "noise_dominated" in table and table["noise_dominated"].astype(bool).any():
+            ax.scatter([], [], s=60, facecolors="white", edgecolors="black", label="noise-dominated")
         _ppl_axis(ax, dense)
         ax.set_title(METHOD_NAMES[method])
         ax.set_xlabel("target sparsity of decoder linears (%)")
@@ -310,6 +339,17 @@ def plot_zero_shot(numbers: pd.DataFrame, prof: dict):
             x = [j + (i - (len(bars) - 1) / 2) * width for j in range(len(columns))]
             heights = [100 * row[c] for c in columns]
             bars_ = ax.bar(x, heights, width, color=color, label=name)
+            if row.get("n", 1) > 1:  # the mean's min-max over seeds
+                low, high = 100 * row["mean_acc_min"], 100 * row["mean_acc_max"]
+                ax.errorbar(
+                    x[-1],
+                    heights[-1],
+                    yerr=[[heights[-1] - low], [high - heights[-1]]],
+                    fmt="none",
+                    ecolor="black",
+                    elinewidth=1,
+                    capsize=3,
+                )
             ax.bar_label(bars_, labels=[""] * len(tasks) + [f"{heights[-1]:.1f}"], fontsize=8, padding=2)
         for j, task in enumerate(tasks):
             if task in CHANCE:

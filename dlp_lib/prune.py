@@ -149,7 +149,17 @@ def _run_with_statistics(block, inputs: BlockInputs, linears: dict, make_stat, k
     return stats, outputs
 
 
-def _prune_block(block, inputs: BlockInputs | None, config: PruneConfig, sparsity, nm, seconds, propagate):
+def perturb_statistics(stats: dict, scale: float, seed: int, block_index: int) -> None:
+    """The float-sensitivity probe (``PruneConfig.perturb``): every distinct statistic of a block times
+    ``1 + scale * noise``, the noise seeded by (seed, block), so a draw is reproducible. Linears that
+    share one statistic (q/k/v) share its perturbation too."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + block_index)
+    distinct = {id(stat): stat for stat in stats.values()}
+    for stat in distinct.values():
+        stat.perturb(scale, generator)
+
+
+def _prune_block(block, inputs: BlockInputs | None, config: PruneConfig, sparsity, nm, seconds, propagate, index=0):
     """Statistics on the dense block, prune every linear, then recompute the block's outputs in place."""
     linears = linear_sublayers(block)
     stats = {}
@@ -157,6 +167,8 @@ def _prune_block(block, inputs: BlockInputs | None, config: PruneConfig, sparsit
     if inputs is not None:
         accumulator = Hessian if config.method == "sparsegpt" else InputNorms
         stats, _ = _run_with_statistics(block, inputs, linears, accumulator, keep_outputs=False)
+        if config.perturb:
+            perturb_statistics(stats, config.perturb, config.perturb_seed, index)
     t1 = time.perf_counter()
     for name, linear in linears.items():
         _prune_linear(linear, config, sparsity, stats.get(name), nm)
@@ -236,7 +248,14 @@ def prune_model(
         for index, block in bar:
             with block_on(block, offload_device):
                 _prune_block(
-                    block, inputs, config, targets[index], patterns[index], seconds, propagate=index + 1 < len(blocks)
+                    block,
+                    inputs,
+                    config,
+                    targets[index],
+                    patterns[index],
+                    seconds,
+                    propagate=index + 1 < len(blocks),
+                    index=index,
                 )
     seconds["total"] = time.perf_counter() - start
     per_block, per_linear, overall = decoder_sparsity(model)

@@ -14,7 +14,18 @@ import pandas as pd
 
 from .cache import atomic_path, write_json_atomic
 from .experiments import ALLOCATION_NAMES, METHOD_NAMES, model_name, percent, record_row, source_name
-from .results import config_key
+from .results import config_key, machine_label
+from .spread import (
+    BOLD_RULE,
+    NOISE_DOMINATED_FACTOR,
+    TOLERANCE_RULE,
+    best_beyond_spread,
+    format_range,
+    lookup_tolerance,
+    ordering_sentence,
+    per_seed_values,
+    seed_summary,
+)
 
 
 def format_perplexity(value) -> str:
@@ -26,6 +37,11 @@ def format_perplexity(value) -> str:
         return f"{value:.2f}"
     mantissa, exponent = f"{value:.2e}".split("e")
     return f"{mantissa}e{int(exponent)}"
+
+
+def format_tolerance(percent_value) -> str:
+    """``±46%``; ``±0.1%`` below 10%."""
+    return f"±{percent_value:.0f}%" if percent_value >= 10 else f"±{percent_value:.1f}%"
 
 
 def _format_cell(value) -> str:
@@ -120,32 +136,63 @@ def _ordered(frame: pd.DataFrame, column: str, order) -> pd.DataFrame:
     return frame.assign(_rank=frame[column].map(rank)).sort_values(["_rank"], kind="stable").drop(columns="_rank")
 
 
-def main_table(frame: pd.DataFrame, prof: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The DLP README layout: Dense, then each pruner with its allocations (Uniform, OWL, DLP).
-
-    Returns ``(numbers, display, bold)``: numeric table (CSV), formatted strings (Markdown/LaTeX) and
-    the mask of each pruner's best (lowest) perplexity.
-    """
-    frame = frame[(frame["sparsity_type"].isin(["dense", "unstructured"]))]
-    rows = []
-    dense = frame[frame["method"] == "dense"]
-    for _, r in dense.head(1).iterrows():
-        rows.append({**dict(r), "method": "dense", "allocation": "none"})
+def main_table_runs(frame: pd.DataFrame, prof: dict) -> pd.DataFrame:
+    """Every run of the main table, one row per (pruner, allocation, seed): dense first, then each
+    pruner's allocations in profile order, seeds ascending. Perturbed runs are left out."""
+    frame = frame[frame["sparsity_type"].isin(["dense", "unstructured"]) & (frame["perturb"].fillna(0) == 0)]
+    parts = [frame[frame["method"] == "dense"].head(1).assign(allocation="none")]
     for method in prof["main_methods"]:
         sub = frame[(frame["method"] == method) & (frame["sparsity"] == prof["main_sparsity"])]
-        sub = _ordered(sub, "allocation", prof["allocations"]).drop_duplicates("allocation")
-        rows += [dict(r) for _, r in sub.iterrows()]
-    numbers = pd.DataFrame(rows)[
-        ["method", "allocation", "perplexity", "achieved_sparsity", "prune_seconds", "total_seconds", "key"]
-    ].reset_index(drop=True)
-    best = numbers.groupby("method")["perplexity"].transform("min")
-    is_best = (numbers["perplexity"] == best) & (numbers["method"] != "dense") & numbers["perplexity"].notna()
+        sub = _ordered(sub.sort_values("seed", kind="stable"), "allocation", prof["allocations"])
+        parts.append(sub.drop_duplicates(["allocation", "seed"]))
+    runs = pd.concat(parts, ignore_index=True)
+    columns = ["method", "allocation", "sparsity", "seed", "uses_calibration", "perplexity", "achieved_sparsity"]
+    return runs[columns + ["prune_seconds", "total_seconds", "key"]]
+
+
+def _summary(runs: pd.DataFrame, value: str, extra: dict) -> pd.DataFrame:
+    """``spread.seed_summary`` per (method, allocation) with the mean of ``extra`` columns and the keys."""
+    summary = seed_summary(runs, ["method", "allocation"], value)
+    grouped = runs.groupby(["method", "allocation"], sort=False)
+    aggregated = grouped.agg(**extra, uses_calibration=("uses_calibration", "any"), keys=("key", ";".join))
+    return summary.merge(aggregated.reset_index(), on=["method", "allocation"])
+
+
+def main_table(frame: pd.DataFrame, prof: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The DLP README layout: Dense, then each pruner with its allocations (Uniform, OWL, DLP), each
+    cell the mean perplexity over the calibration seeds with its min–max range.
+
+    Returns ``(numbers, display, bold)``: numeric table (CSV: ``perplexity`` is the mean, with
+    ``perplexity_min``/``_max``/``_std``, ``n`` runs and their ``seeds``), formatted strings
+    (Markdown/LaTeX) and the bold mask of ``spread.BOLD_RULE``.
+    """
+    runs = main_table_runs(frame, prof)
+    summary = _summary(
+        runs,
+        "perplexity",
+        dict(achieved_sparsity=("achieved_sparsity", "mean"), prune_seconds=("prune_seconds", "mean")),
+    )
+    numbers = summary.rename(
+        columns={"mean": "perplexity", "min": "perplexity_min", "max": "perplexity_max", "std": "perplexity_std"}
+    )
+    numbers = numbers[
+        ["method", "allocation", "perplexity", "perplexity_min", "perplexity_max", "perplexity_std", "n", "seeds"]
+        + ["uses_calibration", "achieved_sparsity", "prune_seconds", "keys"]
+    ]
+    is_best = best_beyond_spread(summary[summary["method"] != "dense"], "method").reindex(
+        numbers.index, fill_value=False
+    )
     previous = numbers["method"].shift()
     display = pd.DataFrame(
         {
             "Method": [METHOD_NAMES[m] if m != p else "" for m, p in zip(numbers["method"], previous)],
             "Layerwise": [ALLOCATION_NAMES[a] for a in numbers["allocation"]],
             model_name(prof): [format_perplexity(v) for v in numbers["perplexity"]],
+            "min–max over seeds": [
+                "deterministic" if m == "dense" else format_range(r, format_perplexity)
+                for m, (_, r) in zip(numbers["method"], summary.iterrows())
+            ],
+            "n": numbers["n"].astype(int),
             "Sparsity (%)": [f"{100 * v:.2f}" for v in numbers["achieved_sparsity"]],
             "Pruning (s)": ["–" if pd.isna(v) else f"{v:.1f}" for v in numbers["prune_seconds"]],
         }
@@ -155,35 +202,66 @@ def main_table(frame: pd.DataFrame, prof: dict) -> tuple[pd.DataFrame, pd.DataFr
     return numbers, display, bold
 
 
-def main_table_caption(prof: dict) -> str:
+def orderings(runs: pd.DataFrame, prof: dict, methods=None, value: str = "perplexity", lower_is_better=True) -> dict:
+    """``{pruner: sentence}``: the order of the allocations' means and in how many seeds it holds
+    (``spread.ordering_sentence``), from per-seed runs (``main_table_runs`` or zero-shot runs)."""
+    out = {}
+    for method in methods or prof["main_methods"]:
+        sub = runs[(runs["method"] == method) & runs["allocation"].isin(prof["allocations"])]
+        if sub["allocation"].nunique() < 2:
+            continue
+        values = per_seed_values(sub, "allocation", value)
+        out[method] = ordering_sentence(values, ALLOCATION_NAMES, lower_is_better)
+    return out
+
+
+def main_table_caption(prof: dict, records: list[dict] = ()) -> str:
+    seeds = prof["seeds"]
     return (
         f"Perplexity (lower is better) at {percent(prof['main_sparsity'])} unstructured sparsity of the decoder "
-        f"linears; best allocation per pruner in bold. Model {model_name(prof)}, evaluation on "
+        f"linears: mean over {len(seeds)} calibration seeds ({', '.join(map(str, seeds))}) with the min–max "
+        f"range; n = runs. {BOLD_RULE} Model {model_name(prof)}, evaluation on "
         f"{source_name(prof['eval'], long=True)}, calibration {prof['nsamples']}×{prof['seqlen']} tokens of "
         f"{source_name(prof['calibration'])}; profile '{prof.get('name')}'. Sparsity = achieved; Pruning = "
-        "seconds of the pruning pass."
+        f"seconds of the pruning pass. Machine: {machine_of(records)}."
     )
 
 
+def machine_of(records) -> str:
+    """The machine that produced ``records`` (``results.machine_label``), or every distinct one."""
+    labels = []
+    for record in records:
+        label = machine_label(record.get("hardware"))
+        if label not in labels:
+            labels.append(label)
+    return "; ".join(labels) if labels else machine_label(None)
+
+
 def write_main_table_json(path: str | os.PathLike, numbers: pd.DataFrame, records: list[dict], prof: dict) -> None:
-    """Numbers plus the full run configurations, per-block densities and timings, for later notebooks."""
+    """Numbers plus every run behind each cell: seed, perplexity, configuration, per-block densities,
+    timings, versions and hardware (``block_densities`` of a cell: its run on the profile's seed)."""
     by_key = {config_key(r["config"]): r for r in records}
     rows = []
     for row in numbers.to_dict("records"):
-        record = by_key[row["key"]]
-        allocation = record.get("allocation") or {}
-        rows.append(
-            {
-                **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()},
-                "block_densities": allocation.get("densities"),
-                "config": record["config"],
-                "timings": record.get("timings"),
-                "versions": record.get("versions"),
-                "hardware": record.get("hardware"),
-            }
-        )
+        runs = []
+        for key in row["keys"].split(";"):
+            record = by_key[key]
+            runs.append(
+                {
+                    "seed": record["config"]["seed"],
+                    "perplexity": (record.get("perplexity") or {}).get("perplexity"),
+                    "block_densities": (record.get("allocation") or {}).get("densities"),
+                    "config": record["config"],
+                    "timings": record.get("timings"),
+                    "versions": record.get("versions"),
+                    "hardware": record.get("hardware"),
+                }
+            )
+        first = next((r for r in runs if r["seed"] == prof["seed"]), runs[0])
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        rows.append({**clean, "block_densities": first["block_densities"], "runs": runs})
     payload = {
-        "caption": main_table_caption(prof),
+        "caption": main_table_caption(prof, records),
         "profile": {k: v for k, v in prof.items()},
         "rows": rows,
     }
@@ -214,8 +292,9 @@ def nm_caption(prof: dict) -> str:
     return (
         "Perplexity (lower is better) with N:M sparsity (N zeros in every group of M weights along the input "
         "dimension). Allocated: each block gets an integer N chosen from the allocation's densities, with mean "
-        f"exactly N over the blocks. Model {model_name(prof)}, evaluation on {source_name(prof['eval'], long=True)}; "
-        f"profile '{prof.get('name')}'."
+        f"exactly N over the blocks. Single runs on calibration seed {prof['seed']}; Tolerance: the reproduction "
+        "tolerance that applies (notebook 03), differences within it are noise. Model "
+        f"{model_name(prof)}, evaluation on {source_name(prof['eval'], long=True)}; profile '{prof.get('name')}'."
     )
 
 
@@ -228,6 +307,9 @@ def nm_display(table: pd.DataFrame) -> pd.DataFrame:
             "N per block": table["block_n_range"],
             "Sparsity (%)": [f"{100 * v:.2f}" for v in table["achieved_sparsity"]],
             "Perplexity": [format_perplexity(v) for v in table["perplexity"]],
+            **(
+                {"Tolerance": [format_tolerance(v) for v in table["tolerance_pct"]]} if "tolerance_pct" in table else {}
+            ),
         }
     )
 
@@ -245,40 +327,67 @@ TASK_NAMES = {
 }
 
 
-def zero_shot_table(
-    records: list[dict], prof: dict, perplexity_records: list[dict] = ()
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Accuracy per task and the means, Dense first, then each pruner with its allocations.
-
-    ``records`` are runs with zero-shot results (``experiments.zero_shot_specs``); the perplexity of
-    the same setting is taken from ``perplexity_records`` where one matches (method, allocation,
-    sparsity), else left empty. Returns ``(numbers, display, bold)``: accuracies as fractions (CSV),
-    percentages as strings (Markdown/LaTeX, the papers' style) and the mask of each pruner's best mean.
-    """
+def zero_shot_runs(records: list[dict], prof: dict, perplexity_records: list[dict] = ()) -> pd.DataFrame:
+    """One row per zero-shot run (method, allocation, seed): accuracy per task, the means, and the
+    perplexity of the same setting and seed from ``perplexity_records`` where one matches (else NaN).
+    Dense first, then each pruner's allocations in profile order, seeds ascending."""
     tasks = list(prof["zero_shot"]["tasks"])
     ppl = {}
     for record in perplexity_records:
         row = record_row(record)
-        ppl.setdefault((row["method"], row["allocation"], row["sparsity"], row["sparsity_type"]), row["perplexity"])
+        cell = (row["method"], row["allocation"], row["sparsity"], row["sparsity_type"])
+        ppl.setdefault(cell + ((row["seed"] if row["uses_calibration"] else None),), row["perplexity"])
     rows = []
     for record in records:
         row = record_row(record)
         result = record["zero_shot"]
-        out = {"method": row["method"], "allocation": row["allocation"], "achieved_sparsity": row["achieved_sparsity"]}
+        out = {k: row[k] for k in ("method", "allocation", "seed", "uses_calibration", "achieved_sparsity")}
         for task in tasks:
             out[task] = result["tasks"][task].get("acc")
         out["mean_acc"] = result["mean_acc"]
         out["mean_acc_norm"] = result["mean_acc_norm"]
-        out["perplexity"] = ppl.get((row["method"], row["allocation"], row["sparsity"], row["sparsity_type"]))
+        cell = (row["method"], row["allocation"], row["sparsity"], row["sparsity_type"])
+        out["perplexity"] = ppl.get(cell + ((row["seed"] if row["uses_calibration"] else None),))
         out["zero_shot_seconds"] = result.get("seconds")
         out["key"] = row["key"]
         rows.append(out)
-    numbers = pd.DataFrame(rows)
+    runs = pd.DataFrame(rows).sort_values("seed", kind="stable")
     # by allocation, then (stable) by method: Dense first, each pruner's allocations in profile order
-    numbers = _ordered(numbers, "allocation", ["none", *prof["allocations"]])
-    numbers = _ordered(numbers, "method", ["dense", *prof["zero_shot"]["methods"]]).reset_index(drop=True)
-    best = numbers.groupby("method")["mean_acc"].transform("max")
-    is_best = (numbers["mean_acc"] == best) & (numbers["method"] != "dense")
+    runs = _ordered(runs, "allocation", ["none", *prof["allocations"]])
+    return _ordered(runs, "method", ["dense", *prof["zero_shot"]["methods"]]).reset_index(drop=True)
+
+
+def zero_shot_table(
+    records: list[dict], prof: dict, perplexity_records: list[dict] = ()
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Accuracy per task and the means over the calibration seeds, Dense first, then each pruner with
+    its allocations.
+
+    ``records`` are runs with zero-shot results (``experiments.zero_shot_specs`` on each seed); the
+    perplexity of the same setting is the mean over the ``perplexity_records`` that match (method,
+    allocation, sparsity, seed), else empty. Returns ``(numbers, display, bold)``: accuracies as
+    fractions (CSV; ``mean_acc`` with ``mean_acc_min``/``_max``/``_std`` and ``n`` runs), percentages as
+    strings (Markdown/LaTeX, the papers' style) and the bold mask of ``spread.BOLD_RULE`` on the mean.
+    """
+    tasks = list(prof["zero_shot"]["tasks"])
+    runs = zero_shot_runs(records, prof, perplexity_records)
+    extra = {t: (t, "mean") for t in tasks}
+    extra.update(
+        mean_acc_norm=("mean_acc_norm", "mean"),
+        perplexity=("perplexity", "mean"),
+        achieved_sparsity=("achieved_sparsity", "mean"),
+        zero_shot_seconds=("zero_shot_seconds", "mean"),
+    )
+    summary = _summary(runs, "mean_acc", extra)
+    numbers = summary.rename(
+        columns={"mean": "mean_acc", "min": "mean_acc_min", "max": "mean_acc_max", "std": "mean_acc_std"}
+    )
+    numbers = numbers[
+        ["method", "allocation", *tasks, "mean_acc", "mean_acc_min", "mean_acc_max", "mean_acc_std", "n", "seeds"]
+        + ["mean_acc_norm", "perplexity", "uses_calibration", "achieved_sparsity", "zero_shot_seconds", "keys"]
+    ]
+    pruned = summary[summary["method"] != "dense"]
+    is_best = best_beyond_spread(pruned, "method", lower_is_better=False).reindex(numbers.index, fill_value=False)
     previous = numbers["method"].shift()
     pct = lambda v: "–" if v is None or pd.isna(v) else f"{100 * v:.2f}"  # noqa: E731
     display = pd.DataFrame(
@@ -287,6 +396,11 @@ def zero_shot_table(
             "Layerwise": [ALLOCATION_NAMES[a] for a in numbers["allocation"]],
             **{TASK_NAMES.get(t, t): [pct(v) for v in numbers[t]] for t in tasks},
             "Mean": [pct(v) for v in numbers["mean_acc"]],
+            "min–max over seeds": [
+                "deterministic" if m == "dense" else format_range(r, pct)
+                for m, (_, r) in zip(numbers["method"], summary.iterrows())
+            ],
+            "n": numbers["n"].astype(int),
             "Mean (norm)": [pct(v) for v in numbers["mean_acc_norm"]],
             "Perplexity": [format_perplexity(v) for v in numbers["perplexity"]],
         }
@@ -315,23 +429,125 @@ def zero_shot_caption(prof: dict, records: list[dict]) -> str:
     versions = ", ".join(f"{TASK_NAMES.get(t, t)} v{version(v)}" for t, v in settings["task_versions"].items())
     data = settings["task_data"] + (" converted offline" if settings["source"] == "local" else "")
     bos = "added" if settings["add_bos_token"] else "not added"
+    seeds = prof["seeds"]
     return (
         f"Zero-shot accuracy (%, `acc`, higher is better) at {percent(prof['main_sparsity'])} unstructured "
-        "sparsity; best mean per pruner in bold. Mean (norm): `acc_norm` where a task defines it (HellaSwag, "
+        f"sparsity: mean over {len(seeds)} calibration seeds ({', '.join(map(str, seeds))}), the mean over tasks "
+        f"with its min–max range over seeds; n = runs. {BOLD_RULE} The examples are the same for every run, "
+        "so the seed range does not include their sampling error. Mean (norm): `acc_norm` where a task "
+        "defines it (HellaSwag, "
         f"ARC, OBQA), `acc` elsewhere. Model {model_name(prof)}, {scope}; lm-eval {settings['lm_eval']}, "
         f"{settings['num_fewshot']}-shot, batch size {settings['batch_size']}, BOS {bos}, task versions "
         f"{versions}; data: {data}. Perplexity: the same setting in the main table (evaluation on "
-        f"{source_name(prof['eval'], long=True)}); profile '{prof.get('name')}'."
+        f"{source_name(prof['eval'], long=True)}), mean over the same seeds; profile '{prof.get('name')}'. "
+        f"Machine: {machine_of(records)}."
     )
 
 
 def write_zero_shot_json(path: str | os.PathLike, numbers: pd.DataFrame, records: list[dict], prof: dict) -> None:
-    """The table's numbers plus every task's acc/acc_norm/stderr/n, the settings and the run configs."""
+    """The table's numbers plus, for every run behind a row, its seed, every task's acc/acc_norm/stderr/n,
+    its configuration and hardware; and the settings shared by all runs."""
     by_key = {config_key(r["config"]): r for r in records}
     rows = []
     for row in numbers.to_dict("records"):
-        record = by_key[row["key"]]
+        runs = [by_key[key] for key in row["keys"].split(";")]
+        runs = [
+            {
+                "seed": r["config"]["seed"],
+                "tasks": r["zero_shot"]["tasks"],
+                "config": r["config"],
+                "hardware": r.get("hardware"),
+            }
+            for r in runs
+        ]
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-        rows.append({**clean, "tasks": record["zero_shot"]["tasks"], "config": record["config"]})
+        rows.append({**clean, "runs": runs})
     payload = {"caption": zero_shot_caption(prof, records), "settings": zero_shot_settings(records), "rows": rows}
     write_json_atomic(path, payload)
+
+
+# ------------------------------------------------------------------------ reproduction tolerance
+def float_sensitivity_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The float-sensitivity runs, one row each: the cell, the draw (``perturb_seed``; 0 for the normal
+    run), the perturbation size and the perplexity."""
+    frame = frame.assign(perturb=frame["perturb"].fillna(0.0), perturb_seed=frame["perturb_seed"].fillna(0).astype(int))
+    columns = ["method", "allocation", "sparsity", "seed", "perturb", "perturb_seed", "perplexity", "key"]
+    return frame[columns].sort_values(["method", "sparsity", "perturb_seed"], kind="stable").reset_index(drop=True)
+
+
+def tolerance_display(tolerance: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "Method": [METHOD_NAMES[m] for m in tolerance["method"]],
+            "Layerwise": [ALLOCATION_NAMES[a] for a in tolerance["allocation"]],
+            "Sparsity": [percent(s) for s in tolerance["sparsity"]],
+            "Runs": tolerance["runs"],
+            "Perplexity": [format_perplexity(v) for v in tolerance["perplexity"]],
+            "min–max": [
+                f"{format_perplexity(a)}–{format_perplexity(b)}" for a, b in zip(tolerance["min"], tolerance["max"])
+            ],
+            "σ of ln ppl": [f"{v:.3f}" for v in tolerance["sigma_log"]],
+            "Tolerance": [format_tolerance(v) for v in tolerance["tolerance_pct"]],
+            "Noise-dominated": ["yes" if v else "no" for v in tolerance["noise_dominated"]],
+        }
+    )
+
+
+def tolerance_caption(prof: dict, records: list[dict]) -> str:
+    setting = prof["float_sensitivity"]
+    return (
+        f"Reproduction tolerance: each cell's normal run (seed {prof['seed']}) and {setting['draws']} re-runs with "
+        f"every pruning statistic (Wanda's input norms, SparseGPT's Hessian) multiplied by (1 + ε·N(0, 1)), "
+        f"ε = {setting['scale']:g}, a float-rounding-level change like another CPU's BLAS kernels make. "
+        f"{TOLERANCE_RULE} Cells not measured here take the tolerance of the nearest measured sparsity at or "
+        f"above theirs (`make check-reproduction`). Model {model_name(prof)}; profile '{prof.get('name')}'. "
+        f"Machine: {machine_of(records)}."
+    )
+
+
+def stored_noise(prof: dict, results_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(tolerance table, main-table runs)`` from the records notebook 03 stored in ``results_dir``
+    (nothing is run); empty frames where they are missing."""
+    from .experiments import float_sensitivity_specs, main_specs, records_frame, seeded, stored_runs
+    from .spread import tolerance_table
+
+    float_records = stored_runs(prof, float_sensitivity_specs(prof), results_dir)
+    tolerance = tolerance_table(float_sensitivity_runs(records_frame(float_records))) if float_records else None
+    main_records = stored_runs(prof, seeded(prof, main_specs(prof)), results_dir)
+    runs = main_table_runs(records_frame(main_records), prof) if main_records else None
+    return (tolerance if tolerance is not None else pd.DataFrame(), runs if runs is not None else pd.DataFrame())
+
+
+def with_noise(table: pd.DataFrame, tolerance: pd.DataFrame, prof: dict, main_runs: pd.DataFrame | None = None):
+    """``table`` (sweep, N:M or hyper-parameter rows with ``method`` and ``sparsity`` or
+    ``achieved_sparsity``) plus what a reader needs to judge each perplexity: ``spread`` (the min–max
+    over seeds where ``main_runs`` has the same cell at the main sparsity, else ``single run``) with
+    ``seed_min``/``seed_max``, ``tolerance_pct`` (the reproduction tolerance that applies,
+    ``spread.lookup_tolerance``) and ``noise_dominated``."""
+    ranges = {}
+    if main_runs is not None and len(main_runs):
+        summary = seed_summary(main_runs[main_runs["method"] != "dense"], ["method", "allocation"])
+        ranges = {(r["method"], r["allocation"]): r for _, r in summary.iterrows() if r["n"] > 1}
+    out = []
+    for _, row in table.iterrows():
+        sparsity = row.get("sparsity")
+        sparsity = float(row["achieved_sparsity"] if sparsity is None or pd.isna(sparsity) else sparsity)
+        unstructured = row.get("sparsity_type", "unstructured") == "unstructured"
+        cell = ranges.get((row["method"], row["allocation"])) if unstructured else None
+        cell = cell if cell is not None and math.isclose(sparsity, prof["main_sparsity"]) else None
+        if cell is not None and isinstance(row.get("parameter"), str):  # a hyper-parameter row: the default only
+            cell = cell if math.isclose(float(row["value"]), float(prof[row["parameter"]])) else None
+        extra = {"spread": "single run", "seed_min": float("nan"), "seed_max": float("nan")}
+        if cell is not None:
+            extra = {
+                "spread": f"{format_perplexity(cell['min'])}–{format_perplexity(cell['max'])} over {cell['n']} seeds",
+                "seed_min": cell["min"],
+                "seed_max": cell["max"],
+            }
+        if isinstance(row["method"], str) and len(tolerance):
+            tol, _ = lookup_tolerance(tolerance, row["method"], sparsity)
+            extra.update(tolerance_pct=100.0 * math.expm1(tol), noise_dominated=math.exp(tol) > NOISE_DOMINATED_FACTOR)
+        else:
+            extra.update(tolerance_pct=float("nan"), noise_dominated=False)
+        out.append(extra)
+    return pd.concat([table.reset_index(drop=True), pd.DataFrame(out, index=range(len(table)))], axis=1)

@@ -26,17 +26,85 @@ def package_versions() -> dict:
     return versions
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def math_libraries(config: str) -> dict:
+    """BLAS/LAPACK and the math-library builds named in ``torch.__config__.show()``: what decides the
+    float rounding of a CPU run (``mkl``, ``openblas``; MKL and oneDNN versions)."""
+    info = {}
+    for line in config.splitlines():
+        line = line.strip().removeprefix("- ").removeprefix("Build settings: ")
+        if "Math Kernel Library Version" in line or line.startswith(("OpenBLAS", "Intel(R) MKL-DNN", "oneDNN")):
+            info.setdefault("libraries", []).append(line.split(" for ")[0].split(" (Git Hash")[0])
+        for item in line.split(", "):
+            key, _, value = item.partition("=")
+            if key.strip() in ("BLAS_INFO", "LAPACK_INFO"):
+                info[key.strip().lower()] = value.strip().rstrip(",")
+    return info
+
+
 def hardware() -> dict:
+    """What produced a record's numbers: CPU model and its vector kernels, threads, BLAS/oneDNN build,
+    and the GPU, its compute capability, CUDA and driver version when CUDA is used."""
     import torch
 
     info = {
         "machine": platform.machine(),
         "processor": platform.processor() or None,
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        **math_libraries(torch.__config__.show()),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+        info["cuda"] = torch.version.cuda
+        info["gpu_driver"] = gpu_driver()
     return info
+
+
+def gpu_driver() -> str | None:
+    """The NVIDIA driver version from ``nvidia-smi`` (None where it is not available)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
+
+
+def machine_label(info: dict | None) -> str:
+    """One line for captions: ``AMD EPYC (AVX2, 2 threads), torch 2.13.0, BLAS mkl`` (+ the GPU)."""
+    if not info:
+        return "unknown machine (the records do not name it)"
+    cpu = info.get("cpu_model") or info.get("processor") or info.get("machine") or "unknown CPU"
+    details = ", ".join(str(x) for x in (info.get("cpu_capability"), f"{info.get('cpu_threads')} threads") if x)
+    label = f"{cpu} ({details})"
+    if info.get("torch"):
+        label += f", torch {info['torch']}"
+    if info.get("blas_info"):
+        label += f", BLAS {info['blas_info']}"
+    if info.get("gpu"):
+        label += f", GPU {info['gpu']} (CUDA {info.get('cuda')}, driver {info.get('gpu_driver')})"
+    return label
 
 
 def config_key(config_dict: dict) -> str:

@@ -49,6 +49,11 @@ class InputNorms:
             self.windows += 1
             self.mean += sq_norm / self.windows
 
+    def perturb(self, scale: float, generator: torch.Generator) -> None:
+        """Multiply each entry by ``1 + scale * N(0, 1)`` (noise drawn on the CPU, so the same on every device)."""
+        noise = torch.randn(self.mean.shape, generator=generator, dtype=torch.float64)
+        self.mean *= (1.0 + scale * noise).to(self.mean)
+
 
 class Hessian:
     """SparseGPT's statistic for one linear layer: ``H = (2/N) * sum over tokens of x x^T`` in fp32,
@@ -66,6 +71,13 @@ class Hessian:
         x = x * (2.0 / self.windows) ** 0.5
         with no_tf32():
             self.matrix.addmm_(x.t(), x)
+
+    def perturb(self, scale: float, generator: torch.Generator) -> None:
+        """Multiply each entry by ``1 + scale * S`` with S symmetric standard-normal noise (drawn on the
+        CPU), so the Hessian stays symmetric."""
+        noise = torch.randn(self.matrix.shape, generator=generator, dtype=torch.float64)
+        symmetric = (noise + noise.t()) / 2**0.5
+        self.matrix *= (1.0 + scale * symmetric).to(self.matrix)
 
 
 @contextmanager

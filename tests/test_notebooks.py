@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from dlp_lib import experiments as ex
-from dlp_lib import pipeline, plots, reports
+from dlp_lib import pipeline, plots, reports, reproduction, spread
 from dlp_lib.config import ConfigError
 from dlp_lib.results import record_path
 
@@ -33,11 +33,28 @@ EXPECTED = {
         "dense_block_statistics.png",
     ],
     "02_layerwise_allocation": ["allocation_70.csv", "allocation_70.png"],
-    "03_perplexity_table": ["main_table.md", "main_table.csv", "main_table.tex", "main_table.json", "main_table.png"],
+    "03_perplexity_table": [
+        "main_table.md",
+        "main_table.csv",
+        "main_table.tex",
+        "main_table.json",
+        "main_table.png",
+        "main_table_runs.csv",
+        "float_sensitivity.csv",
+        "reproduction_tolerance.csv",
+        "reproduction_tolerance.md",
+    ],
     "04_sparsity_sweep": ["sparsity_sweep.csv", "sparsity_sweep.png"],
     "05_hyperparameters": ["hyperparameters.csv", "hyperparameters_blocks.csv", "hyperparameters.png"],
     "06_nm_sparsity": ["nm_sparsity.csv", "nm_sparsity.md", "nm_sparsity.png"],
-    "07_zero_shot": ["zero_shot.csv", "zero_shot.md", "zero_shot.tex", "zero_shot.json", "zero_shot.png"],
+    "07_zero_shot": [
+        "zero_shot.csv",
+        "zero_shot.md",
+        "zero_shot.tex",
+        "zero_shot.json",
+        "zero_shot.png",
+        "zero_shot_runs.csv",
+    ],
 }
 
 
@@ -89,14 +106,33 @@ def test_notebooks_run_in_order_with_the_smoke_profile(tmp_path):
             out = tmp_path / name
             assert out.is_file() and out.stat().st_size > 0, f"{path.name} did not write {name}"
 
-    # the main table: dense first, every pruner x allocation of the profile, a bold best per pruner
+    # the main table: dense first, every pruner x allocation of the profile as the mean over its seeds,
+    # bold only by the rule (ranges over seeds that do not overlap)
     prof = ex.profile("smoke")
     table = pd.read_csv(tmp_path / "main_table.csv")
     assert table["method"].iloc[0] == "dense"
     assert len(table) == 1 + len(prof["main_methods"]) * len(prof["allocations"])
-    assert table["perplexity"].notna().all()
-    assert (tmp_path / "main_table.md").read_text().count("**") == 2 * len(prof["main_methods"])
-    assert r"\textbf{" in (tmp_path / "main_table.tex").read_text()
+    assert table["perplexity"].notna().all() and table["n"].tolist() == [1] + [len(prof["seeds"])] * 3
+    runs = pd.read_csv(tmp_path / "main_table_runs.csv")
+    for _, row in table.iloc[1:].iterrows():
+        cell = runs[(runs["method"] == row["method"]) & (runs["allocation"] == row["allocation"])]
+        assert cell["seed"].tolist() == prof["seeds"]
+        assert row["perplexity"] == pytest.approx(cell["perplexity"].mean())
+        assert (row["perplexity_min"], row["perplexity_max"]) == (cell["perplexity"].min(), cell["perplexity"].max())
+    summary = table.iloc[1:].rename(columns={"perplexity": "mean", "perplexity_min": "min", "perplexity_max": "max"})
+    bolds = int(spread.best_beyond_spread(summary, "method").sum())
+    assert (tmp_path / "main_table.md").read_text().count("**") == 2 * bolds
+    assert (r"\textbf{" in (tmp_path / "main_table.tex").read_text()) == bool(bolds)
+    assert "Machine: " in (tmp_path / "main_table.md").read_text()
+
+    # the reproduction tolerance: the normal run and 2 perturbed draws; the tables pass their own check
+    tolerance = pd.read_csv(tmp_path / "reproduction_tolerance.csv")
+    assert tolerance[["method", "sparsity", "runs"]].values.tolist() == [["wanda", 0.7, 3]]
+    assert pd.read_csv(tmp_path / "float_sensitivity.csv")["perturb_seed"].tolist() == [0, 1, 2]
+    check = reproduction.check_tables(tmp_path, tmp_path)
+    assert len(check) > 10 and (check["status"] == "ok").all()
+    sweep = pd.read_csv(tmp_path / "sparsity_sweep.csv")
+    assert {"spread", "tolerance_pct", "noise_dominated"} <= set(sweep)
 
     # the allocation drawn in notebook 02 (dense statistics only) is the one the pruned runs used
     allocation = pd.read_csv(tmp_path / "allocation_70.csv")
@@ -115,6 +151,7 @@ def test_notebooks_run_in_order_with_the_smoke_profile(tmp_path):
     # perplexity joined from notebook 03's runs, the limit in the caption
     zero_shot = pd.read_csv(tmp_path / "zero_shot.csv")
     assert zero_shot["method"].tolist() == ["dense"] + ["wanda"] * len(prof["allocations"])
+    assert zero_shot["n"].tolist() == [1] + [len(prof["seeds"])] * len(prof["allocations"])
     assert zero_shot["mean_acc"].between(0, 1).all() and zero_shot["perplexity"].notna().all()
     assert zero_shot["achieved_sparsity"].iloc[1:].between(0.69, 0.71).all()
     assert "first 2 examples" in (tmp_path / "zero_shot.md").read_text()
@@ -207,7 +244,7 @@ def test_profile_overrides_and_errors():
         ex.profile("huge")
     with pytest.raises(ConfigError, match="unknown profile setting"):
         ex.profile("quick", nsample=4)
-    assert ex.profile("quick")["nsamples"] == 16, "overrides must not leak into PROFILES"
+    assert ex.profile("quick")["nsamples"] == 8, "overrides must not leak into PROFILES"
 
 
 def test_equal_settings_give_the_same_record_key():
@@ -234,26 +271,45 @@ def test_format_perplexity():
     assert reports.format_perplexity(None) == "–"
 
 
-def test_main_table_bolds_the_best_allocation_of_each_pruner(tmp_path):
-    prof = ex.profile("smoke", main_methods=["magnitude", "wanda"])
-    rows = [dict(method="dense", allocation="none", sparsity=0.0, sparsity_type="dense", perplexity=12.0)]
-    ppl = {("magnitude", "uniform"): 3e4, ("magnitude", "owl"): 2e4, ("magnitude", "dlp"): 5e4}
-    ppl.update({("wanda", "uniform"): 300.0, ("wanda", "owl"): 250.0, ("wanda", "dlp"): 200.0})
-    for (method, allocation), value in ppl.items():
-        rows.append(
-            dict(method=method, allocation=allocation, sparsity=0.7, sparsity_type="unstructured", perplexity=value)
-        )
-    frame = pd.DataFrame(rows).assign(achieved_sparsity=0.7, prune_seconds=1.0, total_seconds=2.0, key="k")
+def test_main_table_means_ranges_and_bold_beyond_the_spread(tmp_path):
+    prof = ex.profile("smoke", main_methods=["magnitude", "wanda"], seeds=[0, 1, 2])
+    rows = [dict(method="dense", allocation="none", sparsity=0.0, sparsity_type="dense", perplexity=12.0, seed=0)]
+    rows.append(dict(method="magnitude", allocation="uniform", perplexity=3e4, seed=0))  # deterministic: one run
+    per_seed = {
+        ("magnitude", "owl"): [2e4, 2.2e4, 2.1e4],  # beats the deterministic 3e4 in every seed: bold
+        ("magnitude", "dlp"): [5e4, 4e4, 6e4],
+        ("wanda", "uniform"): [300.0, 280.0, 320.0],
+        ("wanda", "owl"): [250.0, 290.0, 270.0],
+        ("wanda", "dlp"): [200.0, 260.0, 230.0],  # best mean, but 260 > owl's 250: not bold
+    }
+    for (method, allocation), values in per_seed.items():
+        rows += [dict(method=method, allocation=allocation, perplexity=v, seed=s) for s, v in enumerate(values)]
+    frame = pd.DataFrame(rows).fillna({"sparsity": 0.7, "sparsity_type": "unstructured"})
+    frame = frame.assign(achieved_sparsity=0.7, prune_seconds=1.0, total_seconds=2.0, perturb=0.0)
+    frame["key"] = [f"k{i}" for i in range(len(frame))]
+    frame["uses_calibration"] = [ex.uses_calibration(m, a) for m, a in zip(frame["method"], frame["allocation"])]
     numbers, display, bold = reports.main_table(frame, prof)
     assert list(display["Method"]) == ["Dense", "Magnitude", "", "", "Wanda", "", ""]
     assert list(display["Layerwise"]) == ["–", "Uniform", "OWL", "DLP", "Uniform", "OWL", "DLP"]
-    best = display.loc[bold.any(axis=1), ["Layerwise"]]
-    assert list(best["Layerwise"]) == ["OWL", "DLP"]
+    assert numbers["perplexity"].tolist() == pytest.approx([12.0, 3e4, 2.1e4, 5e4, 300.0, 270.0, 230.0])
+    assert numbers["n"].tolist() == [1, 1, 3, 3, 3, 3, 3] and numbers["keys"].iloc[6] == "k14;k15;k16"
+    assert list(display["min–max over seeds"])[:3] == ["deterministic", "deterministic", "2.00e4–2.20e4"]
+    best = display.loc[bold.any(axis=1), ["Method", "Layerwise"]]
+    assert best.values.tolist() == [["", "OWL"]]  # magnitude OWL only: Wanda's DLP overlaps OWL
     paths = reports.write_table(numbers, tmp_path, "t", ("csv", "md", "tex"), display=display, bold=bold, caption="c")
     md, tex = paths[1].read_text(), paths[2].read_text()
-    assert "| **2.00e4** |" in md and "| **200.00** |" in md
-    assert r"\textbf{2.00e4}" in tex and r"\toprule" in tex
-    assert math.isclose(pd.read_csv(paths[0])["perplexity"].iloc[2], 2e4)
+    assert "| **2.10e4** |" in md and "| 230.00 |" in md and md.count("**") == 2
+    assert r"\textbf{2.10e4}" in tex and r"\toprule" in tex
+    assert math.isclose(pd.read_csv(paths[0])["perplexity_max"].iloc[2], 2.2e4)
+    runs = reports.main_table_runs(frame, prof)
+    assert len(runs) == 1 + 1 + 5 * 3 and runs["seed"].iloc[-3:].tolist() == [0, 1, 2]
+    orderings = reports.orderings(runs, prof)
+    # by hand: seed 0 200<250<300 holds; seed 1 260<290 but 290>280; seed 2 230<270<320 holds
+    assert (
+        orderings["wanda"]
+        == "DLP < OWL < Uniform (order of the means) holds in 2 of 3 seeds (DLP < OWL: 3, OWL < Uniform: 2)"
+    )
+    assert "Magnitude" not in orderings and orderings["magnitude"].startswith("OWL < Uniform < DLP")
 
 
 # ------------------------------------------------------------------------------------- figures
@@ -330,27 +386,49 @@ def test_figures_from_synthetic_frames(tmp_path):
     summary, per_block = ex.hyperparameter_allocations(stats, prof)
     assert not summary.loc[summary["value"] == 0.3, "feasible"].item()  # alpha 0.3 leaves (0, 1]
 
-    rows = [dict(method="dense", allocation="none", sparsity=0.0, sparsity_type="dense", perplexity=12.0)]
+    rows = [dict(method="dense", allocation="none", sparsity=0.0, sparsity_type="dense", perplexity=12.0, seed=0)]
     for i, method in enumerate(["magnitude", "wanda", "sparsegpt"]):
         for j, alloc in enumerate(prof["allocations"]):
-            for s in prof["sweep"][method]:
-                ppl = 10 ** (1 + 3 * s + 0.1 * j - 0.3 * i)
-                rows.append(
-                    dict(method=method, allocation=alloc, sparsity=s, sparsity_type="unstructured", perplexity=ppl)
-                )
+            for s in (0.6, 0.7, 0.8):
+                for seed in (0, 1, 2) if s == 0.7 else (0,):
+                    ppl = 10 ** (1 + 3 * s + 0.1 * j - 0.3 * i) * (1 + 0.05 * seed)
+                    rows.append(
+                        dict(method=method, allocation=alloc, sparsity=s, sparsity_type="unstructured", perplexity=ppl)
+                        | dict(seed=seed)
+                    )
             for pattern in ("2:4", "4:8"):
                 rows.append(
-                    dict(method=method, allocation=alloc, sparsity=0.5, sparsity_type=pattern, perplexity=100.0)
+                    dict(method=method, allocation=alloc, sparsity=0.5, sparsity_type=pattern, perplexity=100.0, seed=0)
                 )
-    frame = pd.DataFrame(rows).assign(achieved_sparsity=0.7, prune_seconds=1.0, total_seconds=2.0, key="k")
+    frame = pd.DataFrame(rows).assign(achieved_sparsity=0.7, prune_seconds=1.0, total_seconds=2.0, key="k", perturb=0.0)
+    frame["uses_calibration"] = [ex.uses_calibration(m, a) for m, a in zip(frame["method"], frame["allocation"])]
     numbers, _, _ = reports.main_table(frame, prof)
     nm = frame[frame["sparsity_type"].str.contains(":")]
     hyper = summary.assign(perplexity=[100.0 + i for i in range(len(summary))])
+    tolerance = pd.DataFrame(
+        [dict(method="wanda", allocation="uniform", sparsity=0.8, tolerance_log=1.0)]
+        + [dict(method="wanda", allocation="uniform", sparsity=0.7, tolerance_log=0.1)]
+    )
+    runs = reports.main_table_runs(frame, prof)
+    sweep = reports.with_noise(reports.sweep_table(frame[frame["seed"] == 0]), tolerance, prof, runs)
+    assert sweep.loc[(sweep["method"] == "wanda") & (sweep["sparsity"] == 0.8), "noise_dominated"].all()
+    assert not sweep.loc[(sweep["method"] == "wanda") & (sweep["sparsity"] == 0.7), "noise_dominated"].any()
+    at70 = sweep[(sweep["method"] == "wanda") & (sweep["sparsity"] == 0.7)]
+    assert at70["spread"].str.endswith("over 3 seeds").all() and (at70["seed_max"] > at70["seed_min"]).all()
+    assert (sweep.loc[sweep["sparsity"] != 0.7, "spread"] == "single run").all()
+    hyper_rows = pd.DataFrame(
+        [
+            dict(parameter="dlp_alpha", value=v, method="wanda", allocation="dlp", sparsity=0.7, perplexity=1.0)
+            for v in (0.15, 0.05)
+        ]
+    )
+    noted = reports.with_noise(hyper_rows, tolerance, prof, runs)  # only the default shares the main runs
+    assert noted["spread"].iloc[0].endswith("over 3 seeds") and noted["spread"].iloc[1] == "single run"
     figures = {
         "dense": plots.plot_dense_block_statistics(stats, prof),
         "allocation": plots.plot_allocation(allocation, prof),
         "main": plots.plot_main_table(numbers, prof),
-        "sweep": plots.plot_sparsity_sweep(reports.sweep_table(frame), prof, dense=12.0),
+        "sweep": plots.plot_sparsity_sweep(sweep, prof, dense=12.0),
         "hyper": plots.plot_hyperparameters(summary, per_block, hyper, prof),
         "nm": plots.plot_nm(nm, prof, dense=12.0),
     }

@@ -1,0 +1,148 @@
+"""Compare freshly computed tables with committed ones, cell by cell, within the reproduction tolerance.
+
+    python -m dlp_lib.reproduction --reference <committed tables/> --fresh tables/
+    make check-reproduction            # the committed tables are those of git HEAD
+
+Every perplexity of the tables named in ``TABLES`` is matched by its identifying columns; a cell is
+flagged when ``|ln(fresh / reference)|`` exceeds its tolerance (``spread.lookup_tolerance`` over the
+reference's ``reproduction_tolerance.csv``) or when it is missing on one side. Flagged cells whose
+tolerance marks them noise-dominated are listed apart: they are expected to move on another machine.
+The exit status is 1 when any other cell is flagged. Zero-shot accuracies are not compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .spread import NOISE_DOMINATED_FACTOR, lookup_tolerance
+
+TOLERANCE_FILE = "reproduction_tolerance.csv"
+
+# table (CSV name without suffix) -> the columns that identify one cell
+TABLES = {
+    "main_table": ["method", "allocation"],
+    "main_table_runs": ["method", "allocation", "seed"],
+    "float_sensitivity": ["method", "allocation", "sparsity", "perturb_seed"],
+    "sparsity_sweep": ["method", "allocation", "sparsity"],
+    "hyperparameters": ["parameter", "value"],
+    "nm_sparsity": ["method", "allocation", "sparsity_type"],
+}
+
+
+def _cell_name(table: str, row: pd.Series, columns: list[str]) -> str:
+    return f"{table}: " + ", ".join(f"{c}={row[c]}" for c in columns)
+
+
+def _value(row: pd.Series, name: str):
+    """A column of a merged row: the identifying column itself, else the reference's, else the fresh one's."""
+    for column in (name, f"{name}_ref", f"{name}_fresh"):
+        value = row.get(column)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            return value
+    return None
+
+
+def check_tables(
+    reference_dir: str | Path, fresh_dir: str | Path, tolerances: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One row per compared cell: ``cell``, ``reference``, ``fresh``, ``log_ratio``, ``tolerance``,
+    ``source`` (where the tolerance comes from), ``noise_dominated``, ``status`` (``ok``,
+    ``outside tolerance``, ``missing in fresh``, ``missing in reference``).
+
+    ``tolerances`` defaults to the reference's ``reproduction_tolerance.csv``; tables present on
+    neither side are skipped, a table present on one side only is an error."""
+    reference_dir, fresh_dir = Path(reference_dir), Path(fresh_dir)
+    if tolerances is None:
+        path = reference_dir / TOLERANCE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the reference tables carry their tolerance (notebook 03)")
+        tolerances = pd.read_csv(path)
+    rows = []
+    for table, columns in TABLES.items():
+        ref_path, fresh_path = reference_dir / f"{table}.csv", fresh_dir / f"{table}.csv"
+        if not ref_path.is_file() and not fresh_path.is_file():
+            continue
+        if not ref_path.is_file() or not fresh_path.is_file():
+            missing = ref_path if not ref_path.is_file() else fresh_path
+            raise FileNotFoundError(f"{missing} not found, but its counterpart exists; run the notebooks first")
+        ref = pd.read_csv(ref_path)
+        fresh = pd.read_csv(fresh_path)
+        if "perplexity" not in ref:
+            continue
+        ref = ref[ref["perplexity"].notna()]
+        fresh = fresh[fresh["perplexity"].notna()]
+        merged = ref.merge(fresh, on=columns, how="outer", suffixes=("_ref", "_fresh"), indicator=True)
+        for _, row in merged.iterrows():
+            method = _value(row, "method")
+            sparsity = _value(row, "sparsity")
+            sparsity = _value(row, "achieved_sparsity") if sparsity is None else sparsity
+            sparsity = 0.0 if sparsity is None else float(sparsity)
+            tol, source = lookup_tolerance(tolerances, method, sparsity)
+            reference, value = row.get("perplexity_ref"), row.get("perplexity_fresh")
+            if row["_merge"] == "left_only":
+                status, log_ratio = "missing in fresh", float("nan")
+            elif row["_merge"] == "right_only":
+                status, log_ratio = "missing in reference", float("nan")
+            else:
+                log_ratio = math.log(float(value) / float(reference))
+                status = "ok" if abs(log_ratio) <= tol else "outside tolerance"
+            rows.append(
+                {
+                    "cell": _cell_name(table, row, columns),
+                    "reference": reference,
+                    "fresh": value,
+                    "log_ratio": log_ratio,
+                    "tolerance": tol,
+                    "source": source,
+                    "noise_dominated": math.exp(tol) > NOISE_DOMINATED_FACTOR,
+                    "status": status,
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["cell", "reference", "fresh", "log_ratio", "tolerance", "source", "noise_dominated", "status"]
+    )
+
+
+def flagged(result: pd.DataFrame) -> pd.DataFrame:
+    """The cells outside their tolerance or missing on one side."""
+    return result[result["status"] != "ok"]
+
+
+def report(result: pd.DataFrame) -> str:
+    """A plain-text summary: counts, then every flagged cell with its ratio and tolerance."""
+    bad = flagged(result)
+    lines = [f"compared {len(result)} cells; {len(bad)} outside the reproduction tolerance or missing"]
+    for noisy, title in ((False, "unexpected"), (True, "noise-dominated (expected to move on another machine)")):
+        part = bad[bad["noise_dominated"] == noisy]
+        if len(part):
+            lines.append(f"{title}:")
+            for _, r in part.iterrows():
+                ratio = "" if pd.isna(r["log_ratio"]) else f" fresh/reference {math.exp(r['log_ratio']):.3f},"
+                lines.append(
+                    f"  {r['cell']}: {r['reference']} -> {r['fresh']} ({r['status']};{ratio} "
+                    f"tolerance ×{math.exp(r['tolerance']):.3f} from {r['source']})"
+                )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reference", required=True, help="folder of the committed tables (CSV)")
+    parser.add_argument("--fresh", default="tables", help="folder of the freshly computed tables (default: tables)")
+    args = parser.parse_args(argv)
+    for folder in (args.reference, args.fresh):
+        if not Path(folder).is_dir():
+            parser.error(f"{folder} is not a folder of tables")
+    result = check_tables(args.reference, args.fresh)
+    print(report(result))
+    unexpected = flagged(result)
+    return int(bool(len(unexpected[~unexpected["noise_dominated"]])))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

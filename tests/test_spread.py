@@ -1,0 +1,175 @@
+"""Noise in the numbers (dlp_lib.spread) and the reproduction check (dlp_lib.reproduction): seed
+summaries, the bold rule, seed-by-seed orderings, the float-sensitivity tolerance and the cell-by-cell
+comparison of fresh and committed tables, on hand-made numbers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlp_lib import reproduction, spread
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reproduction"
+
+
+def _runs(values: dict, deterministic=()) -> pd.DataFrame:
+    """``{allocation: [ppl per seed]}`` -> records_frame-like rows of one pruner."""
+    rows = []
+    for allocation, per_seed in values.items():
+        for seed, value in enumerate(per_seed):
+            rows.append(
+                dict(
+                    method="wanda",
+                    allocation=allocation,
+                    seed=seed,
+                    perplexity=value,
+                    uses_calibration=allocation not in deterministic,
+                )
+            )
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------- seed summaries
+def test_seed_summary_gives_mean_std_range_and_seeds():
+    summary = spread.seed_summary(_runs({"uniform": [10.0, 12.0, 14.0], "dlp": [5.0]}), ["method", "allocation"])
+    uniform, dlp = summary.iloc[0], summary.iloc[1]
+    assert (uniform["mean"], uniform["min"], uniform["max"], uniform["n"]) == (12.0, 10.0, 14.0, 3)
+    assert uniform["std"] == pytest.approx(2.0) and uniform["seeds"] == "0,1,2"
+    assert dlp["n"] == 1 and math.isnan(dlp["std"])
+
+
+@pytest.mark.parametrize(
+    "values, bold_allocation",
+    [
+        ({"uniform": [300, 320, 310], "owl": [250, 260, 255], "dlp": [200, 240, 220]}, "dlp"),  # 240 < 250
+        ({"uniform": [300, 320, 310], "owl": [230, 260, 255], "dlp": [200, 240, 220]}, None),  # 240 > 230
+        ({"uniform": [300, 320, 310], "owl": [250, 260, 255], "dlp": [200, 250, 220]}, None),  # a tie is no win
+    ],
+)
+def test_bold_only_when_the_best_is_better_beyond_the_spread(values, bold_allocation):
+    summary = spread.seed_summary(_runs(values), ["method", "allocation"])
+    bold = spread.best_beyond_spread(summary, "method")
+    expected = [a == bold_allocation for a in summary["allocation"]]
+    assert bold.tolist() == expected
+
+
+def test_bold_rule_for_accuracies_and_a_deterministic_cell():
+    summary = spread.seed_summary(_runs({"uniform": [0.30], "dlp": [0.31, 0.33, 0.32]}), ["method", "allocation"])
+    assert spread.best_beyond_spread(summary, "method", lower_is_better=False).tolist() == [False, True]
+    summary = spread.seed_summary(_runs({"uniform": [0.32], "dlp": [0.31, 0.33, 0.32]}), ["method", "allocation"])
+    assert spread.best_beyond_spread(summary, "method", lower_is_better=False).tolist() == [False, False]
+    # one allocation alone is never bold
+    summary = spread.seed_summary(_runs({"dlp": [1.0, 2.0]}), ["method", "allocation"])
+    assert not spread.best_beyond_spread(summary, "method").any()
+
+
+def test_ordering_counts_seed_by_seed_with_a_deterministic_cell_for_every_seed():
+    runs = _runs({"uniform": [300.0], "owl": [250, 310, 260], "dlp": [200, 240, 270]}, deterministic=("uniform",))
+    values = spread.per_seed_values(runs, "allocation")
+    assert values["uniform"].tolist() == [300.0, 300.0, 300.0]
+    counts = spread.ordering_counts(values, ["dlp", "owl", "uniform"])
+    # seed 0: 200<250<300 holds; seed 1: 240<310 but 310>300; seed 2: 270>260
+    assert counts == {"n": 3, "chain": 1, "pairs": [("dlp", "owl", 2), ("owl", "uniform", 2)]}
+    sentence = spread.ordering_sentence(values, {"dlp": "DLP", "owl": "OWL", "uniform": "Uniform"})
+    assert sentence.startswith("DLP < OWL < Uniform (order of the means) holds in 1 of 3 seeds")
+    assert "DLP < OWL: 2, OWL < Uniform: 2" in sentence
+
+
+# ------------------------------------------------------------------------------------- tolerance
+def test_log_tolerance_from_hand_computed_values():
+    values = [100.0, 110.0, 90.0, 105.0]
+    sigma = float(np.std(np.log(values), ddof=1))
+    assert spread.log_tolerance(values) == (pytest.approx(sigma), pytest.approx(3 * math.sqrt(2) * sigma))
+    assert spread.log_tolerance([5.0, 5.0]) == (0.0, spread.TOLERANCE_FLOOR)
+    assert spread.log_tolerance([5.0]) == (0.0, spread.TOLERANCE_FLOOR)
+
+
+def _tolerances():
+    frame = pd.DataFrame(
+        [
+            dict(method="wanda", allocation="uniform", sparsity=0.7, perturb=0.0, perplexity=700.0),
+            dict(method="wanda", allocation="uniform", sparsity=0.7, perturb=1e-6, perplexity=770.0),
+            dict(method="wanda", allocation="uniform", sparsity=0.7, perturb=1e-6, perplexity=650.0),
+            dict(method="wanda", allocation="uniform", sparsity=0.8, perturb=0.0, perplexity=2e4),
+            dict(method="wanda", allocation="uniform", sparsity=0.8, perturb=1e-6, perplexity=6e4),
+            dict(method="wanda", allocation="uniform", sparsity=0.8, perturb=1e-6, perplexity=1e4),
+        ]
+    )
+    return spread.tolerance_table(frame)
+
+
+def test_tolerance_table_and_noise_dominated_cells():
+    table = _tolerances()
+    assert table["runs"].tolist() == [3, 3] and table["perplexity"].tolist() == [700.0, 2e4]
+    sigma = float(np.std(np.log([700.0, 770.0, 650.0]), ddof=1))
+    assert table["tolerance_log"].iloc[0] == pytest.approx(3 * math.sqrt(2) * sigma)
+    assert table["tolerance_pct"].iloc[0] == pytest.approx(100 * math.expm1(3 * math.sqrt(2) * sigma))
+    assert table["noise_dominated"].tolist() == [False, True]
+
+
+def test_lookup_tolerance_measured_from_above_highest_and_unmeasured():
+    table = _tolerances()
+    at70, at80 = table["tolerance_log"].tolist()
+    assert spread.lookup_tolerance(table, "wanda", 0.7) == (at70, "wanda 70% (measured)")
+    assert spread.lookup_tolerance(table, "wanda", 0.5) == (at70, "wanda 70% (from 70%)")
+    assert spread.lookup_tolerance(table, "wanda", 0.8)[0] == at80
+    assert spread.lookup_tolerance(table, "wanda", 0.9)[0] == at80  # above every measured: the highest
+    assert spread.lookup_tolerance(table, "magnitude", 0.7)[0] == spread.TOLERANCE_FLOOR
+    assert spread.lookup_tolerance(table, "dense", 0.0)[0] == spread.TOLERANCE_FLOOR
+
+
+# ------------------------------------------------------------------------------ reproduction check
+def _write_tables(folder: Path, sweep: list[tuple], tolerance: pd.DataFrame | None = None):
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(sweep, columns=["method", "allocation", "sparsity", "perplexity"])
+    frame.to_csv(folder / "sparsity_sweep.csv", index=False)
+    if tolerance is not None:
+        tolerance.to_csv(folder / reproduction.TOLERANCE_FILE, index=False)
+
+
+def test_check_flags_a_planted_outlier_and_a_missing_cell(tmp_path, capsys):
+    cells = [("wanda", "uniform", 0.7, 700.0), ("wanda", "owl", 0.7, 600.0), ("magnitude", "uniform", 0.7, 9e4)]
+    _write_tables(tmp_path / "ref", cells, _tolerances())
+    fresh = [("wanda", "uniform", 0.7, 720.0), ("wanda", "owl", 0.7, 600.0 * 1.8), ("magnitude", "uniform", 0.7, 9e4)]
+    _write_tables(tmp_path / "fresh", fresh[:2] + [("wanda", "dlp", 0.7, 400.0)])
+    result = reproduction.check_tables(tmp_path / "ref", tmp_path / "fresh")
+    status = dict(zip(result["cell"], result["status"]))
+    assert status == {
+        "sparsity_sweep: method=wanda, allocation=uniform, sparsity=0.7": "ok",
+        "sparsity_sweep: method=wanda, allocation=owl, sparsity=0.7": "outside tolerance",
+        "sparsity_sweep: method=magnitude, allocation=uniform, sparsity=0.7": "missing in fresh",
+        "sparsity_sweep: method=wanda, allocation=dlp, sparsity=0.7": "missing in reference",
+    }
+    assert reproduction.main(["--reference", str(tmp_path / "ref"), "--fresh", str(tmp_path / "fresh")]) == 1
+    out = capsys.readouterr().out
+    assert "compared 4 cells; 3 outside the reproduction tolerance or missing" in out
+    assert "fresh/reference 1.800" in out
+
+
+def test_check_passes_identical_tables_and_lists_noise_dominated_cells_apart(tmp_path, capsys):
+    cells = [("wanda", "uniform", 0.7, 700.0), ("wanda", "uniform", 0.8, 2e4)]
+    _write_tables(tmp_path / "ref", cells, _tolerances())
+    _write_tables(tmp_path / "same", cells)
+    assert reproduction.main(["--reference", str(tmp_path / "ref"), "--fresh", str(tmp_path / "same")]) == 0
+    assert "compared 2 cells; 0 outside" in capsys.readouterr().out
+    # a noise-dominated cell outside its (wide) tolerance is listed but does not fail the check
+    _write_tables(tmp_path / "moved", [cells[0], ("wanda", "uniform", 0.8, 2e4 * 100)])
+    assert reproduction.main(["--reference", str(tmp_path / "ref"), "--fresh", str(tmp_path / "moved")]) == 0
+    out = capsys.readouterr().out
+    assert "noise-dominated (expected to move on another machine):" in out and "unexpected" not in out
+
+
+def test_check_errors_clearly(tmp_path):
+    _write_tables(tmp_path / "ref", [("wanda", "uniform", 0.7, 700.0)])
+    (tmp_path / "fresh").mkdir()
+    with pytest.raises(FileNotFoundError, match="reproduction_tolerance.csv not found"):
+        reproduction.check_tables(tmp_path / "ref", tmp_path / "fresh")
+    with pytest.raises(FileNotFoundError, match="sparsity_sweep.csv not found"):
+        reproduction.check_tables(tmp_path / "ref", tmp_path / "fresh", _tolerances())
+    with pytest.raises(SystemExit):
+        reproduction.main(["--reference", str(tmp_path / "nope"), "--fresh", str(tmp_path / "fresh")])
