@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--percdamp", type=float, default=None, help="SparseGPT's Hessian dampening (0.01)")
     g.add_argument("--blocksize", type=int, default=None, help="SparseGPT's column block size (128)")
+    g.add_argument(
+        "--perturb",
+        type=float,
+        default=None,
+        help="float-sensitivity probe: multiply every pruning statistic by (1 + PERTURB * N(0, 1)), e.g. 1e-6",
+    )
+    g.add_argument("--perturb_seed", type=int, default=None, help="seed of the --perturb noise (default: 0)")
 
     g = parser.add_argument_group("data")
     g.add_argument(
@@ -220,6 +227,8 @@ def build_prune_config(args):
         "dsa_graph": args.graph_string,
         "percdamp": args.percdamp,
         "blocksize": args.blocksize,
+        "perturb": args.perturb,
+        "perturb_seed": args.perturb_seed,
     }
     kwargs.update({k: v for k, v in optional.items() if v is not None})
     config = PruneConfig(**kwargs)

@@ -92,6 +92,15 @@ def test_explicit_allocation_flag_and_hyperparameters(tiny_args, tmp_path, capsy
     assert sum(record["allocation"]["densities"]) / 3 == pytest.approx(0.4, abs=1e-9)
 
 
+def test_perturbation_flags_are_recorded(tiny_args, tmp_path, capsys):
+    out_path = tmp_path / "perturbed.json"
+    args = [*tiny_args, "--prune_method", "wanda", "--perturb", "1e-6", "--perturb_seed", "3", "--eval", "none",
+            "--save", str(out_path)]  # fmt: skip
+    run_ok(args, capsys)
+    prune = load_record(out_path)["config"]["prune"]
+    assert (prune["perturb"], prune["perturb_seed"]) == (1e-6, 3)
+
+
 def test_dense_records_no_pruning(tiny_args, tmp_path, capsys):
     out_dir = tmp_path / "records"
     run_ok([*tiny_args, "--prune_method", "dense", "--save", f"{out_dir}/"], capsys)
@@ -182,6 +191,8 @@ BAD = {
     "bad eval windows": (["--eval_windows", "0"], "eval_windows"),
     "bad device": (["--device", "gpu0"], "unknown device"),
     "variant with N:M": (["--use_variant", "--sparsity_type", "2:4"], "use_variant"),
+    "perturbing magnitude": (["--prune_method", "magnitude", "--perturb", "1e-6"], "nothing to perturb"),
+    "perturbation too large": (["--perturb", "0.5"], "float-level noise"),
 }
 
 
