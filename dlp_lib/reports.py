@@ -188,10 +188,7 @@ def main_table(frame: pd.DataFrame, prof: dict) -> tuple[pd.DataFrame, pd.DataFr
             "Method": [METHOD_NAMES[m] if m != p else "" for m, p in zip(numbers["method"], previous)],
             "Layerwise": [ALLOCATION_NAMES[a] for a in numbers["allocation"]],
             model_name(prof): [format_perplexity(v) for v in numbers["perplexity"]],
-            "min–max over seeds": [
-                "deterministic" if m == "dense" else format_range(r, format_perplexity)
-                for m, (_, r) in zip(numbers["method"], summary.iterrows())
-            ],
+            "min–max over seeds": [format_range(r, format_perplexity) for _, r in summary.iterrows()],
             "n": numbers["n"].astype(int),
             "Sparsity (%)": [f"{100 * v:.2f}" for v in numbers["achieved_sparsity"]],
             "Pruning (s)": ["–" if pd.isna(v) else f"{v:.1f}" for v in numbers["prune_seconds"]],
@@ -327,6 +324,12 @@ TASK_NAMES = {
 }
 
 
+def _run_cell(row: dict) -> tuple:
+    """What identifies a run across record kinds: the setting, and the seed where the run reads calibration data."""
+    seed = row["seed"] if row["uses_calibration"] else None
+    return (row["method"], row["allocation"], row["sparsity"], row["sparsity_type"], seed)
+
+
 def zero_shot_runs(records: list[dict], prof: dict, perplexity_records: list[dict] = ()) -> pd.DataFrame:
     """One row per zero-shot run (method, allocation, seed): accuracy per task, the means, and the
     perplexity of the same setting and seed from ``perplexity_records`` where one matches (else NaN).
@@ -335,8 +338,7 @@ def zero_shot_runs(records: list[dict], prof: dict, perplexity_records: list[dic
     ppl = {}
     for record in perplexity_records:
         row = record_row(record)
-        cell = (row["method"], row["allocation"], row["sparsity"], row["sparsity_type"])
-        ppl.setdefault(cell + ((row["seed"] if row["uses_calibration"] else None),), row["perplexity"])
+        ppl.setdefault(_run_cell(row), row["perplexity"])
     rows = []
     for record in records:
         row = record_row(record)
@@ -346,8 +348,7 @@ def zero_shot_runs(records: list[dict], prof: dict, perplexity_records: list[dic
             out[task] = result["tasks"][task].get("acc")
         out["mean_acc"] = result["mean_acc"]
         out["mean_acc_norm"] = result["mean_acc_norm"]
-        cell = (row["method"], row["allocation"], row["sparsity"], row["sparsity_type"])
-        out["perplexity"] = ppl.get(cell + ((row["seed"] if row["uses_calibration"] else None),))
+        out["perplexity"] = ppl.get(_run_cell(row))
         out["zero_shot_seconds"] = result.get("seconds")
         out["key"] = row["key"]
         rows.append(out)
@@ -396,10 +397,7 @@ def zero_shot_table(
             "Layerwise": [ALLOCATION_NAMES[a] for a in numbers["allocation"]],
             **{TASK_NAMES.get(t, t): [pct(v) for v in numbers[t]] for t in tasks},
             "Mean": [pct(v) for v in numbers["mean_acc"]],
-            "min–max over seeds": [
-                "deterministic" if m == "dense" else format_range(r, pct)
-                for m, (_, r) in zip(numbers["method"], summary.iterrows())
-            ],
+            "min–max over seeds": [format_range(r, pct) for _, r in summary.iterrows()],
             "n": numbers["n"].astype(int),
             "Mean (norm)": [pct(v) for v in numbers["mean_acc_norm"]],
             "Perplexity": [format_perplexity(v) for v in numbers["perplexity"]],
@@ -435,8 +433,8 @@ def zero_shot_caption(prof: dict, records: list[dict]) -> str:
         f"sparsity: mean over {len(seeds)} calibration seeds ({', '.join(map(str, seeds))}), the mean over tasks "
         f"with its min–max range over seeds; n = runs. {BOLD_RULE} The examples are the same for every run, "
         "so the seed range does not include their sampling error. Mean (norm): `acc_norm` where a task "
-        "defines it (HellaSwag, "
-        f"ARC, OBQA), `acc` elsewhere. Model {model_name(prof)}, {scope}; lm-eval {settings['lm_eval']}, "
+        f"defines it (HellaSwag, ARC, OBQA), `acc` elsewhere. Model {model_name(prof)}, {scope}; "
+        f"lm-eval {settings['lm_eval']}, "
         f"{settings['num_fewshot']}-shot, batch size {settings['batch_size']}, BOS {bos}, task versions "
         f"{versions}; data: {data}. Perplexity: the same setting in the main table (evaluation on "
         f"{source_name(prof['eval'], long=True)}), mean over the same seeds; profile '{prof.get('name')}'. "
