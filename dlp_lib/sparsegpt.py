@@ -54,17 +54,31 @@ def sparsegpt_prune(
     nm: tuple[int, int] | None = None,
     blocksize: int = 128,
     percdamp: float = 0.01,
+    row_groups: list[int] | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Prune ``weight`` (rows x cols) to ``sparsity`` (or N:M) and update the kept weights to
     compensate, given the layer's input Hessian ``H`` (cols x cols).
 
+    ``row_groups``: the row counts of several linears that read the same input (q/k/v; gate/up),
+    stacked in ``weight`` and sharing ``H``. They are swept together, one column loop instead of one
+    per linear, while each keeps its own adaptive mask threshold and its own lazy block update, so the
+    result equals solving each linear alone, bit for bit.
+
     Returns the new weight (fp32; pruned entries exactly 0) and the OBS loss sum((w-q)^2 / U_ii^2) / 2.
     """
+    rows = weight.shape[0]
+    groups = [rows] if row_groups is None else list(row_groups)
+    if sum(groups) != rows or min(groups) <= 0:
+        raise ValueError(f"row_groups {groups} must be positive and add up to the weight's {rows} rows")
     with no_tf32():
-        return _solve(weight, H, sparsity, nm, blocksize, percdamp)
+        return _solve(weight, H, sparsity, nm, blocksize, percdamp, groups)
 
 
-def _solve(weight, H, sparsity, nm, blocksize, percdamp):
+def _solve(weight, H, sparsity, nm, blocksize, percdamp, groups):
+    bounds = [0]
+    for count in groups:
+        bounds.append(bounds[-1] + count)
+    segments = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
     W = weight.detach().clone().to(torch.float32)
     H = H.detach().clone().to(device=W.device, dtype=torch.float32)
     rows, cols = W.shape
@@ -82,15 +96,13 @@ def _solve(weight, H, sparsity, nm, blocksize, percdamp):
         Err1 = torch.zeros_like(W1)
         U1 = U[i1:i2, i1:i2]
         d1 = torch.diag(U1)
-        if nm is None:
+        mask1 = torch.zeros_like(W1, dtype=torch.bool)
+        if nm is None and sparsity > 0:
             score = W1**2 / d1.unsqueeze(0) ** 2
-            k = min(int(score.numel() * sparsity), score.numel() - 1)
-            if sparsity > 0:
-                mask1 = score <= torch.kthvalue(score.flatten(), k + 1).values
-            else:
-                mask1 = torch.zeros_like(W1, dtype=torch.bool)
-        else:
-            mask1 = torch.zeros_like(W1, dtype=torch.bool)
+            for rows in segments:  # each linear's threshold over its own rows, as when solved alone
+                part = score[rows]
+                k = min(int(part.numel() * sparsity), part.numel() - 1)
+                mask1[rows] = part <= torch.kthvalue(part.flatten(), k + 1).values
         for i in range(i2 - i1):
             w = W1[:, i]
             d = d1[i]
@@ -98,13 +110,13 @@ def _solve(weight, H, sparsity, nm, blocksize, percdamp):
                 group = W1[:, i : i + nm[1]] ** 2 / d1[i : i + nm[1]].unsqueeze(0) ** 2
                 lowest = torch.topk(group, nm[0], dim=1, largest=False).indices
                 mask1.scatter_(1, i + lowest, True)
-            q = w.clone()
-            q[mask1[:, i]] = 0
+            q = w.masked_fill(mask1[:, i], 0)  # no boolean indexing: no host synchronisation per column
             Q1[:, i] = q
             loss += (w - q) ** 2 / d**2 / 2
             err = (w - q) / d
             W1[:, i:] -= err.unsqueeze(1) * U1[i, i:].unsqueeze(0)
             Err1[:, i] = err
         W[:, i1:i2] = Q1
-        W[:, i2:] -= Err1 @ U[i1:i2, i2:]
+        for rows in segments:  # per linear: the same matrix product as solving it alone
+            W[rows, i2:] -= Err1[rows] @ U[i1:i2, i2:]
     return W, float(loss.sum())

@@ -354,3 +354,45 @@ def test_linears_with_the_same_input_share_one_statistic(tiny_windows, monkeypat
     assert stats["mlp.gate_proj"] is stats["mlp.up_proj"]
     assert stats["self_attn.q_proj"] is not stats["mlp.gate_proj"]
     assert stats["self_attn.q_proj"].windows == tiny_windows.shape[0]  # added once per batch, not 3 times
+
+
+# ------------------------------------------------------------------------ SparseGPT: stacked linears
+@pytest.mark.parametrize("arch", ["llama", "opt"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),
+        dict(block_sparsities=[0.3, 0.6, 0.8]),
+        dict(config=PruneConfig("sparsegpt", 0.5, sparsity_type="2:4")),
+        dict(config=PruneConfig("sparsegpt", 0.5, sparsity_type="2:4"), block_nm=[(1, 4), (2, 4), (3, 4)]),
+    ],
+    ids=["uniform", "per-block", "2:4", "per-block N:M"],
+)
+def test_sparsegpt_stacked_linears_give_the_masks_and_weights_of_one_linear_at_a_time(
+    arch, kwargs, tiny_windows, monkeypatch
+):
+    """prune_model sweeps linears that share a Hessian (q/k/v, gate/up) together; the result equals the
+    earlier solver applied to each linear alone (test_sparsegpt._reference_solve), bit for bit."""
+    from test_sparsegpt import _reference_solve
+
+    kwargs = dict(kwargs)
+    config = kwargs.pop("config", PruneConfig("sparsegpt", 0.6))
+    group_sizes, real = [], prune_module._prune_sparsegpt
+    monkeypatch.setattr(
+        prune_module, "_prune_sparsegpt", lambda linears, *a: group_sizes.append(len(linears)) or real(linears, *a)
+    )
+    stacked = make_tiny_model(arch)
+    prune_model(stacked, config, tiny_windows, batch_size=2, progress=False, **kwargs)
+    # q/k/v share one Hessian (and gate/up in LLaMA): 4 solves per block instead of 7 (LLaMA) or 6 (OPT)
+    assert group_sizes == ([3, 1, 2, 1] if arch == "llama" else [3, 1, 1, 1]) * 3
+
+    def one_at_a_time(linears, config, sparsity, stat, nm):
+        for linear in linears:
+            new = _reference_solve(linear.weight, stat.matrix, sparsity, nm, config.blocksize, config.percdamp)
+            linear.weight.data.copy_(new)
+
+    monkeypatch.setattr(prune_module, "_prune_sparsegpt", one_at_a_time)
+    alone = make_tiny_model(arch)
+    prune_model(alone, config, tiny_windows, batch_size=2, progress=False, **kwargs)
+    for (block, name, a), (_, _, b) in zip(_linears(stacked), _linears(alone)):
+        assert torch.equal(a.weight, b.weight), (block, name)

@@ -169,3 +169,62 @@ def test_inverse_hessian_cholesky_in_place_damping_is_bit_identical_to_adding_an
     assert torch.equal(H, kept), "without overwrite the caller's H is untouched"
     assert torch.equal(inverse_hessian_cholesky(H, overwrite=True), expected)
     assert torch.equal(H.diagonal(), kept.diagonal() + damp), "overwrite damps H in place"
+
+
+# ------------------------------------------------------------ the sweep without host syncs, stacked rows
+def _reference_solve(weight, H, sparsity, nm=None, blocksize=128, percdamp=0.01):
+    """The solver as it was before the stacked sweep (boolean indexing per column, one linear at a
+    time), kept here as the reference the faster one must equal bit for bit."""
+    W = weight.detach().clone().to(torch.float32)
+    H = H.detach().clone().to(torch.float32)
+    rows, cols = W.shape
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    U = inverse_hessian_cholesky(H, percdamp, overwrite=True)
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1, U1 = W[:, i1:i2].clone(), U[i1:i2, i1:i2]
+        Q1, Err1, d1 = torch.zeros_like(W1), torch.zeros_like(W1), torch.diag(U1)
+        mask1 = torch.zeros_like(W1, dtype=torch.bool)
+        if nm is None and sparsity > 0:
+            score = W1**2 / d1.unsqueeze(0) ** 2
+            k = min(int(score.numel() * sparsity), score.numel() - 1)
+            mask1 = score <= torch.kthvalue(score.flatten(), k + 1).values
+        for i in range(i2 - i1):
+            w, d = W1[:, i], d1[i]
+            if nm is not None and i % nm[1] == 0:
+                group = W1[:, i : i + nm[1]] ** 2 / d1[i : i + nm[1]].unsqueeze(0) ** 2
+                mask1.scatter_(1, i + torch.topk(group, nm[0], dim=1, largest=False).indices, True)
+            q = w.clone()
+            q[mask1[:, i]] = 0
+            Q1[:, i] = q
+            err = (w - q) / d
+            W1[:, i:] -= err.unsqueeze(1) * U1[i, i:].unsqueeze(0)
+            Err1[:, i] = err
+        W[:, i1:i2] = Q1
+        W[:, i2:] -= Err1 @ U[i1:i2, i2:]
+    return W
+
+
+@pytest.mark.parametrize("sparsity, nm", [(0.5, None), (0.7, None), (0.3, None), (0.5, (2, 4)), (0.5, (4, 8))])
+@pytest.mark.parametrize("blocksize", [16, 128])
+def test_stacked_sweep_equals_each_linear_alone_bit_for_bit(layer, sparsity, nm, blocksize):
+    """q/k/v-like linears (64, 24 and 40 rows) sharing one Hessian, swept as one stacked matrix, give
+    exactly the weights (and masks) of the reference solver run on each alone."""
+    _, _, _, H = layer
+    g = torch.Generator().manual_seed(3)
+    parts = [torch.randn(rows, COLS, generator=g) for rows in (64, 24, 40)]
+    stacked, _ = sparsegpt_prune(torch.cat(parts), H, sparsity, nm, blocksize, row_groups=[64, 24, 40])
+    for part, new in zip(parts, stacked.split([64, 24, 40])):
+        alone, _ = sparsegpt_prune(part, H, sparsity, nm, blocksize)
+        reference = _reference_solve(part, H, sparsity, nm, blocksize)
+        assert torch.equal(new, reference) and torch.equal(alone, reference)
+        if nm is None:  # each linear's own threshold: its own sparsity per 128-column block
+            assert int((new == 0).sum()) == int((reference == 0).sum())
+
+
+def test_row_groups_must_cover_the_rows(layer):
+    W, _, _, H = layer
+    with pytest.raises(ValueError, match="add up to the weight's 64 rows"):
+        sparsegpt_prune(W, H, 0.5, row_groups=[32, 16])
