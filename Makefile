@@ -98,6 +98,9 @@ FORCE:
 bench: $(STAMP) ## benchmark: pruning cost vs the floor, peak memory, perplexity throughput (bench/results/)
 	$(PY) bench/bench.py $(if $(strip $(MODEL)),--model $(MODEL))
 
+bench-gpu: $(STAMP) ## GPU benchmark on the LLaMA-2-7B shape, random weights (CUDA only; says so and exits 0 elsewhere)
+	$(PY) bench/gpu.py
+
 bench-memory: $(STAMP) ## peak memory of pruning a random LLaMA-2-7B-width model vs dlp_lib.memory's estimate; 7B/13B/70B table
 	$(PY) bench/memory.py
 
@@ -108,4 +111,4 @@ clean: ## remove executed notebooks, caches and build files (keeps .venv and com
 distclean: clean ## also remove .venv and the dlp_lib cache (~/.cache/dlp_lib or DLP_CACHE_DIR)
 	rm -rf $(VENV) "$${DLP_CACHE_DIR:-$$HOME/.cache/dlp_lib}"
 
-.PHONY: help venv test test-fast lint format bench bench-memory clean distclean reproduce figures check-reproduction FORCE $(NOTEBOOKS)
+.PHONY: help venv test test-fast lint format bench bench-gpu bench-memory clean distclean reproduce figures check-reproduction FORCE $(NOTEBOOKS)

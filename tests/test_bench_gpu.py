@@ -1,0 +1,44 @@
+"""bench/gpu.py (make bench-gpu): it says so and exits 0 without CUDA, and its whole path runs on a CPU
+with a tiny LLaMA (the GPU numbers come from a GPU machine)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def gpu_bench():
+    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "bench" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_without_cuda_it_says_so_and_exits_0(gpu_bench, tmp_path, capsys):
+    assert gpu_bench.main(["--out", str(tmp_path)]) == 0
+    assert "CUDA is not available" in capsys.readouterr().out
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_whole_path_runs_on_a_tiny_model_on_cpu(gpu_bench, tmp_path, capsys):
+    runs = "wanda,wanda DLP,wanda --offload,sparsegpt 2:4"
+    args = ["--device", "cpu", "--config", "tiny", "--dtype", "float32", "--nsamples", "2", "--seqlen", "16"]
+    assert gpu_bench.main([*args, "--runs", runs, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "gpu-tiny-on-cpu.json").read_text())
+    assert [r["run"] for r in result["runs"]] == runs.split(",")
+    for row in result["runs"]:
+        assert row["seconds"] > 0 and 0 <= row["solver_seconds"] <= row["seconds"]
+        assert row["achieved_sparsity"] == pytest.approx(0.7 if "2:4" not in row["run"] else 0.5, abs=0.02)
+    assert result["runs"][3]["paper_solver_seconds"] == 203.1
+    table = (tmp_path / "gpu-tiny-on-cpu.md").read_text()
+    assert "| sparsegpt 2:4 |" in table and "Wanda paper, A100" in table
+    with pytest.raises(SystemExit):
+        gpu_bench.main([*args, "--runs", "nope", "--out", str(tmp_path)])
