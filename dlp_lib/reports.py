@@ -13,7 +13,19 @@ from pathlib import Path
 import pandas as pd
 
 from .cache import atomic_path, write_json_atomic
-from .experiments import ALLOCATION_NAMES, METHOD_NAMES, model_name, percent, record_row, source_name
+from .experiments import (
+    ALLOCATION_NAMES,
+    METHOD_NAMES,
+    float_sensitivity_specs,
+    main_specs,
+    model_name,
+    percent,
+    record_row,
+    records_frame,
+    seeded,
+    source_name,
+    stored_runs,
+)
 from .results import config_key, machine_label
 from .spread import (
     BOLD_RULE,
@@ -25,6 +37,7 @@ from .spread import (
     ordering_sentence,
     per_seed_values,
     seed_summary,
+    tolerance_table,
 )
 
 
@@ -506,14 +519,13 @@ def tolerance_caption(prof: dict, records: list[dict]) -> str:
 def stored_noise(prof: dict, results_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(tolerance table, main-table runs)`` from the records notebook 03 stored in ``results_dir``
     (nothing is run); empty frames where they are missing."""
-    from .experiments import float_sensitivity_specs, main_specs, records_frame, seeded, stored_runs
-    from .spread import tolerance_table
-
     float_records = stored_runs(prof, float_sensitivity_specs(prof), results_dir)
-    tolerance = tolerance_table(float_sensitivity_runs(records_frame(float_records))) if float_records else None
     main_records = stored_runs(prof, seeded(prof, main_specs(prof)), results_dir)
-    runs = main_table_runs(records_frame(main_records), prof) if main_records else None
-    return (tolerance if tolerance is not None else pd.DataFrame(), runs if runs is not None else pd.DataFrame())
+    tolerance = (
+        tolerance_table(float_sensitivity_runs(records_frame(float_records))) if float_records else pd.DataFrame()
+    )
+    runs = main_table_runs(records_frame(main_records), prof) if main_records else pd.DataFrame()
+    return tolerance, runs
 
 
 def with_noise(table: pd.DataFrame, tolerance: pd.DataFrame, prof: dict, main_runs: pd.DataFrame | None = None):
