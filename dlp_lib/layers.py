@@ -28,8 +28,15 @@ class UnsupportedArchitectureError(ConfigError):
     pass
 
 
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The transformers model inside a peft wrapper (a LoRA-adapted model), else ``model`` itself."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
 def architecture(model: nn.Module) -> str:
     """The model's architecture name, or a clear error if dlp_lib does not support it."""
+    model = unwrapped(model)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in ARCHITECTURES:
         raise UnsupportedArchitectureError(
@@ -40,8 +47,8 @@ def architecture(model: nn.Module) -> str:
 
 
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:
-    """The model's decoder blocks, in order."""
-    module = model
+    """The model's decoder blocks, in order (also through a peft wrapper)."""
+    module = unwrapped(model)
     for attr in ARCHITECTURES[architecture(model)].split("."):
         module = getattr(module, attr)
     return module
@@ -124,8 +131,16 @@ def to_device(obj, device):
 
 def linear_sublayers(block: nn.Module) -> dict[str, nn.Linear]:
     """Every ``nn.Linear`` inside a block, by qualified name, in module order
-    (LLaMA: self_attn.q/k/v/o_proj, mlp.gate/up/down_proj; OPT: self_attn.k/v/q/out_proj, fc1, fc2)."""
-    return {name: m for name, m in block.named_modules() if isinstance(m, nn.Linear)}
+    (LLaMA: self_attn.q/k/v/o_proj, mlp.gate/up/down_proj; OPT: self_attn.k/v/q/out_proj, fc1, fc2).
+
+    With a LoRA adapter attached (peft), a wrapped linear appears under its own name as its frozen
+    base layer, and the adapter's small linears (``lora_A``/``lora_B``) are left out."""
+    linears = {}
+    for name, module in block.named_modules():
+        if not isinstance(module, nn.Linear) or any(part.startswith("lora_") for part in name.split(".")):
+            continue
+        linears[name.removesuffix(".base_layer")] = module
+    return linears
 
 
 def module_device(module: nn.Module) -> torch.device:
