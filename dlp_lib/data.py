@@ -18,6 +18,9 @@ Sources (strings, as the CLI takes them):
 
 Calibration windows are random (seeded); evaluation windows are the first non-overlapping windows of
 the stream. Both are cached on disk, keyed by (source, tokenizer, window length, count, seed).
+Training windows (LoRA recovery) are the consecutive non-overlapping windows of a source's training
+text: the calibration side of ``wiki-extracts``, C4's documents in file order (run_clm's grouping), or
+a file; :func:`check_training_source` refuses a training text that is the evaluation text.
 """
 
 from __future__ import annotations
@@ -278,3 +281,67 @@ def evaluation_windows(
         raise ConfigError(f"need seqlen > 1 and a positive window count; got seqlen={seqlen}, count={count}")
     build = lambda: _build_evaluation(source, tokenizer, seqlen, count)  # noqa: E731
     return _windows("evaluation", source, tokenizer, build, cache, seqlen=seqlen, count=count)
+
+
+# ---------------------------------------------------------------------------------------- training
+TOKENIZE_BATCH = 1000  # documents tokenised per call when building a training stream
+
+
+def check_training_source(source: str, eval_source: str | None) -> None:
+    """Raise ConfigError if ``source`` cannot be read or would train on the evaluation text. The
+    embedded ``wiki-extracts`` trains on its calibration side, which shares no article with its
+    evaluation side; any other source equal to the evaluation source is refused."""
+    check_source(source)
+    if eval_source is None or source == EMBEDDED_SOURCE:
+        return
+    kind, path = _parse_source(source)
+    eval_kind, eval_path = _parse_source(eval_source)
+    same_file = (
+        path is not None
+        and eval_path is not None
+        and Path(path).expanduser().resolve() == Path(eval_path).expanduser().resolve()
+    )
+    if (kind, path) == (eval_kind, eval_path) or same_file:
+        raise ConfigError(
+            f"the recovery would train on the evaluation text ({source!r}); train on another source "
+            "(--lora_data c4, the embedded wiki-extracts, or a file) or evaluate on another one"
+        )
+
+
+def _documents_stream(tokenizer, documents: list[str], max_tokens: int | None) -> torch.Tensor:
+    """Documents joined with blank lines and tokenised a batch at a time, until ``max_tokens``."""
+    pieces, total = [], 0
+    for start in range(0, len(documents), TOKENIZE_BATCH):
+        ids = tokenizer("\n\n".join(documents[start : start + TOKENIZE_BATCH]) + "\n\n").input_ids
+        pieces.append(torch.tensor(ids, dtype=torch.long))
+        total += len(ids)
+        if max_tokens is not None and total >= max_tokens:
+            break
+    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
+
+
+def _build_training(source: str, tokenizer, seqlen: int, count: int | None) -> torch.Tensor:
+    kind, path = _parse_source(source)
+    max_tokens = None if count is None else count * seqlen
+    if kind == EMBEDDED_SOURCE:
+        stream = _wiki_streams(tokenizer_fingerprint(tokenizer), tokenizer)[0]
+    elif kind == "c4":
+        stream = _documents_stream(tokenizer, load_c4_documents(path), max_tokens)
+    elif kind == "wikitext2":
+        stream = _tokenize_stream(tokenizer, load_wikitext2_text(path))
+    else:
+        stream = _documents_stream(tokenizer, read_documents(path), max_tokens)
+    available = stream.numel() // seqlen
+    if available == 0:
+        raise ConfigError(f"the training text has {stream.numel()} tokens, fewer than one window of {seqlen}")
+    n = available if count is None else min(count, available)
+    return stream[: n * seqlen].reshape(n, seqlen)
+
+
+def training_windows(source: str, tokenizer, seqlen: int, count: int | None = None, cache: bool = True) -> torch.Tensor:
+    """Up to ``count`` (default: all) consecutive non-overlapping ``seqlen``-token windows of the
+    training text of ``source`` (fewer if the text is shorter; the caller decides whether that is enough)."""
+    if seqlen <= 1 or (count is not None and count <= 0):
+        raise ConfigError(f"need seqlen > 1 and a positive window count; got seqlen={seqlen}, count={count}")
+    build = lambda: _build_training(source, tokenizer, seqlen, count)  # noqa: E731
+    return _windows("training", source, tokenizer, build, cache, seqlen=seqlen, count=count)
