@@ -8,10 +8,13 @@ Examples::
     python -m dlp_lib --prune_method wanda_owl --Lamda 0.08 --Hyper_m 5 --sparsity_ratio 0.7
     python -m dlp_lib --prune_method wanda_owl_search --graph_string "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"
     python -m dlp_lib --prune_method sparsegpt --sparsity_type 2:4 --save_model out/smollm2-sparsegpt-2of4
+    python -m dlp_lib --prune_method wanda_dlp --sparsity_ratio 0.7 --nsamples 8 --seqlen 256 --eval_windows 16 \
+        --lora_steps 12 --lora_lr 4e-3 --lora_batch_tokens 1024 --lora_micro_batch 4 --save_model out/wanda-dlp-lora
 
-Every setting is checked before the model is loaded; an invalid one exits with status 2 and a one-line
-message on stderr. The result record (configuration, versions, per-block sparsities, perplexity,
-timings) is written as JSON with ``--save``.
+Every setting is checked before the model is loaded (LoRA target names and window length right after
+it, before pruning); an invalid one exits with status 2 and a one-line message on stderr. The result
+record (configuration, versions, per-block sparsities, perplexity, timings; with ``--lora_steps`` the
+``recovery`` section) is written as JSON with ``--save``.
 """
 
 from __future__ import annotations
@@ -150,6 +153,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="local (shipped data, offline) or hub (lm-eval's stock tasks, downloads data) (default: %(default)s)",
     )
 
+    g = parser.add_argument_group(
+        "LoRA recovery (after pruning; defaults: the papers' recipe)",
+        "Fine-tune a LoRA adapter on the pruned model, its sparse base frozen; the record's recovery section has "
+        "perplexity before, with the adapter (unmerged, the papers' number) and merged with the mask applied again.",
+    )
+    g.add_argument("--lora_steps", type=int, default=0, help="optimizer steps; 0 = no recovery (default: %(default)s)")
+    g.add_argument("--lora_rank", type=int, default=None, help="LoRA rank r (8)")
+    g.add_argument("--lora_alpha", type=float, default=None, help="LoRA alpha; the update is scaled by alpha/r (16)")
+    g.add_argument("--lora_lr", type=float, default=None, help="AdamW learning rate (1e-4)")
+    g.add_argument(
+        "--lora_batch_tokens", type=int, default=None, help="tokens per optimizer step, whole windows (131072)"
+    )
+    g.add_argument(
+        "--lora_targets", default=None, help="comma-separated decoder linears to adapt, or 'all' (q_proj,v_proj)"
+    )
+    g.add_argument("--lora_seqlen", type=int, default=None, help="training window length (default: --seqlen)")
+    g.add_argument("--lora_micro_batch", type=int, default=None, help="windows per forward; the rest accumulates (1)")
+    g.add_argument("--lora_warmup", type=int, default=None, help="linear warm-up steps, then linear decay (5)")
+    g.add_argument("--lora_dropout", type=float, default=None, help="LoRA dropout (0.05)")
+    g.add_argument(
+        "--lora_data", default=None, help="training text, same forms as --calibration (default: --calibration)"
+    )
+    g.add_argument("--lora_heldout", type=int, default=None, help="held-out training windows for the curve (128)")
+    g.add_argument("--lora_eval_every", type=int, default=None, help="steps between held-out evaluations (10)")
+    g.add_argument(
+        "--lora_precision", default=None, help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16 (default: auto)"
+    )
+
     g = parser.add_argument_group("output")
     g.add_argument(
         "--save",
@@ -160,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--save_model",
         default=None,
         metavar="DIR",
-        help="save the pruned model (safetensors + tokenizer + sparsity.json) to DIR",
+        help="save the pruned model (safetensors + tokenizer + sparsity.json) to DIR; after LoRA recovery the "
+        "sparse base there and the adapter in DIR/adapter (peft format)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     # accepted so the papers' scripts run unchanged
@@ -239,6 +271,38 @@ def build_prune_config(args):
     return config
 
 
+LORA_FLAGS = {
+    "lora_rank": "rank",
+    "lora_alpha": "alpha",
+    "lora_lr": "lr",
+    "lora_batch_tokens": "batch_tokens",
+    "lora_targets": "targets",
+    "lora_seqlen": "seqlen",
+    "lora_micro_batch": "micro_batch",
+    "lora_warmup": "warmup_steps",
+    "lora_dropout": "dropout",
+    "lora_data": "data",
+    "lora_heldout": "heldout_windows",
+    "lora_eval_every": "eval_every",
+    "lora_precision": "precision",
+}
+
+
+def build_recovery_config(args):
+    """The RecoveryConfig the ``--lora_*`` flags ask for, or None without ``--lora_steps``."""
+    from .config import ConfigError
+    from .recovery import RecoveryConfig
+
+    given = {field: getattr(args, flag) for flag, field in LORA_FLAGS.items() if getattr(args, flag) is not None}
+    if args.lora_steps < 0:
+        raise ConfigError(f"--lora_steps must be >= 0 (0: no recovery); got {args.lora_steps}")
+    if not args.lora_steps:
+        if given:
+            log.warning("--lora_* settings only apply with --lora_steps > 0; ignoring them")
+        return None
+    return RecoveryConfig(steps=args.lora_steps, **given)
+
+
 def _check_device(device: str) -> None:
     import torch
 
@@ -307,6 +371,7 @@ def build_run_config(args):
         zero_shot_batch_size=args.zero_shot_batch_size if zero_shot_tasks else 8,
         zero_shot_bos=args.add_bos_token if zero_shot_tasks else False,
         zero_shot_source=args.zero_shot_source if zero_shot_tasks else "local",
+        recovery=build_recovery_config(args),
     )
     check_model_spec(config.model)
     validate(config)
@@ -341,6 +406,19 @@ def summary(record: dict, seconds: float) -> str:
             f"perplexity  {ppl['perplexity']:.4f} on {config['eval']} ({ppl['windows']} windows of "
             f"{config['seqlen']} tokens)"
         )
+    recovery = record.get("recovery")
+    if recovery:
+        ppl_r = recovery.get("perplexity") or {}
+        settings = recovery["settings"]
+        lines.append(
+            f"recovery    LoRA r={settings['rank']} on {','.join(settings['targets'])}, {settings['steps']} steps, "
+            f"{recovery['trainable_parameters']} trainable parameters, {recovery['seconds']['train']:.0f} s"
+        )
+        if "adapter" in ppl_r:
+            lines.append(
+                f"            perplexity {ppl_r['before']:.4f} -> {ppl_r['adapter']:.4f} with the adapter (unmerged), "
+                f"{ppl_r.get('merged', float('nan')):.4f} merged with the mask applied again"
+            )
     zero = record.get("zero_shot")
     if zero:
         per_task = ", ".join(

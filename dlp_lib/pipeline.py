@@ -17,11 +17,19 @@ import torch
 from .allocation import allocate, nm_per_block
 from .cache import atomic_path, cache_root, stable_hash
 from .config import ConfigError, PruneConfig
-from .data import EMBEDDED_SOURCE, calibration_windows, check_source, evaluation_windows
+from .data import (
+    EMBEDDED_SOURCE,
+    calibration_windows,
+    check_source,
+    check_training_source,
+    evaluation_windows,
+    training_windows,
+)
 from .evaluation import perplexity
 from .layers import decoder_blocks, linear_sublayers
 from .models import DEFAULT_MODEL, load_model
 from .prune import decoder_sparsity, dense_input_norms, prune_model
+from .recovery import RecoveryConfig, check_recovery
 from .results import hardware, package_versions
 from .scores import block_statistics
 
@@ -58,6 +66,10 @@ class RunConfig:
     zero_shot_batch_size: int = 8
     zero_shot_bos: bool = False
     zero_shot_source: str = "local"
+    # LoRA recovery after pruning (dlp_lib.recovery); None = none. With it, ``perplexity`` is still the
+    # pruned model's, the ``recovery`` section has the adapter's and the merged model's, and zero-shot
+    # accuracy is measured after recovery (adapter unmerged)
+    recovery: RecoveryConfig | None = None
 
     def __post_init__(self):
         for name in ("nsamples", "batch_size", "eval_batch_size"):
@@ -75,6 +87,11 @@ class RunConfig:
             raise ConfigError("use either --offload (one GPU, model in CPU memory) or --device_map (several GPUs)")
         if self.offload and self.zero_shot_tasks is not None:
             raise ConfigError("zero-shot evaluation needs the whole model on one device; drop --offload for it")
+        if self.recovery is not None:
+            if self.prune is None:
+                raise ConfigError("LoRA recovery needs a pruned model; pick a --prune_method (not dense)")
+            if self.offload or self.device_map is not None:
+                raise ConfigError("LoRA recovery trains the whole model on one device; drop --offload/--device_map")
         if self.zero_shot_tasks is not None:
             tasks = self.zero_shot_tasks
             object.__setattr__(self, "zero_shot_tasks", tuple(tasks.split(",") if isinstance(tasks, str) else tasks))
@@ -94,7 +111,18 @@ class RunConfig:
                 d.pop(name)
         else:
             d["zero_shot_tasks"] = list(self.zero_shot_tasks)
+        if self.recovery is None:
+            d.pop("recovery")
+        else:
+            d["recovery"] = self.recovery.to_dict()
         return d
+
+    @property
+    def recovery_source(self) -> str | None:
+        """The text the recovery trains on: its own ``data``, else the calibration source."""
+        if self.recovery is None:
+            return None
+        return self.recovery.data or self.calibration
 
 
 ZERO_SHOT_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name.startswith("zero_shot_"))
@@ -106,6 +134,8 @@ def validate(config: RunConfig) -> None:
         check_source(config.calibration)
     if config.eval:
         check_source(config.eval)
+    if config.recovery is not None:
+        check_training_source(config.recovery_source, config.eval)
     if config.zero_shot_tasks is not None:
         from .zeroshot import check_zero_shot
 
@@ -160,6 +190,8 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
     offload_device = config.device if config.offload else None
     model, tokenizer = load_model(config.model, config.dtype, home, config.trust_remote_code, config.device_map)
     timings["load_model"] = time.perf_counter() - start
+    if config.recovery is not None:  # target names and window length need the model: check before pruning
+        check_recovery(model, config.recovery, config.recovery.seqlen or config.seqlen)
     record = {"config": config.to_dict(), "versions": package_versions(), "hardware": hardware()}
 
     prune = config.prune
@@ -195,11 +227,17 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
         per_block, _, overall = decoder_sparsity(model)
         record["pruning"] = {"block_achieved": per_block, "overall_achieved": overall}
 
+    windows = None
     if config.eval:
         t = time.perf_counter()
         windows = evaluation_windows(config.eval, tokenizer, config.seqlen, config.eval_windows)
         timings["eval_data"] = time.perf_counter() - t
         record["perplexity"] = perplexity(model, windows, config.eval_batch_size, progress, offload_device)
+    if config.recovery is not None:
+        t = time.perf_counter()
+        adapted, record["recovery"] = _recover(model, tokenizer, config, windows, record, progress)
+        timings["recovery"] = time.perf_counter() - t
+        model = adapted  # zero-shot accuracy and --save_model after recovery: base + unmerged adapter
     if config.zero_shot_tasks is not None:
         from .zeroshot import zero_shot
 
@@ -213,11 +251,54 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
             add_bos_token=config.zero_shot_bos,
             source=config.zero_shot_source,
         )
+        if config.recovery is not None:
+            record["zero_shot"]["model"] = "after LoRA recovery, adapter unmerged"
         timings["zero_shot"] = time.perf_counter() - t
     if save_model:
         from .saving import save_pruned_model
 
         save_pruned_model(model, tokenizer, save_model, record)
+    if config.recovery is not None:
+        t = time.perf_counter()
+        _merged_evaluation(model, config, windows, record["recovery"], progress)
+        timings["merged_evaluation"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     record["timings"] = timings
     return record
+
+
+def _recover(model, tokenizer, config: RunConfig, windows, record: dict, progress: bool):
+    """LoRA recovery of the pruned ``model``: training and held-out windows from the recovery's
+    source, training, and the adapter model's perplexity on the run's evaluation windows."""
+    from .recovery import recover
+
+    settings = config.recovery
+    seqlen = settings.seqlen or config.seqlen
+    needed = settings.steps * settings.windows_per_step(seqlen) + settings.heldout_windows
+    text = training_windows(config.recovery_source, tokenizer, seqlen, needed)
+    if text.shape[0] <= settings.heldout_windows:
+        raise ConfigError(
+            f"the recovery's training text {config.recovery_source!r} has {text.shape[0]} windows of {seqlen} tokens, "
+            f"not more than the {settings.heldout_windows} held out; use fewer --lora_heldout windows or more text"
+        )
+    split = text.shape[0] - settings.heldout_windows  # the last windows are held out, never trained on
+    seed = config.seed if settings.seed is None else settings.seed
+    adapted, report = recover(model, settings, text[:split], text[split:], seed=seed, progress=progress)
+    report["data"] = config.recovery_source
+    report["perplexity"] = {"before": (record.get("perplexity") or {}).get("perplexity")}
+    if windows is not None:
+        after = perplexity(adapted, windows, config.eval_batch_size, progress)
+        report["perplexity"]["adapter"] = after["perplexity"]
+        report["perplexity"]["seconds"] = after["seconds"]
+    return adapted, report
+
+
+def _merged_evaluation(adapted, config: RunConfig, windows, report: dict, progress: bool) -> None:
+    """Merge the adapter into the base with the pruning mask applied again (``recovery.merge_masked``)
+    and measure the plain sparse model: ``report["perplexity"]["merged"]`` and ``merged_sparsity``."""
+    from .recovery import merge_masked
+
+    merged = merge_masked(adapted)
+    report["merged_sparsity"] = decoder_sparsity(merged)[2]
+    if windows is not None:
+        report["perplexity"]["merged"] = perplexity(merged, windows, config.eval_batch_size, progress)["perplexity"]

@@ -6,10 +6,15 @@ overall, with the allocation and pruning sections of the run's record when given
 a temporary directory beside the target and renamed at the end, so an interrupted save leaves nothing
 half-written.
 
+A LoRA-recovered model (a peft model: sparse base + unmerged adapter, :mod:`dlp_lib.recovery`) is saved
+as the sparse base in the directory itself and the adapter in peft format in ``adapter/``;
+:func:`load_saved_model` loads both (``from_pretrained`` alone gives the sparse base without it).
+
 Example::
 
     save_pruned_model(model, tokenizer, "out/smollm2-wanda-dlp-0.7", record)
     model = AutoModelForCausalLM.from_pretrained("out/smollm2-wanda-dlp-0.7")
+    model, tokenizer = load_saved_model("out/smollm2-wanda-dlp-0.7-lora")  # base + adapter, if saved
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from .config import ConfigError
 from .prune import decoder_sparsity
 
 SPARSITY_FILE = "sparsity.json"
+ADAPTER_DIR = "adapter"
 
 
 def check_save_directory(directory: str | Path) -> Path:
@@ -47,7 +53,7 @@ def sparsity_summary(model, record: dict | None = None) -> dict:
     per_block, per_linear, overall = decoder_sparsity(model)
     summary = {"overall": overall, "blocks": per_block, "linears": per_linear}
     if record:
-        for key in ("config", "allocation", "pruning"):
+        for key in ("config", "allocation", "pruning", "recovery"):
             if key in record:
                 summary[key] = record[key]
     return summary
@@ -60,15 +66,60 @@ def save_pruned_model(model, tokenizer, directory: str | Path, record: dict | No
         model: a (pruned) transformers causal LM of a supported architecture.
         tokenizer: its tokenizer, or None to save the weights only.
         directory: the output directory; replaced as a whole if a previous save wrote it.
-        record: a result record from ``pipeline.run``; its allocation and pruning go into sparsity.json.
+        record: a result record from ``pipeline.run``; its allocation, pruning and recovery sections go
+            into sparsity.json.
 
     Returns the directory's path.
     """
     path = check_save_directory(directory)
     summary = sparsity_summary(model, record)
     with atomic_path(path) as tmp:
-        model.save_pretrained(tmp)
+        if is_adapted(model):
+            save_base_weights(model, tmp)
+            model.save_pretrained(tmp / ADAPTER_DIR)  # peft: adapter_config.json + adapter_model.safetensors
+        else:
+            model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         (tmp / SPARSITY_FILE).write_text(json.dumps(summary, indent=1, default=str) + "\n")
     return path
+
+
+def is_adapted(model) -> bool:
+    """Whether ``model`` is a peft model (a pruned base with a LoRA adapter attached)."""
+    return callable(getattr(model, "get_base_model", None)) and hasattr(model, "peft_config")
+
+
+def save_base_weights(adapted, directory: Path) -> None:
+    """Save the sparse base of a peft model as a plain transformers checkpoint: the adapter's tensors
+    left out and the wrapped linears under their own names (``q_proj.base_layer.weight`` -> ``q_proj.weight``)."""
+    base = adapted.get_base_model()
+    state = {
+        name.replace(".base_layer.", "."): tensor
+        for name, tensor in base.state_dict().items()
+        if not any(part.startswith("lora_") for part in name.split("."))
+    }
+    base.save_pretrained(directory, state_dict=state)
+
+
+def load_saved_model(directory: str | Path, dtype="auto", device: str = "cpu"):
+    """``(model, tokenizer)`` from a directory written by :func:`save_pruned_model`: the sparse model,
+    with its LoRA adapter attached (unmerged, as trained) when the directory holds one."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .models import resolve_dtype
+
+    path = Path(directory).expanduser()
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{path} is not a saved model directory (no config.json)")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype)).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").is_file() else None
+    if (path / ADAPTER_DIR / "adapter_config.json").is_file():
+        import warnings
+
+        from peft import PeftModel
+
+        with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(model, path / ADAPTER_DIR).eval()
+    return model, tokenizer
