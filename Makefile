@@ -48,13 +48,13 @@ format: $(STAMP) ## apply ruff formatting
 # its source, the previous notebook, dlp_lib/{experiments,reports,plots,spread}.py or PROFILE/MODEL change; a failing cell stops make and
 # leaves the executed copy as notebooks/executed/NN_name.failed.ipynb.
 NOTEBOOKS := 01_dense_baseline 02_layerwise_allocation 03_perplexity_table 04_sparsity_sweep \
-	05_hyperparameters 06_nm_sparsity 07_zero_shot
+	05_hyperparameters 06_nm_sparsity 07_zero_shot 08_lora_recovery
 EXECUTED := notebooks/executed
 PARAMETERS := $(EXECUTED)/.parameters
 PAPERMILL := $(VENV)/bin/papermill --cwd notebooks --log-output --no-progress-bar -k python3 \
 	-p profile $(PROFILE) $(if $(strip $(MODEL)),-p model $(MODEL))
 
-reproduce: $(EXECUTED)/07_zero_shot.ipynb ## run every notebook in order through papermill (PROFILE=quick|smoke|paper, MODEL=hub id)
+reproduce: $(EXECUTED)/08_lora_recovery.ipynb ## run every notebook in order through papermill (PROFILE=quick|smoke|paper, MODEL=hub id)
 	@echo "tables/ and figures/ are up to date for profile $(PROFILE); executed notebooks in $(EXECUTED)/"
 
 figures: reproduce ## alias of reproduce: regenerate tables/ and figures/
@@ -77,6 +77,7 @@ $(EXECUTED)/04_sparsity_sweep.ipynb: $(EXECUTED)/03_perplexity_table.ipynb
 $(EXECUTED)/05_hyperparameters.ipynb: $(EXECUTED)/04_sparsity_sweep.ipynb
 $(EXECUTED)/06_nm_sparsity.ipynb: $(EXECUTED)/05_hyperparameters.ipynb
 $(EXECUTED)/07_zero_shot.ipynb: $(EXECUTED)/06_nm_sparsity.ipynb
+$(EXECUTED)/08_lora_recovery.ipynb: $(EXECUTED)/07_zero_shot.ipynb
 
 01_dense_baseline: $(EXECUTED)/01_dense_baseline.ipynb ## notebook 01: dense perplexity, model/data facts, block statistics
 02_layerwise_allocation: $(EXECUTED)/02_layerwise_allocation.ipynb ## notebook 02: per-block sparsity of each allocation
@@ -85,6 +86,7 @@ $(EXECUTED)/07_zero_shot.ipynb: $(EXECUTED)/06_nm_sparsity.ipynb
 05_hyperparameters: $(EXECUTED)/05_hyperparameters.ipynb ## notebook 05: DLP alpha, OWL Lamda/M sensitivity
 06_nm_sparsity: $(EXECUTED)/06_nm_sparsity.ipynb ## notebook 06: N:M sparsity (quick: 2:4; paper: 2:4 and 4:8)
 07_zero_shot: $(EXECUTED)/07_zero_shot.ipynb ## notebook 07: zero-shot accuracy, dense and Wanda x allocation at 70% (each target runs the ones before it)
+08_lora_recovery: $(EXECUTED)/08_lora_recovery.ipynb ## notebook 08: LoRA recovery of Wanda x allocation at 70%, sparsity kept
 
 # The committed tables (git REF, default HEAD) against the ones in tables/ (e.g. after make reproduce on
 # another machine): every perplexity cell within the reproduction tolerance notebook 03 measured?

@@ -37,13 +37,14 @@ from . import pipeline
 from .allocation import DIRECTION, allocate, dlp_unimportance, dsa_value, largest_width, owl_outlier_ratio
 from .cache import stable_hash, write_json_atomic
 from .config import ConfigError, PruneConfig, parse_sparsity_type
+from .recovery import RecoveryConfig
 from .results import config_key, load_record, record_path, save_record
 from .zeroshot import PAPER_TASKS
 
 log = logging.getLogger(__name__)
 
 DSA_README_GRAPH = "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"
-RUN_FIELDS = tuple(f.name for f in dataclasses.fields(pipeline.RunConfig) if f.name != "prune")
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(pipeline.RunConfig) if f.name not in ("prune", "recovery"))
 HYPER_FIELDS = ("owl_lambda", "owl_m", "dlp_alpha", "dlp_statistic", "dsa_graph", "dsa_lambda")
 _FLOAT_FIELDS = ("owl_lambda", "owl_m", "dlp_alpha", "dsa_lambda")  # 5 and 5.0 must hash alike
 
@@ -110,11 +111,30 @@ _DEFAULTS = dict(
     # first `limit` examples of each task (None: whole splits); perplexity is not re-evaluated there
     zero_shot={
         "tasks": list(PAPER_TASKS),
-        "limit": 20,
+        "limit": 16,
         "batch_size": 16,
         "add_bos_token": False,  # the papers' code passed no special tokens
         "source": "local",  # the shipped task data (dlp_lib.zeroshot); "hub" downloads lm-eval's
         "methods": ["wanda"],
+    },
+    # LoRA recovery (notebook 08): each pruner x allocation at the main sparsity on the profile's seed,
+    # then a LoRA adapter trained on the calibration side of the data (dlp_lib.recovery.RecoveryConfig
+    # fields in "settings"). Quick: 12 steps of 4 x 256 tokens (~100 s of a 2-core CPU) at a 40x larger
+    # learning rate than the papers' (their 234 steps of 128 x 1024 tokens take ~12 GPU-hours on LLaMA-7B).
+    recovery={
+        "methods": ["wanda"],
+        "allocations": ["uniform", "owl", "dlp"],
+        "zero_shot": False,  # also measure zero-shot accuracy after recovery (profile's zero_shot settings)
+        "settings": {
+            "steps": 12,
+            "lr": 4e-3,
+            "batch_tokens": 1024,
+            "seqlen": 256,
+            "micro_batch": 4,
+            "warmup_steps": 2,
+            "heldout_windows": 4,
+            "eval_every": 4,
+        },
     },
 )
 
@@ -136,6 +156,20 @@ PROFILES: dict[str, dict] = {
         hyper_pruned={"method": "wanda", "dlp_alpha": [0.15], "owl_lambda": [0.08], "owl_m": [5.0]},
         nm={"magnitude": {"patterns": ["2:4"], "allocations": ["uniform", "dlp"]}},
         zero_shot={**_DEFAULTS["zero_shot"], "limit": 2},
+        recovery={
+            **_DEFAULTS["recovery"],
+            "allocations": ["uniform", "dlp"],
+            "settings": {
+                "steps": 2,
+                "lr": 4e-3,
+                "batch_tokens": 128,
+                "seqlen": 64,
+                "micro_batch": 2,
+                "warmup_steps": 1,
+                "heldout_windows": 2,
+                "eval_every": 1,
+            },
+        },
         seeds=[0, 1],
         float_sensitivity={
             "cells": [{"method": "wanda", "allocation": "uniform", "sparsity": 0.7}],
@@ -167,6 +201,13 @@ PROFILES: dict[str, dict] = {
             for m in ("magnitude", "wanda", "sparsegpt")
         },
         zero_shot={**_DEFAULTS["zero_shot"], "limit": None, "source": "hub", "methods": ["wanda", "sparsegpt"]},
+        # Wanda's lora_ft recipe: RecoveryConfig's defaults (234 steps of 128 x 1024 C4 tokens, lr 1e-4)
+        recovery={
+            "methods": ["wanda", "sparsegpt"],
+            "allocations": ["uniform", "owl", "dlp"],
+            "zero_shot": True,
+            "settings": {"seqlen": 1024, "data": "c4"},
+        },
         seeds=[0, 1, 2, 3, 4],
         float_sensitivity={
             "cells": [
@@ -270,6 +311,7 @@ def run_config(
     seed: int | None = None,
     perturb: float = 0.0,
     perturb_seed: int = 0,
+    recovery: bool = False,
     **hyper,
 ) -> pipeline.RunConfig:
     """The RunConfig of one table cell: the profile's model/data settings plus a pruning setup.
@@ -277,7 +319,8 @@ def run_config(
     ``method=None`` is the dense model. Hyper-parameters default to the profile's (the papers'); for
     N:M patterns the sparsity is N/M. Numbers are normalised to float so equal settings hash alike.
     ``seed`` (default: the profile's) draws the calibration windows; ``perturb``/``perturb_seed`` are
-    the float-sensitivity probe (``PruneConfig.perturb``).
+    the float-sensitivity probe (``PruneConfig.perturb``). ``recovery=True`` adds LoRA recovery with
+    the profile's ``recovery["settings"]`` (notebook 08).
     """
     settings = {name: prof[name] for name in RUN_FIELDS if name in prof}  # zero_shot_*: optional
     if seed is not None:
@@ -302,6 +345,8 @@ def run_config(
     prune = PruneConfig(
         method=method, sparsity=float(sparsity), sparsity_type=sparsity_type, allocation=allocation, **params
     )
+    if recovery:
+        settings["recovery"] = RecoveryConfig(**prof["recovery"]["settings"])
     return pipeline.RunConfig(prune=prune, **settings)
 
 
@@ -320,7 +365,8 @@ def run_label(config: pipeline.RunConfig) -> str:
     clipped = " · clipped" if p.clip_densities else ""
     perturbed = f" · statistics × (1 + {p.perturb:g}·noise #{p.perturb_seed})" if p.perturb else ""
     seed = f" · seed {config.seed}" if uses_calibration(p.method, p.allocation) else ""
-    return f"{p.method} · {alloc} · {pattern}{clipped}{seed}{perturbed}"
+    recovered = f" · LoRA {config.recovery.steps} steps" if config.recovery is not None else ""
+    return f"{p.method} · {alloc} · {pattern}{clipped}{seed}{perturbed}{recovered}"
 
 
 def _jsonable(obj):
@@ -517,6 +563,24 @@ def nm_specs(prof: dict) -> list[dict]:
     ]
 
 
+def recovery_specs(prof: dict) -> list[dict]:
+    """Each recovery pruner x allocation at the main sparsity, with LoRA recovery (profile seed)."""
+    setting = prof["recovery"]
+    return [
+        {"method": m, "sparsity": prof["main_sparsity"], "allocation": a, "recovery": True}
+        for m in setting["methods"]
+        for a in setting["allocations"]
+    ]
+
+
+def recovery_profile(prof: dict) -> dict:
+    """The profile notebook 08 runs with: perplexity always, zero-shot accuracy (measured after recovery)
+    too where ``prof["recovery"]["zero_shot"]``: one run per cell gives both."""
+    if not prof["recovery"].get("zero_shot"):
+        return prof
+    return {**zero_shot_profile(prof), "eval": prof["eval"]}
+
+
 def zero_shot_profile(prof: dict) -> dict:
     """``prof`` with zero-shot evaluation switched on (``prof["zero_shot"]``) and perplexity off, for
     ``run_config``/``run_specs``: its records are separate from the perplexity runs'."""
@@ -539,18 +603,29 @@ def zero_shot_specs(prof: dict) -> list[dict]:
 
 # rough seconds per run of the quick profile on a 2-core CPU (AMD EPYC, AVX2), for planning only:
 # "dense" is one perplexity evaluation; "zero_shot" replaces it in a run that evaluates zero-shot
-# accuracy instead (7 tasks, limit 20); "setup" is the virtual environment and the notebooks' kernels
-QUICK_SECONDS = {"dense": 14, "magnitude": 18, "wanda": 38, "sparsegpt": 86, "zero_shot": 55, "setup": 400}
+# accuracy instead (7 tasks, limit 16); "lora_1k_tokens" is LoRA recovery per 1024 training tokens (a
+# forward and backward pass; a recovery run also evaluates twice more); "setup" is the virtual
+# environment and the notebooks' kernels
+QUICK_SECONDS = {
+    "dense": 14,
+    "magnitude": 18,
+    "wanda": 33,
+    "sparsegpt": 78,
+    "zero_shot": 48,
+    "lora_1k_tokens": 8.4,
+    "setup": 400,
+}
 
 
 def planned_runs(prof: dict) -> list[pipeline.RunConfig]:
     """Every distinct run the notebooks may need (hyper-parameter runs that turn out infeasible are
-    skipped at run time), in notebook order; the zero-shot runs of notebook 07 last."""
+    skipped at run time), in notebook order: 01-06, the zero-shot runs of 07, the recovery runs of 08."""
     specs = [dense_spec(prof)] + seeded(prof, main_specs(prof)) + float_sensitivity_specs(prof)
     specs += sweep_specs(prof) + hyper_specs(prof) + nm_specs(prof)
     runs = [run_config(prof, **spec) for spec in _unique(prof, specs)]
     zs = zero_shot_profile(prof)
-    return runs + [run_config(zs, **spec) for spec in seeded(prof, zero_shot_specs(prof))]
+    runs += [run_config(zs, **spec) for spec in seeded(prof, zero_shot_specs(prof))]
+    return runs + [run_config(recovery_profile(prof), **spec) for spec in recovery_specs(prof)]
 
 
 def estimate_seconds(prof: dict, seconds: dict | None = None) -> float:
@@ -563,6 +638,9 @@ def estimate_seconds(prof: dict, seconds: dict | None = None) -> float:
             total += seconds["dense"] if config.prune is None else pruning
         else:  # no perplexity evaluation (~35 s of each pruned run's time)
             total += max(pruning - seconds["dense"], 0.0) + seconds["zero_shot"]
+        if config.recovery is not None:  # training, and the adapter's and the merged model's perplexity
+            tokens = config.recovery.steps * config.recovery.batch_tokens
+            total += seconds["lora_1k_tokens"] * tokens / 1024 + 2 * seconds["dense"]
     return total
 
 
@@ -633,6 +711,8 @@ def block_sparsity_frame(records: list[dict]) -> pd.DataFrame:
 
 
 def dense_perplexity(frame: pd.DataFrame) -> float | None:
+    if "method" not in frame:  # no records at all
+        return None
     dense = frame[frame["method"] == "dense"]
     return float(dense["perplexity"].iloc[0]) if len(dense) else None
 

@@ -365,3 +365,58 @@ def plot_zero_shot(numbers: pd.DataFrame, prof: dict):
     fig.suptitle(f"Zero-shot accuracy ({scope}) — {data_tag(prof)}", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def plot_recovery(curves: pd.DataFrame, runs: pd.DataFrame, prof: dict, dense: float | None = None):
+    """Left: held-out perplexity against LoRA training steps, one line per allocation (per pruner:
+    line style). Right: evaluation perplexity before recovery, with the adapter and merged with the
+    mask applied again, per allocation."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    styles = ["-", "--", ":"]
+    methods = list(dict.fromkeys(runs["method"]))
+    for (method, allocation), sub in curves.dropna(subset=["heldout_perplexity"]).groupby(
+        ["method", "allocation"], sort=False
+    ):
+        label = ALLOCATION_NAMES[allocation]
+        if len(methods) > 1:
+            label = f"{METHOD_NAMES[method]} {label}"
+        left.plot(
+            sub["step"],
+            sub["heldout_perplexity"],
+            marker="o",
+            linestyle=styles[methods.index(method) % len(styles)],
+            color=ALLOCATION_COLORS[allocation],
+            label=label,
+        )
+    _ppl_axis(left)
+    left.set_xlabel("LoRA training step")
+    left.set_title("held-out training windows")
+    left.legend(title="allocation")
+
+    labels = [
+        ALLOCATION_NAMES[a] if len(methods) == 1 else f"{METHOD_NAMES[m]}\n{ALLOCATION_NAMES[a]}"
+        for m, a in zip(runs["method"], runs["allocation"])
+    ]
+    x = range(len(runs))
+    colors = [ALLOCATION_COLORS[a] for a in runs["allocation"]]
+    width = 0.27
+    before = right.bar([i - width for i in x], runs["perplexity_before"], width=width, color=colors, alpha=0.35)
+    adapter = right.bar(list(x), runs["perplexity_adapter"], width=width, color=colors)
+    merged = right.bar(
+        [i + width for i in x], runs["perplexity_merged"], width=width, color=colors, alpha=0.6, hatch="//"
+    )
+    for bars in (before, adapter, merged):
+        right.bar_label(bars, labels=[format_perplexity(b.get_height()) for b in bars], fontsize=7)
+    right.set_xticks(list(x), labels)
+    _ppl_axis(right, dense)
+    _headroom(right, runs["perplexity_before"].tolist())
+    right.set_title("evaluation windows: before (pale), adapter (solid), merged + mask (hatched)", fontsize=10)
+    if dense is not None:
+        right.legend(loc="upper right")
+    fig.suptitle(f"LoRA recovery at {percent(prof['main_sparsity'])} sparsity — {data_tag(prof)}", fontsize=11)
+    _finish_axes(fig)
+    fig.tight_layout()
+    return fig

@@ -55,6 +55,13 @@ EXPECTED = {
         "zero_shot.png",
         "zero_shot_runs.csv",
     ],
+    "08_lora_recovery": [
+        "lora_recovery.csv",
+        "lora_recovery.md",
+        "lora_recovery.tex",
+        "lora_recovery_curves.csv",
+        "lora_recovery.png",
+    ],
 }
 
 
