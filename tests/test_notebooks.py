@@ -449,3 +449,24 @@ def test_figures_from_synthetic_frames(tmp_path):
         for path in plots.save_figure(fig, tmp_path, name):
             assert path.stat().st_size > 1000
         plt.close(fig)
+
+
+def test_recovery_specs_and_settings_per_profile():
+    from dlp_lib.recovery import RecoveryConfig
+
+    quick = ex.profile("quick")
+    specs = ex.recovery_specs(quick)
+    assert [s["allocation"] for s in specs] == ["uniform", "owl", "dlp"] and {s["method"] for s in specs} == {"wanda"}
+    config = ex.run_config(quick, **specs[0])
+    assert config.recovery.steps == 12 and config.recovery.windows_per_step(256) == 4 and config.eval is not None
+    assert "LoRA 12 steps" in ex.run_label(config)
+    plain = ex.run_config(quick, "wanda", 0.7, "uniform")
+    assert plain.recovery is None and record_path("r", plain.to_dict()) != record_path("r", config.to_dict())
+    # paper: Wanda's lora_ft recipe on C4 (1024-token windows, 128 per step), SparseGPT too, zero-shot after
+    paper = ex.profile("paper")
+    recipe = RecoveryConfig(**paper["recovery"]["settings"])
+    assert (recipe.steps, recipe.lr, recipe.rank, recipe.data) == (234, 1e-4, 8, "c4")
+    assert recipe.windows_per_step(recipe.seqlen) == 128
+    assert paper["recovery"]["methods"] == ["wanda", "sparsegpt"] and paper["recovery"]["zero_shot"]
+    both = ex.recovery_profile(paper)
+    assert both["eval"] == "wikitext2" and both["zero_shot_tasks"]
