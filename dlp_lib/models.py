@@ -166,6 +166,12 @@ def load_model(
     else:
         local = Path(spec).expanduser()
         source = local if local.exists() else spec
+        if (local / "adapter" / "adapter_config.json").is_file():
+            log.warning(
+                "%s also holds a LoRA adapter (adapter/); this loads the sparse base without it "
+                "(dlp_lib.saving.load_saved_model loads both)",
+                spec,
+            )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         placement = {"device_map": device_map} if device_map is not None else {"low_cpu_mem_usage": True}

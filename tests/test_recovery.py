@@ -332,3 +332,16 @@ def test_recovery_table_factor_orderings_and_curves():
     curves = reports.recovery_curves(records)
     assert len(curves) == 6 and curves["heldout_perplexity"].notna().sum() == 4
     assert "2 steps of 128 tokens" in reports.recovery_caption(prof, records)
+
+
+def test_loading_a_recovered_directory_as_a_model_warns_about_the_adapter(tmp_path, caplog, embedded_tokenizer):
+    from dlp_lib.models import load_model
+    from dlp_lib.saving import save_pruned_model
+
+    model = pruned_tiny()
+    windows = counting_windows(12, 16)
+    adapted, _ = recover(model, RecoveryConfig(**{**SMALL, "steps": 1}), windows, None, progress=False)
+    save_pruned_model(adapted, embedded_tokenizer, tmp_path / "saved")
+    with caplog.at_level("WARNING", logger="dlp_lib.models"):
+        base, _ = load_model(str(tmp_path / "saved"))
+    assert "holds a LoRA adapter" in caplog.text and not hasattr(base, "peft_config")
