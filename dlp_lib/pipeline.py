@@ -29,7 +29,7 @@ from .evaluation import perplexity
 from .layers import decoder_blocks, linear_sublayers
 from .models import DEFAULT_MODEL, load_model
 from .prune import decoder_sparsity, dense_input_norms, prune_model
-from .recovery import RecoveryConfig, check_recovery
+from .recovery import RecoveryConfig, check_recovery, merge_masked, recover
 from .results import hardware, package_versions
 from .scores import block_statistics
 
@@ -270,8 +270,6 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
 def _recover(model, tokenizer, config: RunConfig, windows, record: dict, progress: bool):
     """LoRA recovery of the pruned ``model``: training and held-out windows from the recovery's
     source, training, and the adapter model's perplexity on the run's evaluation windows."""
-    from .recovery import recover
-
     settings = config.recovery
     seqlen = settings.seqlen or config.seqlen
     needed = settings.steps * settings.windows_per_step(seqlen) + settings.heldout_windows
@@ -296,8 +294,6 @@ def _recover(model, tokenizer, config: RunConfig, windows, record: dict, progres
 def _merged_evaluation(adapted, config: RunConfig, windows, report: dict, progress: bool) -> None:
     """Merge the adapter into the base with the pruning mask applied again (``recovery.merge_masked``)
     and measure the plain sparse model: ``report["perplexity"]["merged"]`` and ``merged_sparsity``."""
-    from .recovery import merge_masked
-
     merged = merge_masked(adapted)
     report["merged_sparsity"] = decoder_sparsity(merged)[2]
     if windows is not None:

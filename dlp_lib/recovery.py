@@ -37,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import ConfigError
+from .evaluation import perplexity
 from .layers import decoder_blocks, linear_sublayers
 
 log = logging.getLogger(__name__)
@@ -200,35 +201,25 @@ def trainable_parameters(model) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
-def base_checksum(model) -> list[float]:
-    """float64 sums of every decoder linear's base weight (cheap evidence that the base did not move)."""
+def base_state(model) -> list[tuple[int, float]]:
+    """Per decoder linear (its base weight when an adapter is attached): the count of exact zeros and
+    the float64 sum, cheap evidence that a frozen base did not move."""
     with torch.no_grad():
         return [
-            float(linear.weight.double().sum())
+            (int((linear.weight == 0).sum()), float(linear.weight.double().sum()))
             for block in decoder_blocks(model)
             for linear in linear_sublayers(block).values()
         ]
 
 
-def zero_counts(model) -> list[int]:
-    """Exact zeros per decoder linear (of the base weight when an adapter is attached)."""
-    with torch.no_grad():
-        return [int((lin.weight == 0).sum()) for b in decoder_blocks(model) for lin in linear_sublayers(b).values()]
-
-
-@torch.no_grad()
-def heldout_perplexity(model, windows: torch.Tensor, batch_size: int, precision: str) -> float:
-    """Perplexity of ``model`` on the held-out training windows (eval mode, the training precision)."""
-    device = model.get_input_embeddings().weight.device
+def heldout_perplexity(model, windows: torch.Tensor, batch_size: int) -> float:
+    """``evaluation.perplexity`` of ``model`` on the held-out windows, in eval mode (no dropout)."""
     was_training = model.training
     model.eval()
-    total = 0.0
-    with _autocast(precision, device):
-        for start in range(0, windows.shape[0], batch_size):
-            batch = windows[start : start + batch_size].to(device)
-            total += float(model(input_ids=batch, labels=batch, use_cache=False).loss) * batch.shape[0]
-    model.train(was_training)
-    return math.exp(total / windows.shape[0])
+    try:
+        return perplexity(model, windows, batch_size, progress=False)["perplexity"]
+    finally:
+        model.train(was_training)
 
 
 # ----------------------------------------------------------------------------------------- training
@@ -258,7 +249,7 @@ def recover(
     precision = resolve_precision(config.precision, device, embeddings.dtype)
     checkpointing = device.type == "cuda" if config.gradient_checkpointing is None else config.gradient_checkpointing
     targets = resolve_targets(model, config.targets)
-    zeros_before, checksum_before = zero_counts(model), base_checksum(model)
+    before = base_state(model)
 
     torch.manual_seed(seed)  # the adapter's initialisation and dropout
     lora = LoraConfig(
@@ -289,7 +280,7 @@ def recover(
     eval_seconds = 0.0
     if evaluate:
         t = time.perf_counter()
-        curve.append({"step": 0, "heldout_perplexity": heldout_perplexity(adapted, heldout_windows, micro, precision)})
+        curve.append({"step": 0, "heldout_perplexity": heldout_perplexity(adapted, heldout_windows, micro)})
         eval_seconds += time.perf_counter() - t
     adapted.train()
     bar = tqdm(range(config.steps), desc="LoRA recovery", unit="step", disable=not progress)
@@ -315,7 +306,7 @@ def recover(
         periodic = config.eval_every and (step + 1) % config.eval_every == 0
         if evaluate and (periodic or step + 1 == config.steps):
             t = time.perf_counter()
-            point["heldout_perplexity"] = heldout_perplexity(adapted, heldout_windows, micro, precision)
+            point["heldout_perplexity"] = heldout_perplexity(adapted, heldout_windows, micro)
             eval_seconds += time.perf_counter() - t
         curve.append(point)
         bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
@@ -324,8 +315,9 @@ def recover(
     adapted.eval()
     seconds = time.perf_counter() - start
 
-    changed = sum(abs(a - b) for a, b in zip(zero_counts(adapted), zeros_before))
-    if changed or base_checksum(adapted) != checksum_before:
+    after = base_state(adapted)
+    changed = sum(abs(a[0] - b[0]) for a, b in zip(after, before))
+    if changed or after != before:
         raise RuntimeError(f"LoRA recovery changed the frozen sparse base ({changed} zeros moved); this is a bug")
     report = {
         "settings": {

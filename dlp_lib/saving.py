@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .cache import atomic_path
 from .config import ConfigError
+from .layers import unwrapped
 from .prune import decoder_sparsity
 
 SPARSITY_FILE = "sparsity.json"
@@ -87,7 +88,7 @@ def save_pruned_model(model, tokenizer, directory: str | Path, record: dict | No
 
 def is_adapted(model) -> bool:
     """Whether ``model`` is a peft model (a pruned base with a LoRA adapter attached)."""
-    return callable(getattr(model, "get_base_model", None)) and hasattr(model, "peft_config")
+    return unwrapped(model) is not model
 
 
 def save_base_weights(adapted, directory: Path) -> None:
