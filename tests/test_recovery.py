@@ -345,3 +345,23 @@ def test_loading_a_recovered_directory_as_a_model_warns_about_the_adapter(tmp_pa
     with caplog.at_level("WARNING", logger="dlp_lib.models"):
         base, _ = load_model(str(tmp_path / "saved"))
     assert "holds a LoRA adapter" in caplog.text and not hasattr(base, "peft_config")
+
+
+@pytest.mark.integration
+def test_zero_shot_after_recovery_scores_the_adapter_model(tmp_path, tiny_model_dir):
+    """The paper profile's path: perplexity, recovery, then lm-eval on the peft model in memory."""
+    from dlp_lib.cli import main
+
+    record_path = tmp_path / "run.json"
+    args = [
+        "--model", str(tiny_model_dir), "--prune_method", "wanda", "--sparsity_ratio", "0.6",
+        "--nsamples", "2", "--seqlen", "32", "--eval_windows", "2", "--lora_steps", "2", "--lora_lr", "1e-2",
+        "--lora_batch_tokens", "64", "--lora_heldout", "2", "--eval_zero_shot", "--tasks", "rte,openbookqa",
+        "--limit", "4", "--zero_shot_batch_size", "4", "--save", str(record_path), "--quiet",
+    ]  # fmt: skip
+    assert main(args) == 0
+    record = json.loads(record_path.read_text())
+    zero = record["zero_shot"]
+    assert zero["model"] == "after LoRA recovery, adapter unmerged"
+    assert set(zero["tasks"]) == {"rte", "openbookqa"} and all(e["n"] == 4 for e in zero["tasks"].values())
+    assert math.isfinite(record["recovery"]["perplexity"]["merged"])
