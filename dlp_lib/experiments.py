@@ -444,10 +444,14 @@ def run_specs(
 
 
 def _headline(record: dict) -> str:
-    """``perplexity 12.3`` and/or ``mean zero-shot acc 0.412``: what a run measured."""
+    """``perplexity 12.3`` (``perplexity 586.6 -> 130.9 after LoRA recovery``) and/or ``mean zero-shot
+    acc 0.412``: what a run measured."""
     parts = []
     if record.get("perplexity"):
         parts.append(f"perplexity {record['perplexity']['perplexity']:.4g}")
+    recovered = (record.get("recovery") or {}).get("perplexity") or {}
+    if recovered.get("adapter") is not None:
+        parts[-1] += f" -> {recovered['adapter']:.4g} after LoRA recovery"
     if record.get("zero_shot"):
         parts.append(f"mean zero-shot acc {record['zero_shot']['mean_acc']:.3f}")
     return ", ".join(parts) or "no evaluation"

@@ -365,3 +365,11 @@ def test_zero_shot_after_recovery_scores_the_adapter_model(tmp_path, tiny_model_
     assert zero["model"] == "after LoRA recovery, adapter unmerged"
     assert set(zero["tasks"]) == {"rte", "openbookqa"} and all(e["n"] == 4 for e in zero["tasks"].values())
     assert math.isfinite(record["recovery"]["perplexity"]["merged"])
+
+
+def test_the_run_log_line_gives_perplexity_before_and_after_recovery():
+    from dlp_lib.experiments import _headline
+
+    record = _recovery_record("dlp", 300.0, 120.0, 130.0)
+    assert _headline(record) == "perplexity 300 -> 120 after LoRA recovery"
+    assert _headline({"perplexity": {"perplexity": 14.61}}) == "perplexity 14.61"
