@@ -7,13 +7,21 @@ import torch
 
 def per_row_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Prune exactly ``int(d_in * sparsity)`` lowest-scoring weights in every output row (Wanda's
-    comparison group). Ties are broken by column order (stable sort), so the mask is deterministic."""
+    comparison group). Ties are broken by column order (stable sort), so the mask is deterministic.
+
+    Computed with a selection instead of the reference's full stable sort (about 2x faster on a
+    CPU): every score below the row's k-th smallest, then the leftmost of those equal to it, which
+    is exactly the first ``k`` indices of the stable sort. Rows with NaN take the sort itself."""
     k = int(score.shape[1] * sparsity)
-    mask = torch.zeros_like(score, dtype=torch.bool)
-    if k > 0:
+    if k == 0:
+        return torch.zeros_like(score, dtype=torch.bool)
+    if score.device.type == "mps" or not bool(torch.isfinite(score).all()):
         order = torch.sort(score, dim=1, stable=True).indices[:, :k]
-        mask.scatter_(1, order, True)
-    return mask
+        return torch.zeros_like(score, dtype=torch.bool).scatter_(1, order, True)
+    kth = torch.kthvalue(score, k, dim=1, keepdim=True).values
+    below = score < kth
+    tied = score == kth
+    return below | (tied & (tied.cumsum(dim=1) <= k - below.sum(dim=1, keepdim=True)))
 
 
 def whole_matrix_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:

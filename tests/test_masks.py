@@ -46,6 +46,33 @@ def test_per_row_mask_prunes_exactly_int_din_s_lowest_per_row(shape, sparsity):
         assert (pruned_max < kept_min).all()
 
 
+def _stable_sort_mask(score, sparsity):
+    """The reference code's definition: the first int(d_in * s) indices of a stable sort per row."""
+    k = int(score.shape[1] * sparsity)
+    order = torch.sort(score, dim=1, stable=True).indices[:, :k]
+    return torch.zeros_like(score, dtype=torch.bool).scatter_(1, order, True)
+
+
+@pytest.mark.parametrize("sparsity", [0.01, 0.3, 0.5, 0.7, 0.8, 0.99])
+@pytest.mark.parametrize("levels", [3, 50, None])
+def test_per_row_mask_equals_the_stable_sort_bit_for_bit(sparsity, levels):
+    """The selection-based mask is the stable sort's, also with many ties (scores on a few levels)."""
+    g = torch.Generator().manual_seed(levels or 0)
+    score = torch.rand(64, 96, generator=g)
+    if levels:
+        score = (score * levels).floor()
+    assert torch.equal(per_row_mask(score, sparsity), _stable_sort_mask(score, sparsity))
+
+
+def test_per_row_mask_rows_with_nan_or_inf_follow_the_stable_sort():
+    score = _rand(4, 12, seed=5)
+    score[1, 3] = float("nan")  # a stable sort puts NaN last: it is never pruned before finite scores
+    score[2, 0] = float("inf")
+    score[3, 5] = float("-inf")
+    assert torch.equal(per_row_mask(score, 0.5), _stable_sort_mask(score, 0.5))
+    assert not per_row_mask(score, 0.5)[1, 3]
+
+
 # ------------------------------------------------------------------------------ whole_matrix_mask (magnitude)
 def test_whole_matrix_mask_hand_case_prunes_one_more_than_int_numel_s():
     score = torch.tensor([[0.5, 0.1, 0.8, 0.3], [0.7, 0.2, 0.6, 0.4]])
