@@ -92,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="DLP's block statistic: mean (the code) or median (the paper) (default: mean)",
     )
     g.add_argument(
-        "--graph_string", default=None, help="DSA's allocation expression (default: W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7))"
+        "--graph_string",
+        "--dsa_graph",
+        dest="graph_string",
+        default=None,
+        help="DSA's allocation expression, e.g. one found by dlp-search (default: W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7))",
     )
     g.add_argument(
         "--clip_densities", action="store_true", help="clip an allocation that leaves (0, 1] instead of refusing it"

@@ -39,6 +39,7 @@ from .cache import stable_hash, write_json_atomic
 from .config import ConfigError, PruneConfig, parse_sparsity_type
 from .recovery import RecoveryConfig
 from .results import config_key, load_record, record_path, save_record
+from .search import FitnessSettings, ProxyFitness, SearchConfig, search
 from .zeroshot import PAPER_TASKS
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,22 @@ _DEFAULTS = dict(
             "eval_every": 4,
         },
     },
+    # DSA's allocation search (dlp_lib.search; run by notebook 03 for its DSA rows, shown by notebook 10):
+    # evolution over allocation expressions with `method` at the main sparsity; a candidate's fitness is
+    # its perplexity on `windows` search windows of the calibration side after pruning with `nsamples` x
+    # `seqlen` calibration windows (a proxy of the table's runs, ~6 s a candidate here). `proxy_check`
+    # candidates are then also run with the table's settings, to measure how well the proxy ranks them.
+    # Other SearchConfig fields (elite, tournament, crossover, mutation, max_pre, max_post) may be set.
+    dsa_search={
+        "method": "wanda",
+        "population": 10,
+        "generations": 6,
+        "seed": 0,
+        "nsamples": 4,
+        "seqlen": 128,
+        "windows": 8,
+        "proxy_check": 8,
+    },
 )
 
 PROFILES: dict[str, dict] = {
@@ -169,6 +186,16 @@ PROFILES: dict[str, dict] = {
                 "heldout_windows": 2,
                 "eval_every": 1,
             },
+        },
+        dsa_search={
+            "method": "wanda",
+            "population": 4,
+            "generations": 2,
+            "seed": 0,
+            "nsamples": 2,
+            "seqlen": 64,
+            "windows": 2,
+            "proxy_check": 3,
         },
         seeds=[0, 1],
         float_sensitivity={
@@ -208,6 +235,17 @@ PROFILES: dict[str, dict] = {
             "zero_shot": True,
             "settings": {"seqlen": 1024, "data": "c4"},
         },
+        # DSA's own scale is population 100 x 2000 iterations; here 20 x 15 (~4 GPU-hours on LLaMA-2-7B)
+        dsa_search={
+            "method": "wanda",
+            "population": 20,
+            "generations": 15,
+            "seed": 0,
+            "nsamples": 32,
+            "seqlen": 2048,
+            "windows": 16,
+            "proxy_check": 10,
+        },
         seeds=[0, 1, 2, 3, 4],
         float_sensitivity={
             "cells": [
@@ -243,7 +281,7 @@ def profile(name: str, **overrides) -> dict:
 
 # --------------------------------------------------------------------------------- labels and naming
 METHOD_NAMES = {"dense": "Dense", "magnitude": "Magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
-ALLOCATION_NAMES = {"none": "–", "uniform": "Uniform", "owl": "OWL", "dlp": "DLP", "dsa": "DSA"}
+ALLOCATION_NAMES = {"none": "–", "uniform": "Uniform", "owl": "OWL", "dlp": "DLP", "dsa": "DSA (searched)"}
 ALLOCATION_COLORS = {"uniform": "#7f7f7f", "owl": "#1f77b4", "dlp": "#d62728", "dsa": "#2ca02c"}
 HYPER_NAMES = {"dlp_alpha": "DLP α", "owl_lambda": "OWL λ (Lamda)", "owl_m": "OWL M (outlier threshold)"}
 HYPER_ALLOCATION = {"dlp_alpha": "dlp", "owl_lambda": "owl", "owl_m": "owl"}
@@ -486,14 +524,23 @@ def dense_spec(prof: dict) -> dict:
     return {"method": None}
 
 
-def main_specs(prof: dict, methods: list[str] | None = None) -> list[dict]:
+def main_specs(prof: dict, methods: list[str] | None = None, dsa_graph: str | None = None) -> list[dict]:
     """Dense, then every pruner (default: the profile's main methods) x allocation at the main
-    sparsity (unstructured)."""
+    sparsity (unstructured); with ``dsa_graph`` (the searched expression, ``dsa_search``) each pruner
+    also gets a DSA row."""
     s = prof["main_sparsity"]
     methods = prof["main_methods"] if methods is None else methods
-    return [dense_spec(prof)] + [
-        {"method": m, "sparsity": s, "allocation": a} for m in methods for a in prof["allocations"]
-    ]
+    specs = [dense_spec(prof)]
+    for m in methods:
+        specs += [{"method": m, "sparsity": s, "allocation": a} for a in prof["allocations"]]
+        if dsa_graph is not None:
+            specs.append({"method": m, "sparsity": s, "allocation": "dsa", "dsa_graph": dsa_graph})
+    return specs
+
+
+def table_allocations(prof: dict) -> list[str]:
+    """The allocations of the main table, in order: the profile's, then DSA (the searched expression)."""
+    return [*prof["allocations"], "dsa"]
 
 
 def uses_calibration(method: str | None, allocation: str | None) -> bool:
@@ -605,6 +652,148 @@ def zero_shot_specs(prof: dict) -> list[dict]:
     return main_specs(prof, prof["zero_shot"]["methods"])
 
 
+# ------------------------------------------------------------------------------- DSA's allocation search
+SEARCH_FIELDS = tuple(f.name for f in dataclasses.fields(SearchConfig))
+_ALLOCATION_HYPER = {"uniform": (), "owl": ("owl_lambda", "owl_m"), "dlp": ("dlp_alpha", "dlp_statistic")}
+
+
+def dsa_search_settings(prof: dict) -> tuple[FitnessSettings, SearchConfig]:
+    """The fitness and the evolution of ``prof["dsa_search"]``: the profile's model, calibration source,
+    seed, DSA width and main sparsity; the search's own (smaller) windows."""
+    setting = prof["dsa_search"]
+    fitness = FitnessSettings(
+        model=prof["model"],
+        method=setting["method"],
+        sparsity=float(prof["main_sparsity"]),
+        dsa_lambda=float(prof["dsa_lambda"]),
+        calibration=prof["calibration"],
+        nsamples=setting["nsamples"],
+        seqlen=setting["seqlen"],
+        windows=setting["windows"],
+        seed=prof["seed"],
+        batch_size=prof["batch_size"],
+        eval_batch_size=prof["eval_batch_size"],
+        device=prof["device"],
+        dtype=prof["dtype"],
+        trust_remote_code=prof["trust_remote_code"],
+    )
+    return fitness, SearchConfig(**{k: v for k, v in setting.items() if k in SEARCH_FIELDS})
+
+
+def dsa_search(prof: dict, results_dir: str | os.PathLike = "results", progress: bool = False) -> dict:
+    """The profile's DSA search (``dlp_lib.search``), run once and kept in
+    ``results_dir/dsa_search/<settings hash>.json``; its candidates are also cached one by one (under
+    ``$DLP_CACHE_DIR/dsa_search``), so an interrupted search resumes. Besides the search result
+    (``best``, ``candidates``, ``history``), ``references`` has the same proxy fitness for the
+    profile's allocations (Uniform, OWL, DLP) and ``settings`` the fitness settings."""
+    fitness_settings, config = dsa_search_settings(prof)
+    key = stable_hash({"fitness": fitness_settings.to_dict(), "search": config.to_dict()})
+    path = Path(results_dir) / "dsa_search" / f"{key}.json"
+    try:
+        stored = json.loads(path.read_text())
+        if stored["settings"] == fitness_settings.to_dict() and stored["config"] == config.to_dict():
+            return stored
+        log.warning("ignoring mismatched search result %s; searching again", path)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # missing or unreadable: search (cached candidates are reused)
+    fitness = ProxyFitness(fitness_settings, progress=progress)
+    result = search(fitness, config, progress=progress).to_dict()
+    result["settings"] = fitness_settings.to_dict()
+    result["references"] = {
+        a: fitness.allocation_fitness(a, **{h: prof[h] for h in _ALLOCATION_HYPER[a]}).to_dict()
+        for a in prof["allocations"]
+    }
+    write_json_atomic(path, result)
+    return result
+
+
+def searched_graph(result: dict) -> str | None:
+    """The best expression of a search, or None if every candidate was invalid."""
+    best = result["best"]
+    return best["expression"] if best.get("fitness") is not None else None
+
+
+def search_history(result: dict) -> pd.DataFrame:
+    """Per generation: best so far, best and median of the population (NaN: invalid), counts."""
+    frame = pd.DataFrame(result["history"])
+    for column in ("best", "generation_best", "median"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame
+
+
+def search_candidates(result: dict) -> pd.DataFrame:
+    """Every evaluated expression, best first: proxy fitness (NaN if invalid, with its reason), the
+    generation it was born in, and the earlier expression whose densities it shares, if any."""
+    frame = pd.DataFrame(result["candidates"])
+    frame["fitness"] = pd.to_numeric(frame["fitness"], errors="coerce")
+    columns = ["rank", "expression", "fitness", "generation", "shared_with", "reason", "seconds"]
+    return frame[columns]
+
+
+def proxy_check_picks(result: dict, count: int) -> list[dict]:
+    """``count`` valid candidates with distinct densities, evenly spread over the proxy ranking, the
+    best and the worst included (all of them when there are fewer)."""
+    distinct = [c for c in result["candidates"] if c.get("fitness") is not None and not c.get("shared_with")]
+    distinct.sort(key=lambda c: c["rank"])
+    if len(distinct) <= count:
+        return distinct
+    step = (len(distinct) - 1) / (count - 1)
+    return [distinct[round(i * step)] for i in range(count)]
+
+
+def dsa_proxy_check(prof: dict, result: dict, results_dir: str | os.PathLike = "results") -> pd.DataFrame:
+    """How well the search's proxy fitness ranks allocations: the picked candidates
+    (``proxy_check_picks``) and the profile's allocations, each with its proxy fitness and its
+    perplexity in a run with the table's settings (profile seed; cached like every run)."""
+    method, s = prof["dsa_search"]["method"], prof["main_sparsity"]
+    picks = proxy_check_picks(result, prof["dsa_search"]["proxy_check"])
+    rows = []
+    specs = [{"method": method, "sparsity": s, "allocation": "dsa", "dsa_graph": c["expression"]} for c in picks]
+    for candidate, record in zip(picks, run_specs(prof, specs, results_dir)):
+        rows.append(
+            {
+                "kind": "searched",
+                "allocation": candidate["expression"],
+                "proxy": candidate["fitness"],
+                "proxy_rank": candidate["rank"],
+                "perplexity": record["perplexity"]["perplexity"],
+            }
+        )
+    references = [{"method": method, "sparsity": s, "allocation": a} for a in prof["allocations"]]
+    for spec, record in zip(references, run_specs(prof, references, results_dir)):
+        proxy = result["references"][spec["allocation"]]["fitness"]
+        rows.append(
+            {
+                "kind": "reference",
+                "allocation": ALLOCATION_NAMES[spec["allocation"]],
+                "proxy": proxy,
+                "proxy_rank": None,
+                "perplexity": record["perplexity"]["perplexity"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def table_block_sparsity(records: list[dict], prof: dict, method: str) -> pd.DataFrame:
+    """Per-block target sparsity (rows: blocks) of each allocation (columns) of ``method``'s main-table
+    runs at the main sparsity on the profile's seed."""
+    columns = {}
+    for record in records:
+        row = record_row(record)
+        if (row["method"], row["sparsity"], row["seed"]) == (method, prof["main_sparsity"], prof["seed"]):
+            if row["sparsity_type"] == "unstructured" and not row["perturb"]:
+                columns.setdefault(row["allocation"], record["pruning"]["block_targets"])
+    frame = pd.DataFrame(columns)
+    frame.index.name = "block"
+    return frame
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation (average ranks for ties): the Pearson correlation of the ranks."""
+    x, y = pd.Series(list(x), dtype=float).rank(), pd.Series(list(y), dtype=float).rank()
+    return float(x.corr(y))
+
+
 # rough seconds per run of the quick profile on a 2-core CPU (AMD EPYC, AVX2), for planning only:
 # "dense" is one perplexity evaluation; "zero_shot" replaces it in a run that evaluates zero-shot
 # accuracy instead (7 tasks, limit 16); "lora_1k_tokens" is LoRA recovery per 1024 training tokens (a
@@ -612,11 +801,12 @@ def zero_shot_specs(prof: dict) -> list[dict]:
 # environment and the notebooks' kernels
 QUICK_SECONDS = {
     "dense": 14,
-    "magnitude": 18,
-    "wanda": 33,
-    "sparsegpt": 78,
+    "magnitude": 16,
+    "wanda": 24,
+    "sparsegpt": 45,
     "zero_shot": 48,
     "lora_1k_tokens": 8.4,
+    "dsa_candidate": 7,
     "setup": 400,
 }
 
@@ -645,7 +835,20 @@ def estimate_seconds(prof: dict, seconds: dict | None = None) -> float:
         if config.recovery is not None:  # training, and the adapter's and the merged model's perplexity
             tokens = config.recovery.steps * config.recovery.batch_tokens
             total += seconds["lora_1k_tokens"] * tokens / 1024 + 2 * seconds["dense"]
-    return total
+    return total + dsa_search_seconds(prof, seconds)
+
+
+def dsa_search_seconds(prof: dict, seconds: dict | None = None) -> float:
+    """Rough wall time of the DSA search and the runs it adds: every candidate (an upper bound: some
+    share densities and cost nothing), the DSA row of each main pruner on every seed, and the proxy check
+    (its best candidate is the DSA row's run on the profile seed)."""
+    seconds = seconds or QUICK_SECONDS
+    setting = prof["dsa_search"]
+    _, config = dsa_search_settings(prof)
+    search = seconds["dsa_candidate"] * config.evaluations()
+    rows = sum(seconds[m] for m in prof["main_methods"]) * len(prof["seeds"])
+    check = seconds[setting["method"]] * (setting["proxy_check"] - 1)
+    return search + rows + check
 
 
 # --------------------------------------------------------------------------------- records -> frames

@@ -20,6 +20,7 @@ from .experiments import (
     data_tag,
     owl_column,
     percent,
+    table_allocations,
 )
 from .reports import format_perplexity
 
@@ -151,7 +152,7 @@ def plot_main_table(numbers: pd.DataFrame, prof: dict):
     _style()
     data = numbers[numbers["method"] != "dense"]
     methods = [m for m in prof["main_methods"] if m in set(data["method"])]
-    allocations = prof["allocations"]
+    allocations = [a for a in table_allocations(prof) if a in set(data["allocation"])]
     dense = numbers.loc[numbers["method"] == "dense", "perplexity"]
     fig, ax = plt.subplots(figsize=(9, 5))
     width = 0.8 / len(allocations)
@@ -418,5 +419,71 @@ def plot_recovery(curves: pd.DataFrame, runs: pd.DataFrame, prof: dict, dense: f
         right.legend(loc="upper right")
     fig.suptitle(f"LoRA recovery at {percent(prof['main_sparsity'])} sparsity — {data_tag(prof)}", fontsize=11)
     _finish_axes(fig)
+    fig.tight_layout()
+    return fig
+
+
+def plot_dsa_search(history: pd.DataFrame, references: dict, blocks: pd.DataFrame, check: pd.DataFrame, prof: dict):
+    """DSA's search in three panels: (a) proxy fitness per generation (best so far, the generation's
+    best and median) with the profile's allocations' proxy fitness as lines; (b) per-block sparsity of
+    the searched expression beside OWL and DLP (the table's runs, ``blocks``: block x allocation); (c)
+    proxy fitness against the perplexity with the table's settings (``dsa_proxy_check``)."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(17, 4.8), gridspec_kw={"width_ratios": [1.1, 1.3, 1.0]})
+    generations = history["generation"] + 1
+    a.plot(generations, history["best"], marker="o", color=ALLOCATION_COLORS["dsa"], label="best so far")
+    a.plot(
+        generations, history["generation_best"], linestyle=":", color=ALLOCATION_COLORS["dsa"], label="generation best"
+    )
+    a.plot(generations, history["median"], marker="s", color="#8c8c8c", label="generation median")
+    for allocation, candidate in references.items():
+        if candidate.get("fitness") is not None:
+            a.axhline(
+                candidate["fitness"],
+                color=ALLOCATION_COLORS[allocation],
+                linestyle="--",
+                linewidth=1,
+                label=f"{ALLOCATION_NAMES[allocation]} (same proxy)",
+            )
+    a.set_yscale("log")
+    a.set_xlabel("generation")
+    a.set_ylabel("proxy perplexity (search windows, log)")
+    a.set_title("(a) search progress", fontsize=10)
+    a.legend(fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+
+    a.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+    for allocation in [x for x in ("uniform", "owl", "dlp", "dsa") if x in blocks]:
+        style = dict(marker="o", markersize=3.5) if allocation != "uniform" else dict(linestyle="--")
+        b.plot(
+            blocks.index,
+            100 * blocks[allocation],
+            color=ALLOCATION_COLORS[allocation],
+            label=ALLOCATION_NAMES[allocation],
+            **style,
+        )
+    b.set_xlabel("decoder block index")
+    b.set_ylabel("block sparsity (%)")
+    b.set_title(f"(b) per-block sparsity at {percent(prof['main_sparsity'])} (seed {prof['seed']})", fontsize=10)
+    b.legend(fontsize=8)
+    b.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+    searched = check[check["kind"] == "searched"]
+    c.scatter(searched["proxy"], searched["perplexity"], color=ALLOCATION_COLORS["dsa"], label="searched expressions")
+    refs = check[check["kind"] == "reference"]
+    names = {v: k for k, v in ALLOCATION_NAMES.items()}
+    for _, row in refs.iterrows():
+        color = ALLOCATION_COLORS.get(names.get(row["allocation"]), "black")
+        c.scatter([row["proxy"]], [row["perplexity"]], color=color, marker="D", label=row["allocation"])
+    c.set_xscale("log")
+    c.set_yscale("log")
+    c.set_xlabel("proxy perplexity (search windows)")
+    c.set_ylabel("perplexity, table settings")
+    c.set_title("(c) proxy vs the table's evaluation", fontsize=10)
+    c.legend(fontsize=8)
+    fig.suptitle(f"DSA allocation search — {data_tag(prof)}", fontsize=11)
     fig.tight_layout()
     return fig

@@ -25,6 +25,7 @@ from .experiments import (
     seeded,
     source_name,
     stored_runs,
+    table_allocations,
 )
 from .results import config_key, machine_label
 from .spread import (
@@ -156,7 +157,7 @@ def main_table_runs(frame: pd.DataFrame, prof: dict) -> pd.DataFrame:
     parts = [frame[frame["method"] == "dense"].head(1).assign(allocation="none")]
     for method in prof["main_methods"]:
         sub = frame[(frame["method"] == method) & (frame["sparsity"] == prof["main_sparsity"])]
-        sub = _ordered(sub.sort_values("seed", kind="stable"), "allocation", prof["allocations"])
+        sub = _ordered(sub.sort_values("seed", kind="stable"), "allocation", table_allocations(prof))
         parts.append(sub.drop_duplicates(["allocation", "seed"]))
     runs = pd.concat(parts, ignore_index=True)
     columns = ["method", "allocation", "sparsity", "seed", "uses_calibration", "perplexity", "achieved_sparsity"]
@@ -217,7 +218,7 @@ def orderings(runs: pd.DataFrame, prof: dict, methods=None, value: str = "perple
     (``spread.ordering_sentence``), from per-seed runs (``main_table_runs`` or zero-shot runs)."""
     out = {}
     for method in methods or prof["main_methods"]:
-        sub = runs[(runs["method"] == method) & runs["allocation"].isin(prof["allocations"])]
+        sub = runs[(runs["method"] == method) & runs["allocation"].isin(table_allocations(prof))]
         if sub["allocation"].nunique() < 2:
             continue
         values = per_seed_values(sub, "allocation", value)
@@ -233,7 +234,23 @@ def main_table_caption(prof: dict, records: list[dict] = ()) -> str:
         f"range; n = runs. {BOLD_RULE} Model {model_name(prof)}, evaluation on "
         f"{source_name(prof['eval'], long=True)}, calibration {prof['nsamples']}×{prof['seqlen']} tokens of "
         f"{source_name(prof['calibration'])}; profile '{prof.get('name')}'. Sparsity = achieved; Pruning = "
-        f"seconds of the pruning pass. Machine: {machine_of(records)}."
+        f"seconds of the pruning pass.{dsa_note(prof, records)} Machine: {machine_of(records)}."
+    )
+
+
+def dsa_note(prof: dict, records: list[dict]) -> str:
+    """A sentence on the DSA rows, if any: which expression, found how."""
+    prunes = [r["config"].get("prune") or {} for r in records]
+    graphs = sorted({p["dsa_graph"] for p in prunes if p.get("allocation") == "dsa"})
+    if not graphs:
+        return ""
+    search = prof["dsa_search"]
+    return (
+        f" DSA (searched): the allocation expression {', '.join(f'`{g}`' for g in graphs)} found by our evolutionary "
+        f"search (notebook 10: {METHOD_NAMES[search['method']]} at {percent(prof['main_sparsity'])}, population "
+        f"{search['population']} × {search['generations']} generations, fitness = perplexity on {search['windows']} "
+        f"calibration-side windows of {search['seqlen']} tokens), applied to every pruner with λ = "
+        f"{prof['dsa_lambda']:g}."
     )
 
 
@@ -680,4 +697,79 @@ def recovery_caption(prof: dict, records: list[dict]) -> str:
         "before-recovery reproduction tolerance of the cell (the recovery's own float noise is not measured), "
         "and an ordering is claimed only where the gap exceeds it. "
         f"Model {model_name(prof)}; profile '{prof.get('name')}'. Machine: {machine_of(records)}."
+    )
+
+
+# ---------------------------------------------------------------------------------- DSA search (10)
+def dsa_versus(runs: pd.DataFrame, prof: dict, method: str, tolerances: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The searched DSA row against each other allocation of ``method`` in the main table's runs
+    (``main_table_runs``): means, the ratio, in how many seeds DSA is better on the same calibration
+    windows, whether the min–max ranges over seeds are apart, and whether the gap of the means exceeds
+    the cell's reproduction tolerance. An empty frame if there is no DSA row."""
+    sub = runs[runs["method"] == method]
+    if "dsa" not in set(sub["allocation"]):
+        return pd.DataFrame()
+    values = per_seed_values(sub, "allocation")
+    tol = math.nan
+    if tolerances is not None and len(tolerances):
+        tol = lookup_tolerance(tolerances, method, prof["main_sparsity"])[0]
+    dsa = values["dsa"]
+    rows = []
+    for other in [a for a in prof["allocations"] if a in values]:
+        theirs = values[other]
+        both = dsa.notna() & theirs.notna()
+        gap = math.log(theirs.mean() / dsa.mean())  # > 0: DSA is better
+        rows.append(
+            {
+                "method": method,
+                "versus": other,
+                "perplexity": float(theirs.mean()),
+                "dsa_perplexity": float(dsa.mean()),
+                "ratio": float(theirs.mean() / dsa.mean()),
+                "dsa_better_seeds": int((dsa[both] < theirs[both]).sum()),
+                "seeds": int(both.sum()),
+                "ranges_apart": bool(dsa.max() < theirs.min() or theirs.max() < dsa.min()),
+                "tolerance_pct": 100.0 * (math.exp(tol) - 1.0) if math.isfinite(tol) else math.nan,
+                "beyond_tolerance": bool(math.isfinite(tol) and abs(gap) > tol),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def dsa_verdicts(versus: pd.DataFrame) -> list[str]:
+    """One sentence per comparison of ``dsa_versus``: who is better, by how much, and whether that is
+    beyond the spread over seeds and beyond the reproduction tolerance (only then a claim)."""
+    lines = []
+    for _, r in versus.iterrows():
+        name = ALLOCATION_NAMES[r["versus"]]
+        better = r["dsa_perplexity"] < r["perplexity"]
+        percent_gap = 100.0 * abs(r["dsa_perplexity"] / r["perplexity"] - 1.0)  # relative to the other allocation
+        head = (
+            f"DSA (searched) {'beats' if better else 'does not beat'} {name}: {format_perplexity(r['dsa_perplexity'])} "
+            f"vs {format_perplexity(r['perplexity'])} ({percent_gap:.0f}% {'lower' if better else 'higher'}); "
+            f"DSA better in {r['dsa_better_seeds']} of {r['seeds']} seeds"
+        )
+        spread = "min–max ranges apart" if r["ranges_apart"] else "min–max ranges overlap"
+        tol = (
+            f"{'beyond' if r['beyond_tolerance'] else 'within'} the {format_tolerance(r['tolerance_pct'])} "
+            "reproduction tolerance"
+            if math.isfinite(r["tolerance_pct"])
+            else "no tolerance measured"
+        )
+        claim = "an ordering" if r["ranges_apart"] and r["beyond_tolerance"] else "no claimed ordering"
+        lines.append(f"{head}; {spread}, {tol}: {claim}.")
+    return lines
+
+
+def proxy_check_caption(prof: dict, check: pd.DataFrame, rho_searched: float, rho_all: float) -> str:
+    search = prof["dsa_search"]
+    searched = int((check["kind"] == "searched").sum())
+    return (
+        f"Proxy check: {searched} searched expressions spread over the search's ranking, and the profile's "
+        f"allocations, each with its proxy fitness (perplexity on {search['windows']} calibration-side windows of "
+        f"{search['seqlen']} tokens after pruning with {search['nsamples']} calibration windows of {search['seqlen']}) "
+        f"and its perplexity with the table's settings ({prof['nsamples']}×{prof['seqlen']} calibration, "
+        f"{prof['eval_windows'] or 'all'} evaluation windows of {prof['seqlen']}, seed {prof['seed']}). Spearman "
+        f"rank correlation: {rho_searched:.2f} over the searched expressions, {rho_all:.2f} with the allocations "
+        f"added. Model {model_name(prof)}; profile '{prof.get('name')}'."
     )

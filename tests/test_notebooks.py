@@ -62,6 +62,15 @@ EXPECTED = {
         "lora_recovery_curves.csv",
         "lora_recovery.png",
     ],
+    "10_dsa_search": [
+        "dsa_search.csv",
+        "dsa_search.md",
+        "dsa_search_candidates.csv",
+        "dsa_proxy_check.csv",
+        "dsa_proxy_check.md",
+        "dsa_versus.csv",
+        "dsa_search.png",
+    ],
 }
 
 
@@ -118,8 +127,11 @@ def test_notebooks_run_in_order_with_the_smoke_profile(tmp_path):
     prof = ex.profile("smoke")
     table = pd.read_csv(tmp_path / "main_table.csv")
     assert table["method"].iloc[0] == "dense"
-    assert len(table) == 1 + len(prof["main_methods"]) * len(prof["allocations"])
-    assert table["perplexity"].notna().all() and table["n"].tolist() == [1] + [len(prof["seeds"])] * 3
+    # every pruner x allocation, then the searched DSA expression (notebook 03 runs the search)
+    assert len(table) == 1 + len(prof["main_methods"]) * (len(prof["allocations"]) + 1)
+    assert table["allocation"].tolist()[1:] == ["uniform", "owl", "dlp", "dsa"]
+    assert table["perplexity"].notna().all() and table["n"].tolist() == [1] + [len(prof["seeds"])] * 4
+    assert "DSA (searched)" in (tmp_path / "main_table.md").read_text()
     runs = pd.read_csv(tmp_path / "main_table_runs.csv")
     for _, row in table.iloc[1:].iterrows():
         cell = runs[(runs["method"] == row["method"]) & (runs["allocation"] == row["allocation"])]
@@ -162,6 +174,18 @@ def test_notebooks_run_in_order_with_the_smoke_profile(tmp_path):
     assert zero_shot["mean_acc"].between(0, 1).all() and zero_shot["perplexity"].notna().all()
     assert zero_shot["achieved_sparsity"].iloc[1:].between(0.69, 0.71).all()
     assert "first 2 examples" in (tmp_path / "zero_shot.md").read_text()
+
+    # the DSA search: its expression is the main table's DSA row; the proxy checked against the table's
+    # settings on the searched candidates and the profile's allocations
+    history = pd.read_csv(tmp_path / "dsa_search.csv")
+    assert history["generation"].tolist() == list(range(prof["dsa_search"]["generations"]))
+    best = history["best_expression"].iloc[-1]
+    dsa_runs = [r for r in rows if r["allocation"] == "dsa"][0]["runs"]
+    assert {r["config"]["prune"]["dsa_graph"] for r in dsa_runs} == {best}
+    check = pd.read_csv(tmp_path / "dsa_proxy_check.csv")
+    assert (check["kind"] == "reference").sum() == len(prof["allocations"]) and (check["kind"] == "searched").sum() >= 1
+    assert check[["proxy", "perplexity"]].notna().all().all()
+    assert "Spearman rank correlation" in (tmp_path / "dsa_proxy_check.md").read_text()
 
 
 # ----------------------------------------------------------------------------------- cached_run

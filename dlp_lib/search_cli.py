@@ -1,0 +1,188 @@
+"""Command line of DSA's allocation search (``dlp_lib.search``).
+
+Examples::
+
+    dlp-search --population 10 --generations 6 --nsamples 4 --seqlen 128 --search_windows 8
+    dlp-search --model meta-llama/Llama-2-7b-hf --calibration c4 --nsamples 32 --seqlen 2048 \\
+        --population 20 --generations 15 --save out/dsa_search.json
+
+It prints the best expression and the ``dlp-prune`` command that applies it. Every setting is checked
+before the model is loaded; an invalid one exits with status 2 and a one-line message on stderr.
+Candidates are cached under ``$DLP_CACHE_DIR/dsa_search``: a killed search, run again with the same
+flags, reads what it had evaluated and carries on; the same ``--seed`` gives the same result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .cli import _check_device, _one_line
+
+PROG = "dlp-search"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .search import DSA_README_GRAPH
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Evolutionary search over DSA allocation expressions: fitness = the pruned model's "
+        "perplexity on search windows of the calibration side (never the evaluation text).",
+    )
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default="smollm2-135m", help="as dlp-prune's --model (default: %(default)s)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    g.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16 (default: %(default)s)")
+    g.add_argument("--trust_remote_code", action="store_true", help="let transformers run the model's own code")
+
+    g = parser.add_argument_group("fitness (one pruning and one short evaluation per candidate)")
+    g.add_argument("--prune_method", default="wanda", help="magnitude, wanda or sparsegpt (default: %(default)s)")
+    g.add_argument("--sparsity_ratio", type=float, default=0.7, help="fraction of zeros (default: %(default)s)")
+    g.add_argument("--Lamda", type=float, default=0.08, help="DSA's density half-range lambda (default: %(default)s)")
+    g.add_argument("--calibration", default="wiki-extracts", help="as dlp-prune's --calibration (default: %(default)s)")
+    g.add_argument("--nsamples", type=int, default=128, help="calibration windows (default: %(default)s)")
+    g.add_argument("--seqlen", type=int, default=2048, help="tokens per window (default: %(default)s)")
+    g.add_argument(
+        "--search_windows", type=int, default=16, help="calibration-side windows the fitness is measured on (16)"
+    )
+    g.add_argument("--calibration_seed", type=int, default=0, help="seed of the calibration and search windows (0)")
+    g.add_argument("--batch_size", type=int, default=8, help="calibration windows per forward (default: %(default)s)")
+    g.add_argument("--eval_batch_size", type=int, default=4, help="search windows per forward (default: %(default)s)")
+
+    g = parser.add_argument_group("evolution")
+    g.add_argument("--population", type=int, default=16, help="expressions per generation (default: %(default)s)")
+    g.add_argument("--generations", type=int, default=10, help="generations (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the evolution (default: %(default)s)")
+    g.add_argument("--elite", type=int, default=2, help="best expressions kept as they are (default: %(default)s)")
+    g.add_argument("--tournament", type=int, default=3, help="tournament size of selection (default: %(default)s)")
+    g.add_argument("--crossover", type=float, default=0.5, help="probability of a crossover (default: %(default)s)")
+    g.add_argument("--mutation", type=float, default=0.2, help="probability of a mutation (default: %(default)s)")
+    g.add_argument("--max_pre", type=int, default=2, help="most pre-process ops (default: %(default)s)")
+    g.add_argument("--max_post", type=int, default=2, help="most transforms (default: %(default)s)")
+    g.add_argument(
+        "--initial",
+        action="append",
+        default=None,
+        help=f"an expression of the first generation; repeatable (default: {DSA_README_GRAPH})",
+    )
+
+    g = parser.add_argument_group("output")
+    g.add_argument("--save", default=None, help="write the search result (every candidate, history) as JSON here")
+    g.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    return parser
+
+
+def build_settings(args):
+    """Validate every flag and return ``(FitnessSettings, SearchConfig, save path or None)``."""
+    from .config import ConfigError
+    from .data import check_source
+    from .models import check_model_spec, resolve_dtype
+    from .search import DSA_README_GRAPH, FitnessSettings, SearchConfig
+
+    resolve_dtype(args.dtype)
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    _check_device(args.device)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {args.device!r} requested but CUDA is not available; use --device cpu")
+    fitness = FitnessSettings(
+        model=args.model,
+        method=args.prune_method.lower(),
+        sparsity=args.sparsity_ratio,
+        dsa_lambda=args.Lamda,
+        calibration=args.calibration,
+        nsamples=args.nsamples,
+        seqlen=args.seqlen,
+        windows=args.search_windows,
+        seed=args.calibration_seed,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
+    config = SearchConfig(
+        population=args.population,
+        generations=args.generations,
+        seed=args.seed,
+        elite=args.elite,
+        tournament=args.tournament,
+        crossover=args.crossover,
+        mutation=args.mutation,
+        max_pre=args.max_pre,
+        max_post=args.max_post,
+        initial=tuple(args.initial) if args.initial else (DSA_README_GRAPH,),
+    )
+    check_model_spec(fitness.model)
+    check_source(fitness.calibration)
+    save = None
+    if args.save:
+        save = Path(args.save).expanduser()
+        if save.is_dir():
+            raise ConfigError(f"--save {save} is a directory; give a file path such as {save / 'dsa_search.json'}")
+        parent = next((p for p in [save.parent, *save.parent.parents] if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise ConfigError(f"cannot write the result to {save}: {parent} is a file")
+    return fitness, config, save
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the search; returns the exit status (0 ok, 2 invalid settings)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    from .config import ConfigError
+
+    try:
+        fitness_settings, config, save = build_settings(args)
+    except ConfigError as err:
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+    from .search import ProxyFitness, save_result, search
+
+    try:
+        fitness = ProxyFitness(fitness_settings, progress=not args.quiet)
+        result = search(fitness, config, progress=not args.quiet)
+    except ConfigError as err:  # found once the model is known (architecture, window length, ...)
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    if save is not None:
+        save_result(result, save)
+    best = result.best
+    print(f"best        {best.expression}  (perplexity {best.fitness:.4g} on the search windows)")
+    print(
+        f"evaluated   {len(result.candidates)} expressions in {config.generations} generations, "
+        f"{result.computed} computed now, {result.seconds:.0f} s"
+    )
+    for candidate in result.candidates[:5]:
+        fitness_text = "invalid" if candidate["fitness"] is None else f"{candidate['fitness']:.4g}"
+        print(f"  #{candidate['rank'] + 1:<3} {fitness_text:>10}  {candidate['expression']}")
+    s = fitness_settings
+    if best.valid:
+        print(
+            f'apply with  dlp-prune --prune_method {s.method} --allocation dsa --dsa_graph "{best.expression}" '
+            f"--Lamda {s.dsa_lambda:g} --sparsity_ratio {s.sparsity:g}"
+        )
+    if save is not None:
+        print(f"result      {save}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
