@@ -88,10 +88,7 @@ _DEFAULTS = dict(
     },
     # pruned runs for the sensitivity figure (the defaults are shared with the main table)
     hyper_pruned={"method": "wanda", "dlp_alpha": [0.05, 0.15, 0.2], "owl_lambda": [0.08], "owl_m": [5.0]},
-    nm={
-        "wanda": {"patterns": ["2:4"], "allocations": ["uniform", "dlp"]},
-        "sparsegpt": {"patterns": ["2:4"], "allocations": ["uniform", "dlp"]},
-    },
+    nm={"wanda": {"patterns": ["2:4"], "allocations": ["uniform", "dlp"]}},  # paper: every pruner, 2:4 and 4:8
     # calibration seeds of the claims (main table, zero-shot): each calibration-dependent cell is run
     # once per seed and reported as mean and min-max; runs that read no calibration data (dense,
     # magnitude with uniform allocation) are deterministic and run once
@@ -112,7 +109,7 @@ _DEFAULTS = dict(
     # first `limit` examples of each task (None: whole splits); perplexity is not re-evaluated there
     zero_shot={
         "tasks": list(PAPER_TASKS),
-        "limit": 16,
+        "limit": 12,
         "batch_size": 16,
         "add_bos_token": False,  # the papers' code passed no special tokens
         "source": "local",  # the shipped task data (dlp_lib.zeroshot); "hub" downloads lm-eval's
@@ -796,7 +793,7 @@ def spearman(x, y) -> float:
 
 # rough seconds per run of the quick profile on a 2-core CPU (AMD EPYC, AVX2), for planning only:
 # "dense" is one perplexity evaluation; "zero_shot" replaces it in a run that evaluates zero-shot
-# accuracy instead (7 tasks, limit 16); "lora_1k_tokens" is LoRA recovery per 1024 training tokens (a
+# accuracy instead (7 tasks, limit 12); "lora_1k_tokens" is LoRA recovery per 1024 training tokens (a
 # forward and backward pass; a recovery run also evaluates twice more); "setup" is the virtual
 # environment and the notebooks' kernels
 QUICK_SECONDS = {
@@ -804,7 +801,7 @@ QUICK_SECONDS = {
     "magnitude": 16,
     "wanda": 24,
     "sparsegpt": 45,
-    "zero_shot": 48,
+    "zero_shot": 36,
     "lora_1k_tokens": 8.4,
     "dsa_candidate": 7,
     "setup": 400,
