@@ -743,10 +743,11 @@ def dsa_verdicts(versus: pd.DataFrame) -> list[str]:
     for _, r in versus.iterrows():
         name = ALLOCATION_NAMES[r["versus"]]
         better = r["dsa_perplexity"] < r["perplexity"]
-        percent_gap = 100.0 * abs(r["dsa_perplexity"] / r["perplexity"] - 1.0)  # relative to the other allocation
+        # the gap as the worse one's excess over the better one: the same ratio scale as the tolerance
+        worse, excess = (name, r["ratio"] - 1.0) if better else ("DSA", 1.0 / r["ratio"] - 1.0)
         head = (
             f"DSA (searched) {'beats' if better else 'does not beat'} {name}: {format_perplexity(r['dsa_perplexity'])} "
-            f"vs {format_perplexity(r['perplexity'])} ({percent_gap:.0f}% {'lower' if better else 'higher'}); "
+            f"vs {format_perplexity(r['perplexity'])} ({worse} {100 * excess:.0f}% higher); "
             f"DSA better in {r['dsa_better_seeds']} of {r['seeds']} seeds"
         )
         spread = "min–max ranges apart" if r["ranges_apart"] else "min–max ranges overlap"

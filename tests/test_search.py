@@ -386,7 +386,9 @@ def test_dsa_versus_claims_an_ordering_only_beyond_spread_and_tolerance():
     assert versus.loc["owl", "dsa_better_seeds"] == 2 and not versus.loc["owl", "ranges_apart"]
     assert versus.loc["dlp", "ratio"] == pytest.approx(325 / 310) and not versus.loc["dlp", "beyond_tolerance"]
     lines = reports.dsa_verdicts(versus.reset_index())
-    assert lines[0].startswith("DSA (searched) beats Uniform: 310.00 vs 590.00 (47% lower); DSA better in 3 of 3")
+    assert lines[0].startswith(
+        "DSA (searched) beats Uniform: 310.00 vs 590.00 (Uniform 90% higher); DSA better in 3 of 3"
+    )
     assert lines[0].endswith("an ordering.")
     assert "min–max ranges overlap" in lines[1] and lines[1].endswith("no claimed ordering.")
     assert "min–max ranges apart, within the ±10% reproduction tolerance" in lines[2]
