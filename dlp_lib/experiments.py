@@ -800,7 +800,7 @@ QUICK_SECONDS = {
     "dense": 14,
     "magnitude": 16,
     "wanda": 24,
-    "sparsegpt": 45,
+    "sparsegpt": 50,
     "zero_shot": 36,
     "lora_1k_tokens": 8.4,
     "dsa_candidate": 7,
