@@ -307,15 +307,22 @@ def build_recovery_config(args):
     return RecoveryConfig(steps=args.lora_steps, **given)
 
 
-def _check_device(device: str) -> None:
+def resolve_device(device: str | None) -> str:
+    """``--device``: cuda if available when not given; an unknown device, or CUDA without a GPU, is a
+    ConfigError."""
     import torch
 
     from .config import ConfigError
 
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         torch.device(device)
     except (RuntimeError, ValueError) as err:
         raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N ({_one_line(err)})") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return device
 
 
 def record_destination(save: str, config_dict: dict) -> Path:
@@ -341,11 +348,7 @@ def build_run_config(args):
 
     prune = build_prune_config(args)
     resolve_dtype(args.dtype)
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    _check_device(args.device)
+    args.device = resolve_device(args.device)
     eval_source = None if args.eval.lower() in ("none", "") else args.eval
     zero_shot_tasks = None
     if args.eval_zero_shot:

@@ -10,6 +10,7 @@ METHODS = ("magnitude", "wanda", "sparsegpt")
 ALLOCATIONS = ("uniform", "owl", "dlp", "dsa")
 DLP_STATISTICS = ("mean", "median")
 MAX_PERTURB = 1e-2  # beyond this a "perturbation" is no longer float-level noise
+DSA_README_GRAPH = "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"  # the one expression DSA's README gives
 
 
 class ConfigError(ValueError):
@@ -69,7 +70,7 @@ class PruneConfig:
     dlp_alpha: float = 0.15
     dlp_statistic: str = "mean"
     # DSA
-    dsa_graph: str = "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"
+    dsa_graph: str = DSA_README_GRAPH
     dsa_lambda: float = 0.08
     # allocation outside (0, 1] densities: refuse unless the user asks to clip
     clip_densities: bool = False

@@ -36,7 +36,7 @@ import pandas as pd
 from . import pipeline
 from .allocation import DIRECTION, allocate, dlp_unimportance, dsa_value, largest_width, owl_outlier_ratio
 from .cache import stable_hash, write_json_atomic
-from .config import ConfigError, PruneConfig, parse_sparsity_type
+from .config import DSA_README_GRAPH, ConfigError, PruneConfig, parse_sparsity_type
 from .recovery import RecoveryConfig
 from .results import config_key, load_record, record_path, save_record
 from .search import FitnessSettings, ProxyFitness, SearchConfig, search
@@ -44,7 +44,6 @@ from .zeroshot import PAPER_TASKS
 
 log = logging.getLogger(__name__)
 
-DSA_README_GRAPH = "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(pipeline.RunConfig) if f.name not in ("prune", "recovery"))
 HYPER_FIELDS = ("owl_lambda", "owl_m", "dlp_alpha", "dlp_statistic", "dsa_graph", "dsa_lambda")
 _FLOAT_FIELDS = ("owl_lambda", "owl_m", "dlp_alpha", "dsa_lambda")  # 5 and 5.0 must hash alike

@@ -44,11 +44,10 @@ from tqdm.auto import tqdm
 
 from .allocation import DSA_PREPROCESS, DSA_REDUCTION, DSA_TRANSFORM, allocate, dsa_value, parse_dsa_graph
 from .cache import cache_root, stable_hash, write_json_atomic
-from .config import METHODS, ConfigError, PruneConfig
+from .config import DSA_README_GRAPH, METHODS, ConfigError, PruneConfig
 
 log = logging.getLogger(__name__)
 
-DSA_README_GRAPH = "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"
 # the grammar: every op of allocation.py's tables; NO_OP is the empty list, so it is left out
 PRE_OPS = tuple(op for op in DSA_PREPROCESS if op != "NO_OP")
 REDUCTIONS = tuple(op for op in DSA_REDUCTION if op != "NO_OP")
@@ -601,6 +600,7 @@ def load_result(path: str | Path) -> dict:
 
 
 __all__ = [
+    "DSA_README_GRAPH",
     "Candidate",
     "CachedFitness",
     "Expression",

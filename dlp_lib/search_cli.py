@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .cli import _check_device, _one_line
+from .cli import _one_line, resolve_device
 
 PROG = "dlp-search"
 
@@ -83,16 +83,7 @@ def build_settings(args):
     from .search import DSA_README_GRAPH, FitnessSettings, SearchConfig
 
     resolve_dtype(args.dtype)
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    _check_device(args.device)
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {args.device!r} requested but CUDA is not available; use --device cpu")
+    args.device = resolve_device(args.device)
     fitness = FitnessSettings(
         model=args.model,
         method=args.prune_method.lower(),
