@@ -328,7 +328,10 @@ class ProxyFitness(CachedFitness):
         self.windows = calibration_windows(s.calibration, tokenizer, s.windows, s.seqlen, s.seed + WINDOW_SEED_OFFSET)
         self.norms, _ = pipeline.cached_dense_norms(self.model, self.calibration, s.batch_size, progress)
         self.linears = [linear_sublayers(block) for block in decoder_blocks(self.model)]
-        self.dense = [{n: lin.weight.detach().clone() for n, lin in linears.items()} for linears in self.linears]
+        # the dense weights in CPU memory (not a second copy on the GPU); restored before every candidate
+        self.dense = [
+            {n: lin.weight.detach().to("cpu", copy=True) for n, lin in linears.items()} for linears in self.linears
+        ]
         self.sizes = [sum(w.numel() for w in weights.values()) for weights in self.dense]
         digest = lambda t: hashlib.sha256(t.numpy().tobytes()).hexdigest()  # noqa: E731
         self.context = {
