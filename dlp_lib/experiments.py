@@ -277,7 +277,9 @@ def profile(name: str, **overrides) -> dict:
 
 # --------------------------------------------------------------------------------- labels and naming
 METHOD_NAMES = {"dense": "Dense", "magnitude": "Magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
-ALLOCATION_NAMES = {"none": "–", "uniform": "Uniform", "owl": "OWL", "dlp": "DLP", "dsa": "DSA (searched)"}
+ALLOCATION_NAMES = {"none": "–", "uniform": "Uniform", "owl": "OWL", "dlp": "DLP", "dsa": "DSA"}
+# the main table's DSA row is the expression our search found (not DSA's published one)
+TABLE_NAMES = {**ALLOCATION_NAMES, "dsa": "DSA (searched)"}
 ALLOCATION_COLORS = {"uniform": "#7f7f7f", "owl": "#1f77b4", "dlp": "#d62728", "dsa": "#2ca02c"}
 HYPER_NAMES = {"dlp_alpha": "DLP α", "owl_lambda": "OWL λ (Lamda)", "owl_m": "OWL M (outlier threshold)"}
 HYPER_ALLOCATION = {"dlp_alpha": "dlp", "owl_lambda": "owl", "owl_m": "owl"}

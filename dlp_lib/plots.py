@@ -16,6 +16,7 @@ from .experiments import (
     HYPER_ALLOCATION,
     HYPER_NAMES,
     METHOD_NAMES,
+    TABLE_NAMES,
     DenseStatistics,
     data_tag,
     owl_column,
@@ -165,7 +166,7 @@ def plot_main_table(numbers: pd.DataFrame, prof: dict):
             [m - r["perplexity_min"] for m, r in zip(means, rows)],
             [r["perplexity_max"] - m for m, r in zip(means, rows)],
         ]
-        bars = ax.bar(x, means, width, color=ALLOCATION_COLORS[allocation], label=ALLOCATION_NAMES[allocation])
+        bars = ax.bar(x, means, width, color=ALLOCATION_COLORS[allocation], label=TABLE_NAMES[allocation])
         ax.errorbar(x, means, yerr=errors, fmt="none", ecolor="black", elinewidth=1, capsize=3)
         ax.bar_label(bars, labels=[format_perplexity(v) for v in means], fontsize=8, padding=2, label_type="center")
     ax.set_xticks(range(len(methods)), [METHOD_NAMES[m] for m in methods])
@@ -462,7 +463,7 @@ def plot_dsa_search(history: pd.DataFrame, references: dict, blocks: pd.DataFram
             blocks.index,
             100 * blocks[allocation],
             color=ALLOCATION_COLORS[allocation],
-            label=ALLOCATION_NAMES[allocation],
+            label=TABLE_NAMES[allocation],
             **style,
         )
     b.set_xlabel("decoder block index")

@@ -16,6 +16,7 @@ from .cache import atomic_path, write_json_atomic
 from .experiments import (
     ALLOCATION_NAMES,
     METHOD_NAMES,
+    TABLE_NAMES,
     float_sensitivity_specs,
     main_specs,
     model_name,
@@ -200,7 +201,7 @@ def main_table(frame: pd.DataFrame, prof: dict) -> tuple[pd.DataFrame, pd.DataFr
     display = pd.DataFrame(
         {
             "Method": [METHOD_NAMES[m] if m != p else "" for m, p in zip(numbers["method"], previous)],
-            "Layerwise": [ALLOCATION_NAMES[a] for a in numbers["allocation"]],
+            "Layerwise": [TABLE_NAMES[a] for a in numbers["allocation"]],
             model_name(prof): [format_perplexity(v) for v in numbers["perplexity"]],
             "min–max over seeds": [format_range(r, format_perplexity) for _, r in summary.iterrows()],
             "n": numbers["n"].astype(int),
@@ -222,7 +223,7 @@ def orderings(runs: pd.DataFrame, prof: dict, methods=None, value: str = "perple
         if sub["allocation"].nunique() < 2:
             continue
         values = per_seed_values(sub, "allocation", value)
-        out[method] = ordering_sentence(values, ALLOCATION_NAMES, lower_is_better)
+        out[method] = ordering_sentence(values, TABLE_NAMES, lower_is_better)
     return out
 
 
