@@ -124,32 +124,46 @@ def _check_block_targets(block_targets: list[float], num_blocks: int) -> None:
         raise ConfigError(f"block sparsities must be in [0, 1); blocks {bad} are not")
 
 
+class _InputsComplete(Exception):
+    """Raised before the block's last linear runs once every linear has shown its input: without
+    outputs to keep, the rest of the forward (the down projection: about a fifth of a LLaMA block's
+    work) would be thrown away."""
+
+
 def _run_with_statistics(block, inputs: BlockInputs, linears: dict, make_stat, keep_outputs: bool):
     """Run ``block`` over every calibration batch and return ``({linear name: statistic}, outputs)``.
 
     Linears that receive the very same input tensor (q/k/v, gate/up) share one statistic, computed
     once. Inputs are reshaped to (windows, tokens, d_in) with the batch's window count, because some
-    layers (OPT's fc1/fc2) receive a flattened (windows * tokens, d_in) tensor."""
-    stats, windows, seen = {}, [0], {}
+    layers (OPT's fc1/fc2) receive a flattened (windows * tokens, d_in) tensor. Without
+    ``keep_outputs`` each forward stops as soon as every linear has been given its input."""
+    stats, windows, seen, shown = {}, [0], {}, set()
 
     def record(name, x):
+        shown.add(name)
         # ``seen`` holds this batch's inputs alive, so an address cannot be reused by another tensor
         key = (x.data_ptr(), tuple(x.shape), x.stride())
         if key in seen:
             stats.setdefault(name, seen[key][1])
-            return
-        stat = stats.get(name)
-        if stat is None:
-            stat = stats[name] = make_stat(x.shape[-1], x.device)
-        stat.add(x.reshape(windows[0], -1, x.shape[-1]))
-        seen[key] = (x, stat)
+        else:
+            stat = stats.get(name)
+            if stat is None:
+                stat = stats[name] = make_stat(x.shape[-1], x.device)
+            stat.add(x.reshape(windows[0], -1, x.shape[-1]))
+            seen[key] = (x, stat)
+        if not keep_outputs and len(shown) == len(linears):
+            raise _InputsComplete
 
     outputs = []
     with record_inputs(linears, record):
         for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
             windows[0] = hidden.shape[0]
             seen.clear()
-            out = run_block(block, hidden, kwargs)
+            shown.clear()
+            try:
+                out = run_block(block, hidden, kwargs)
+            except _InputsComplete:
+                continue
             if keep_outputs:
                 outputs.append(out)
     seen.clear()

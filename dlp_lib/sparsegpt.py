@@ -11,6 +11,7 @@ import logging
 
 import torch
 
+from .masks import kth_smallest
 from .stats import no_tf32
 
 log = logging.getLogger(__name__)
@@ -99,27 +100,37 @@ def _solve(weight, H, sparsity, nm, blocksize, percdamp, groups):
             for part_rows in segments:  # each linear's threshold over its own rows, as when solved alone
                 part = score[part_rows]
                 k = min(int(part.numel() * sparsity), part.numel() - 1)
-                mask1[part_rows] = part <= torch.kthvalue(part.flatten(), k + 1).values
-        # The sweep works on the block transposed, so that each column's element-wise steps read and
-        # write contiguous memory (2x faster on a CPU); the arithmetic is the same, element by element.
-        W1 = W[:, i1:i2].t().contiguous()
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
-        for i in range(i2 - i1):
-            w = W1[i]
-            d = d1[i]
-            if nm is not None and i % nm[1] == 0:
-                group = (W1[i : i + nm[1]].t() ** 2 / d1[i : i + nm[1]].unsqueeze(0) ** 2).contiguous()
-                lowest = torch.topk(group, nm[0], dim=1, largest=False).indices
-                mask1.scatter_(1, i + lowest, True)
-            q = w.masked_fill(mask1[:, i], 0)  # no boolean indexing: no host synchronisation per column
-            Q1[i] = q
-            loss += (w - q) ** 2 / d**2 / 2
-            err = (w - q) / d
-            W1[i:] -= U1[i, i:].unsqueeze(1) * err.unsqueeze(0)
-            Err1[i] = err
-        W[:, i1:i2] = Q1.t()
-        Err1 = Err1.t().contiguous()
+                mask1[part_rows] = part <= kth_smallest(part.flatten(), k + 1)
+        W[:, i1:i2], Err1 = _sweep(W[:, i1:i2], U1, d1, mask1, nm)
+        loss += (Err1**2).sum(dim=1) / 2  # (w - q)^2 / U_ii^2 / 2 per pruned entry
         for part_rows in segments:  # per linear: the same matrix product as solving it alone
             W[part_rows, i2:] -= Err1[part_rows] @ U[i1:i2, i2:]
     return W, float(loss.sum())
+
+
+def _sweep(W1, U1, d1, mask1, nm):
+    """One block's column sweep: prune column i (its mask entries to 0) and push the error onto the
+    block's later columns, one column at a time. Returns the pruned block and its errors (rows x width).
+
+    It works on the block transposed, so that each column is a contiguous row (2x faster on a CPU), and
+    writes every result in place: the pruned column over the weights, the error straight into its row.
+    The arithmetic is the reference's, element by element, so the result is bit-identical to it:
+    ``err = (w - q) / d`` is ``where(mask, w, 0) / d`` exactly, and column i needs no update of its own.
+    """
+    width = W1.shape[1]
+    W1 = W1.t().contiguous()
+    Err1 = torch.empty_like(W1)
+    mask_t = mask1.t().contiguous()
+    zero = torch.zeros((), dtype=W1.dtype, device=W1.device)
+    columns, errors, masks, diagonal = W1.unbind(0), Err1.unbind(0), mask_t.unbind(0), d1.unbind(0)
+    for i in range(width):
+        if nm is not None and i % nm[1] == 0:  # N:M: the group's N smallest scores, chosen now
+            group = (W1[i : i + nm[1]] ** 2 / d1[i : i + nm[1]].unsqueeze(1) ** 2).t().contiguous()
+            lowest = torch.topk(group, nm[0], dim=1, largest=False).indices
+            mask_t.scatter_(0, (i + lowest).t(), True)
+        w, err, pruned = columns[i], errors[i], masks[i]
+        torch.where(pruned, w, zero, out=err)
+        err.div_(diagonal[i])
+        w.masked_fill_(pruned, 0)  # no boolean indexing: no host synchronisation per column
+        W1[i + 1 :] -= U1[i, i + 1 :].unsqueeze(1) * err
+    return W1.t(), Err1.t().contiguous()

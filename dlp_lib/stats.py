@@ -82,10 +82,11 @@ class Hessian:
 
 @contextmanager
 def record_inputs(modules: dict[str, nn.Module], record: Callable[[str, torch.Tensor], None]):
-    """While active, call ``record(name, input)`` with the input of every forward call of each module.
-    The hooks are always removed, even if the block raises."""
+    """While active, call ``record(name, input)`` with the input of every forward call of each module,
+    before the module runs (so ``record`` may raise to skip the rest of the forward). The hooks are
+    always removed, even if the block raises."""
     handles = [
-        module.register_forward_hook(lambda mod, args, out, name=name: record(name, args[0].detach()))
+        module.register_forward_pre_hook(lambda mod, args, name=name: record(name, args[0].detach()))
         for name, module in modules.items()
     ]
     try:

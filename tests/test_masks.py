@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlp_lib.masks import cumulative_score_mask, nm_mask, per_row_mask, variant_mask, whole_matrix_mask
+from dlp_lib.masks import (
+    cumulative_score_mask,
+    kth_smallest,
+    nm_mask,
+    per_row_mask,
+    variant_mask,
+    whole_matrix_mask,
+)
 
 T, F = True, False
 
@@ -164,3 +171,24 @@ def test_variant_mask_reaches_target_sparsity(target):
     pruned_max = torch.where(mask, score, torch.full_like(score, -1.0)).max(dim=1).values
     kept_min = torch.where(~mask, score, torch.full_like(score, 2.0)).min(dim=1).values
     assert (pruned_max < kept_min).all()
+
+
+# ------------------------------------------------------------------------------ kth_smallest
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape, k", [((257,), 1), ((257,), 180), ((257,), 257), ((6, 40), 28), ((6, 40), 1)])
+def test_kth_smallest_equals_kthvalue_with_ties(dtype, shape, k):
+    """NumPy's selection (CPU, finite values) and torch.kthvalue give the same k-th order statistic,
+    with many ties (values rounded to a few levels) and with negative zeros."""
+    g = torch.Generator().manual_seed(k)
+    values = (torch.randn(shape, generator=g) * 4).round().to(dtype)
+    values[..., 0] = -0.0
+    expected = torch.kthvalue(values, k, dim=-1, keepdim=True).values
+    got = kth_smallest(values, k)
+    assert got.shape == expected.shape and got.dtype == dtype
+    assert torch.equal(got, expected)
+
+
+def test_kth_smallest_with_nan_takes_kthvalue():
+    values = torch.tensor([[3.0, float("nan"), 1.0, 2.0], [4.0, 3.0, 2.0, 1.0]])
+    expected = torch.kthvalue(values, 2, dim=-1, keepdim=True).values
+    assert torch.equal(kth_smallest(values, 2), expected)

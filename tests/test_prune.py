@@ -336,6 +336,32 @@ def test_model_fingerprint_sees_a_change_beyond_the_first_rows():
     assert model_fingerprint(model) != before
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("accumulator", [prune_module.InputNorms, prune_module.Hessian])
+def test_statistics_pass_stops_before_the_last_linear_with_the_same_statistics(arch, accumulator, tiny_windows):
+    """Without outputs to keep, each forward stops once every linear has its input: the statistics
+    equal those of the full forward bit for bit, and the block's last linear never runs."""
+    from dlp_lib.layers import capture_block_inputs
+
+    model = make_tiny_model(arch)
+    block = decoder_blocks(model)[1]
+    linears = linear_sublayers(block)
+    inputs = capture_block_inputs(model, tiny_windows, 3)
+    full, outputs = prune_module._run_with_statistics(block, inputs, linears, accumulator, keep_outputs=True)
+    calls = {name: 0 for name in linears}
+    for name, linear in linears.items():
+        linear.register_forward_hook(lambda *args, name=name: calls.__setitem__(name, calls[name] + 1))
+    early, none = prune_module._run_with_statistics(block, inputs, linears, accumulator, keep_outputs=False)
+    assert len(outputs) == 3 and none == []
+    assert set(early) == set(full) == set(linears)
+    for name in linears:
+        value = "mean" if accumulator is prune_module.InputNorms else "matrix"
+        assert torch.equal(getattr(early[name], value), getattr(full[name], value)), name
+        assert early[name].windows == full[name].windows == tiny_windows.shape[0]
+    last = list(linears)[-1]
+    assert calls[last] == 0 and all(calls[name] == 3 for name in linears if name != last), calls
+
+
 def test_linears_with_the_same_input_share_one_statistic(tiny_windows, monkeypatch):
     """q/k/v (and gate/up) read the same tensor: one accumulator serves them, computed once."""
     model = make_tiny_model("llama")

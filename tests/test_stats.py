@@ -100,7 +100,7 @@ def test_record_inputs_records_every_call_and_removes_hooks():
     assert [name for name, _ in seen] == ["a", "b", "a"]
     assert torch.equal(seen[0][1], x1) and torch.equal(seen[2][1], x2)
     assert torch.allclose(seen[1][1], modules["a"](x1))
-    assert all(len(m._forward_hooks) == 0 for m in modules.values())
+    assert all(len(m._forward_pre_hooks) == 0 for m in modules.values())
     modules["a"](x1)
     assert len(seen) == 3
 
@@ -112,8 +112,8 @@ def test_record_inputs_removes_hooks_when_the_forward_raises():
         with record_inputs(modules, lambda name, inp: seen.append(name)):
             modules["a"](torch.randn(2, 3))
             modules["b"](torch.randn(2, 7))  # wrong input size: the forward itself raises
-    assert seen == ["a"]
-    assert all(len(m._forward_hooks) == 0 for m in modules.values())
+    assert seen == ["a", "b"], "the input is recorded before the module runs"
+    assert all(len(m._forward_pre_hooks) == 0 for m in modules.values())
 
 
 def test_record_inputs_removes_hooks_when_the_recorder_raises():
@@ -122,7 +122,10 @@ def test_record_inputs_removes_hooks_when_the_recorder_raises():
     def record(name, inp):
         raise KeyError(name)
 
+    ran = []
+    module.register_forward_hook(lambda *args: ran.append(True))
     with pytest.raises(KeyError):
         with record_inputs({"a": module}, record):
             module(torch.randn(2, 3))
-    assert len(module._forward_hooks) == 0
+    assert len(module._forward_pre_hooks) == 0
+    assert ran == [], "a recorder that raises stops the module before it runs"
