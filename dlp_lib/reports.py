@@ -551,7 +551,7 @@ def with_noise(table: pd.DataFrame, tolerance: pd.DataFrame, prof: dict, main_ru
     ``achieved_sparsity``) plus what a reader needs to judge each perplexity: ``spread`` (the min–max
     over seeds where ``main_runs`` has the same cell at the main sparsity, else ``single run``) with
     ``seed_min``/``seed_max``, ``tolerance_pct`` (the reproduction tolerance that applies,
-    ``spread.lookup_tolerance``) and ``noise_dominated``."""
+    ``spread.lookup_tolerance``) with ``tolerance_from`` (where it was measured) and ``noise_dominated``."""
     ranges = {}
     if main_runs is not None and len(main_runs):
         summary = seed_summary(main_runs[main_runs["method"] != "dense"], ["method", "allocation"])
@@ -573,10 +573,14 @@ def with_noise(table: pd.DataFrame, tolerance: pd.DataFrame, prof: dict, main_ru
                 "seed_max": cell["max"],
             }
         if isinstance(row["method"], str) and len(tolerance):
-            tol, _ = lookup_tolerance(tolerance, row["method"], sparsity)
-            extra.update(tolerance_pct=100.0 * math.expm1(tol), noise_dominated=math.exp(tol) > NOISE_DOMINATED_FACTOR)
+            tol, source = lookup_tolerance(tolerance, row["method"], sparsity)
+            extra.update(
+                tolerance_pct=100.0 * math.expm1(tol),
+                tolerance_from=source,
+                noise_dominated=math.exp(tol) > NOISE_DOMINATED_FACTOR,
+            )
         else:
-            extra.update(tolerance_pct=float("nan"), noise_dominated=False)
+            extra.update(tolerance_pct=float("nan"), tolerance_from="", noise_dominated=False)
         out.append(extra)
     return pd.concat([table.reset_index(drop=True), pd.DataFrame(out, index=range(len(table)))], axis=1)
 

@@ -165,8 +165,10 @@ def lookup_tolerance(tolerances: pd.DataFrame, method: str, sparsity: float) -> 
     """``(tolerance in ln units, where it comes from)`` for a cell of ``method`` at ``sparsity``.
 
     Measured cells give theirs (the largest over their allocations); otherwise the one measured at the
-    nearest sparsity at or above (noise grows with sparsity), else the highest measured. A pruner
-    without measurements (magnitude: masks from the weights alone) gets the floor."""
+    nearest sparsity at or above (noise grows with sparsity). Above the pruner's highest measured
+    sparsity, the larger of that one and another pruner's measured at or above this sparsity (a
+    conservative stand-in rather than a tolerance that understates the noise). A pruner without
+    measurements (magnitude: masks from the weights alone) gets the floor."""
     if method in (None, "dense") or not isinstance(method, str):
         return TOLERANCE_FLOOR, "dense: deterministic"
     rows = tolerances[tolerances["method"] == method] if len(tolerances) else tolerances
@@ -177,4 +179,14 @@ def lookup_tolerance(tolerances: pd.DataFrame, method: str, sparsity: float) -> 
     at = above[0] if above else measured[-1]
     tol = float(rows.loc[rows["sparsity"] == at, "tolerance_log"].max())
     how = "measured" if math.isclose(at, float(sparsity)) else f"from {100 * at:g}%"
+    if not above:
+        others = tolerances[(tolerances["method"] != method) & (tolerances["sparsity"] >= float(sparsity) - 1e-9)]
+        if len(others):
+            nearest = others[others["sparsity"] == others["sparsity"].min()]
+            other = nearest.loc[nearest["tolerance_log"].idxmax()]
+            if float(other["tolerance_log"]) > tol:
+                return float(other["tolerance_log"]), (
+                    f"{other['method']} {100 * other['sparsity']:g}% (none measured for {method} at "
+                    f"{100 * float(sparsity):g}% or above)"
+                )
     return tol, f"{method} {100 * at:g}% ({how})"

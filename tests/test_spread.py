@@ -123,6 +123,23 @@ def test_lookup_tolerance_measured_from_above_highest_and_unmeasured():
     assert spread.lookup_tolerance(table, "dense", 0.0)[0] == spread.TOLERANCE_FLOOR
 
 
+def test_lookup_tolerance_above_a_pruners_measurements_borrows_a_larger_one():
+    """SparseGPT measured at 70% only: its 80% point takes Wanda's 80% tolerance when that is larger,
+    never a smaller one; at or below 70% its own applies."""
+    wanda = _tolerances()
+    sparsegpt = wanda[wanda["sparsity"] == 0.7].assign(method="sparsegpt", tolerance_log=0.05)
+    table = pd.concat([wanda, sparsegpt], ignore_index=True)
+    at80 = float(wanda["tolerance_log"].iloc[1])
+    assert spread.lookup_tolerance(table, "sparsegpt", 0.8) == (
+        at80,
+        "wanda 80% (none measured for sparsegpt at 80% or above)",
+    )
+    assert spread.lookup_tolerance(table, "sparsegpt", 0.7) == (0.05, "sparsegpt 70% (measured)")
+    assert spread.lookup_tolerance(table, "sparsegpt", 0.6) == (0.05, "sparsegpt 70% (from 70%)")
+    large = table.assign(tolerance_log=np.where(table["method"] == "sparsegpt", 9.0, table["tolerance_log"]))
+    assert spread.lookup_tolerance(large, "sparsegpt", 0.8) == (9.0, "sparsegpt 70% (from 70%)")
+
+
 # ------------------------------------------------------------------------------ reproduction check
 def _write_tables(folder: Path, sweep: list[tuple], tolerance: pd.DataFrame | None = None):
     folder.mkdir(parents=True, exist_ok=True)
