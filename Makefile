@@ -45,10 +45,10 @@ format: $(STAMP) ## apply ruff formatting
 # Each numbered notebook runs through papermill with the profile (and model) as parameters; the executed
 # copy goes to notebooks/executed/. Runs are cached in results/ (one JSON record per configuration), so
 # a re-run or an interrupted reproduction only computes what is missing. A notebook re-executes when
-# its source, the previous notebook, dlp_lib/{experiments,reports,plots,spread,search}.py or PROFILE/MODEL change; a failing cell stops make and
+# its source, the previous notebook, dlp_lib/{experiments,reports,plots,spread,search,speedup}.py or PROFILE/MODEL change; a failing cell stops make and
 # leaves the executed copy as notebooks/executed/NN_name.failed.ipynb.
 NOTEBOOKS := 01_dense_baseline 02_layerwise_allocation 03_perplexity_table 04_sparsity_sweep \
-	05_hyperparameters 06_nm_sparsity 07_zero_shot 08_lora_recovery 10_dsa_search
+	05_hyperparameters 06_nm_sparsity 07_zero_shot 08_lora_recovery 09_speedup 10_dsa_search
 EXECUTED := notebooks/executed
 PARAMETERS := $(EXECUTED)/.parameters
 PAPERMILL := $(VENV)/bin/papermill --cwd notebooks --log-output --no-progress-bar -k python3 \
@@ -64,7 +64,8 @@ $(PARAMETERS): FORCE
 	@mkdir -p $(EXECUTED)
 	@echo "profile=$(PROFILE) model=$(MODEL)" | cmp -s - $@ || echo "profile=$(PROFILE) model=$(MODEL)" > $@
 
-NOTEBOOK_CODE := dlp_lib/experiments.py dlp_lib/reports.py dlp_lib/plots.py dlp_lib/spread.py dlp_lib/search.py
+NOTEBOOK_CODE := dlp_lib/experiments.py dlp_lib/reports.py dlp_lib/plots.py dlp_lib/spread.py dlp_lib/search.py \
+	dlp_lib/speedup.py
 
 $(EXECUTED)/%.ipynb: notebooks/%.ipynb $(PARAMETERS) $(NOTEBOOK_CODE) | $(STAMP)
 	@rm -f $(EXECUTED)/$*.failed.ipynb
@@ -78,7 +79,8 @@ $(EXECUTED)/05_hyperparameters.ipynb: $(EXECUTED)/04_sparsity_sweep.ipynb
 $(EXECUTED)/06_nm_sparsity.ipynb: $(EXECUTED)/05_hyperparameters.ipynb
 $(EXECUTED)/07_zero_shot.ipynb: $(EXECUTED)/06_nm_sparsity.ipynb
 $(EXECUTED)/08_lora_recovery.ipynb: $(EXECUTED)/07_zero_shot.ipynb
-$(EXECUTED)/10_dsa_search.ipynb: $(EXECUTED)/08_lora_recovery.ipynb
+$(EXECUTED)/09_speedup.ipynb: $(EXECUTED)/08_lora_recovery.ipynb
+$(EXECUTED)/10_dsa_search.ipynb: $(EXECUTED)/09_speedup.ipynb
 
 01_dense_baseline: $(EXECUTED)/01_dense_baseline.ipynb ## notebook 01: dense perplexity, model/data facts, block statistics
 02_layerwise_allocation: $(EXECUTED)/02_layerwise_allocation.ipynb ## notebook 02: per-block sparsity of each allocation
@@ -88,6 +90,7 @@ $(EXECUTED)/10_dsa_search.ipynb: $(EXECUTED)/08_lora_recovery.ipynb
 06_nm_sparsity: $(EXECUTED)/06_nm_sparsity.ipynb ## notebook 06: N:M sparsity (quick: 2:4; paper: 2:4 and 4:8)
 07_zero_shot: $(EXECUTED)/07_zero_shot.ipynb ## notebook 07: zero-shot accuracy, dense and Wanda x allocation at 70% (each target runs the ones before it)
 08_lora_recovery: $(EXECUTED)/08_lora_recovery.ipynb ## notebook 08: LoRA recovery of Wanda x allocation at 70%, sparsity kept
+09_speedup: $(EXECUTED)/09_speedup.ipynb ## notebook 09: pruning speed, sparse formats on this CPU (live), 2:4 on a GPU (committed results)
 10_dsa_search: $(EXECUTED)/10_dsa_search.ipynb ## notebook 10: DSA's allocation search (run by 03 for its DSA rows), proxy check, DSA vs Uniform/OWL/DLP
 
 dsa-search: $(STAMP) ## DSA's evolutionary allocation search on its own (dlp-search; ARGS="--population 16 --generations 10")
@@ -108,6 +111,9 @@ bench: $(STAMP) ## benchmark: pruning cost vs the floor, peak memory, perplexity
 bench-gpu: $(STAMP) ## GPU benchmark on the LLaMA-2-7B shape, random weights (CUDA only; says so and exits 0 elsewhere)
 	$(PY) bench/gpu.py
 
+bench-speedup: $(STAMP) ## inference speed of sparse weights: CPU sparse formats (CSR/CSC/COO), on CUDA 2:4 kernels; pruning-only seconds (ARGS="--quick")
+	$(PY) bench/speedup.py $(ARGS)
+
 bench-memory: $(STAMP) ## peak memory of pruning a random LLaMA-2-7B-width model vs dlp_lib.memory's estimate; 7B/13B/70B table
 	$(PY) bench/memory.py
 
@@ -118,4 +124,4 @@ clean: ## remove executed notebooks, caches and build files (keeps .venv and com
 distclean: clean ## also remove .venv and the dlp_lib cache (~/.cache/dlp_lib or DLP_CACHE_DIR)
 	rm -rf $(VENV) "$${DLP_CACHE_DIR:-$$HOME/.cache/dlp_lib}"
 
-.PHONY: help venv test test-fast lint format bench bench-gpu bench-memory clean distclean reproduce figures check-reproduction dsa-search FORCE $(NOTEBOOKS)
+.PHONY: help venv test test-fast lint format bench bench-gpu bench-speedup bench-memory clean distclean reproduce figures check-reproduction dsa-search FORCE $(NOTEBOOKS)

@@ -27,9 +27,10 @@ from dlp_lib.memory import estimate_peak_memory, llama2_config
 from dlp_lib.pipeline import block_allocation
 from dlp_lib.prune import dense_input_norms, prune_model
 from dlp_lib.results import hardware, package_versions
+from dlp_lib.speedup import PUBLISHED_PRUNING_SECONDS
 
 # the Wanda paper's "Speedup Evaluation": seconds to compute the pruning metric, LLaMA-7B, one A100
-PAPER_SOLVER_SECONDS = {"sparsegpt": 203.1, "wanda": 0.54, "magnitude": None}
+PAPER_SOLVER_SECONDS = {"magnitude": None, **PUBLISHED_PRUNING_SECONDS}
 CONFIGS = {
     "7b": llama2_config("7b"),
     "7b-2blocks": {**llama2_config("7b"), "num_hidden_layers": 2},

@@ -133,6 +133,21 @@ _DEFAULTS = dict(
             "eval_every": 4,
         },
     },
+    # what sparse weights buy at inference (notebook 09), measured live on this machine's CPU: y = x W^T at
+    # the first `linears` LLaMA-2 linear shapes of `shapes` (or explicit [label, out, in] triples), dense
+    # against 70% and 2:4 weights in each of `formats` (CSC, 50-300x slower than dense here, is left to
+    # make bench-speedup); end to end, the profile's model pruned by magnitude with its linears in CSR
+    # (prefill `prompt_tokens`, then `decode_tokens` steps)
+    speedup={
+        "shapes": "7b",
+        "linears": 2,
+        "formats": ["csr", "coo"],
+        "tokens": [1, 16, 128],
+        "repeats": 2,
+        "end_to_end": True,
+        "prompt_tokens": 128,
+        "decode_tokens": 8,
+    },
     # DSA's allocation search (dlp_lib.search; run by notebook 03 for its DSA rows, shown by notebook 10):
     # evolution over allocation expressions with `method` at the main sparsity; a candidate's fitness is
     # its perplexity on `windows` search windows of the calibration side after pruning with `nsamples` x
@@ -193,6 +208,16 @@ PROFILES: dict[str, dict] = {
             "windows": 2,
             "proxy_check": 3,
         },
+        speedup={
+            "shapes": [["256 x 256", 256, 256]],
+            "linears": 1,
+            "formats": ["csr", "csc", "coo"],
+            "tokens": [1, 16],
+            "repeats": 2,
+            "end_to_end": True,
+            "prompt_tokens": 16,
+            "decode_tokens": 2,
+        },
         seeds=[0, 1],
         float_sensitivity={
             "cells": [{"method": "wanda", "allocation": "uniform", "sparsity": 0.7}],
@@ -230,6 +255,17 @@ PROFILES: dict[str, dict] = {
             "allocations": ["uniform", "owl", "dlp"],
             "zero_shot": True,
             "settings": {"seqlen": 1024, "data": "c4"},
+        },
+        # the live part stays on the CPU (a 7B model's end to end there is bench/speedup.py's on CUDA)
+        speedup={
+            "shapes": "7b",
+            "linears": 3,
+            "formats": ["csr", "csc", "coo"],
+            "tokens": [1, 16, 128, 512],
+            "repeats": 5,
+            "end_to_end": False,
+            "prompt_tokens": 128,
+            "decode_tokens": 16,
         },
         # DSA's own scale is population 100 x 2000 iterations; here 20 x 15 (~4 GPU-hours on LLaMA-2-7B)
         dsa_search={
@@ -795,8 +831,8 @@ def spearman(x, y) -> float:
 # rough seconds per run of the quick profile on a 2-core CPU (AMD EPYC, AVX2), for planning only:
 # "dense" is one perplexity evaluation; "zero_shot" replaces it in a run that evaluates zero-shot
 # accuracy instead (7 tasks, limit 12); "lora_1k_tokens" is LoRA recovery per 1024 training tokens (a
-# forward and backward pass; a recovery run also evaluates twice more); "setup" is the virtual
-# environment and the notebooks' kernels
+# forward and backward pass; a recovery run also evaluates twice more); "speedup" is notebook 09's live
+# measurement; "setup" is the virtual environment and the notebooks' kernels
 QUICK_SECONDS = {
     "dense": 14,
     "magnitude": 16,
@@ -805,6 +841,7 @@ QUICK_SECONDS = {
     "zero_shot": 36,
     "lora_1k_tokens": 8.4,
     "dsa_candidate": 7,
+    "speedup": 100,
     "setup": 400,
 }
 
@@ -823,7 +860,7 @@ def planned_runs(prof: dict) -> list[pipeline.RunConfig]:
 def estimate_seconds(prof: dict, seconds: dict | None = None) -> float:
     """Rough wall time of all planned runs (default: quick-profile seconds per run on 2 CPU cores)."""
     seconds = seconds or QUICK_SECONDS
-    total = float(seconds.get("setup", 0.0))
+    total = float(seconds.get("setup", 0.0)) + float(seconds.get("speedup", 0.0))
     for config in planned_runs(prof):
         pruning = 0.0 if config.prune is None else seconds[config.prune.method]
         if config.zero_shot_tasks is None:

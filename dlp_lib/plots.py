@@ -488,3 +488,43 @@ def plot_dsa_search(history: pd.DataFrame, references: dict, blocks: pd.DataFram
     fig.suptitle(f"DSA allocation search — {data_tag(prof)}", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def plot_speedup(cpu: pd.DataFrame, gpu: pd.DataFrame | None, cpu_label: str, gpu_label: str | None):
+    """What sparsity buys: (a) dense time / sparse time of ``y = x W^T`` on this CPU per sparse format and
+    pattern against the token count (one line per shape and format); (b) the same for 2:4 on a GPU from
+    committed results (``gpu``; a panel saying none is committed otherwise). A dashed line marks 1x: below
+    it the sparse product is slower."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(14, 4.8))
+    palette = {"csr": "#1f77b4", "csc": "#ff7f0e", "coo": "#2ca02c", "cusparselt": "#d62728", "cutlass": "#9467bd"}
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*", "h"]
+    for ax, frame, label in ((a, cpu, cpu_label), (b, gpu, gpu_label)):
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="1x (dense speed)")
+        if frame is None or not len(frame):
+            ax.text(0.5, 0.5, "no GPU measurement committed yet", ha="center", va="center", transform=ax.transAxes)
+            ax.set_title("(b) 2:4 on a GPU", fontsize=10)
+            continue
+        shapes = list(dict.fromkeys(frame["shape"]))
+        for (shape, pattern, fmt, dtype), rows in frame.groupby(["shape", "pattern", "format", "dtype"], sort=False):
+            linestyle = "-" if pattern != "2:4" or fmt in ("cusparselt", "cutlass") else ":"
+            ax.plot(
+                rows["tokens"],
+                rows["speedup"],
+                marker=markers[shapes.index(shape) % len(markers)],
+                linestyle=linestyle if dtype != "float16" else "-.",
+                color=palette.get(fmt, "black"),
+                label=f"{shape}, {pattern} {fmt}" + ("" if dtype == "float32" else f" {dtype}"),
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("tokens per product")
+        ax.set_ylabel("dense time / sparse time (log; > 1 is faster)")
+        ax.set_title(label, fontsize=10)
+        ax.legend(fontsize=7, ncol=2)
+    fig.suptitle("What sparse weights buy at inference (measured; below 1x is a slow-down)", fontsize=11)
+    _finish_axes(fig)
+    fig.tight_layout()
+    return fig

@@ -62,6 +62,15 @@ EXPECTED = {
         "lora_recovery_curves.csv",
         "lora_recovery.png",
     ],
+    "09_speedup": [
+        "pruning_speed.csv",
+        "pruning_speed.md",
+        "speedup_cpu.csv",
+        "speedup_cpu.md",
+        "speedup_end_to_end.csv",
+        "speedup_gpu.csv",
+        "speedup.png",
+    ],
     "10_dsa_search": [
         "dsa_search.csv",
         "dsa_search.md",
