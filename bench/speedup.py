@@ -1,9 +1,10 @@
 """What sparsity buys at inference, measured: ``make bench-speedup``.
 
     python bench/speedup.py                 # this machine: CPU sparse formats (and, on CUDA, 2:4 kernels)
-    python bench/speedup.py --quick         # fewer shapes and token counts (a minute or two on a CPU)
+    python bench/speedup.py --quick         # 2 shapes, CSR and COO only (a couple of minutes on a CPU)
+    python bench/speedup.py --tokens 1 16 128 512   # more token counts (CSC at 512 tokens takes minutes)
 
-CPU: ``y = x W^T`` in fp32 at LLaMA-2-7B linear shapes for several token counts, dense against the weight
+CPU: ``y = x W^T`` in fp32 at LLaMA-2-7B linear shapes for 1, 16 and 128 tokens, dense against the weight
 pruned to 70% (unstructured) and to 2:4, stored as CSR, CSC and COO (``torch.sparse.mm``), with the output
 difference and the sparse storage against dense; end to end, the embedded model pruned by magnitude
 (70% and 2:4) with every decoder linear in CSR: prefill and decode tokens/s against the same model dense.
@@ -38,9 +39,9 @@ from dlp_lib.results import hardware, machine_label, package_versions
 
 def cpu_part(args) -> dict:
     shapes = speedup.LLAMA2_LINEARS["7b"][: 2 if args.quick else 3]
-    tokens = [1, 16, 128] if args.quick else [1, 16, 128, 512]
-    print(f"CPU products: {len(shapes)} shapes x {tokens} tokens x 70%/2:4 x CSR/CSC/COO", flush=True)
-    products = speedup.cpu_linear_products(shapes, tokens, repeats=args.repeats)
+    formats = ("csr", "coo") if args.quick else tuple(args.formats.split(","))
+    print(f"CPU products: {len(shapes)} shapes x {args.tokens} tokens x 70%/2:4 x {formats}", flush=True)
+    products = speedup.cpu_linear_products(shapes, args.tokens, formats=formats, repeats=args.repeats)
     end_to_end = []
     for pattern in ("70%", "2:4"):
         config = (
@@ -165,6 +166,10 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="smollm2-135m", help="model of the CPU end-to-end and pruning runs")
     parser.add_argument("--quick", action="store_true", help="fewer shapes and token counts")
     parser.add_argument("--repeats", type=int, default=3, help="best of N timed calls per product")
+    parser.add_argument(
+        "--tokens", type=int, nargs="+", default=[1, 16, 128], help="CPU token counts (CSC at 512 takes minutes)"
+    )
+    parser.add_argument("--formats", default="csr,csc,coo", help="CPU sparse formats (--quick: csr,coo)")
     parser.add_argument("--prompt_tokens", type=int, default=128)
     parser.add_argument("--decode_tokens", type=int, default=16)
     parser.add_argument("--out", default="bench/results")
