@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from dlp_lib import speedup
+from dlp_lib.cache import atomic_path
 from dlp_lib.config import PruneConfig
 from dlp_lib.data import calibration_windows
 from dlp_lib.inference import semi_structured_unavailable
@@ -195,7 +196,8 @@ def main(argv=None) -> int:
     }
     name = "cpu" if args.device == "cpu" else info["gpu"].replace(" ", "_")
     path = speedup.save_results(result, Path(args.out) / f"speedup-{name}.json")
-    path.with_suffix(".md").write_text(markdown(result))
+    with atomic_path(path.with_suffix(".md")) as tmp:
+        tmp.write_text(markdown(result))
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 

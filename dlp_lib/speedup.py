@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .cache import write_json_atomic
 from .inference import (
     SEMI_STRUCTURED_BACKENDS,
     semi_structured_weight,
@@ -266,13 +267,9 @@ def pruning_speed(records: list[dict]) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------ results
 def save_results(result: dict, path: str | Path) -> Path:
-    """Write ``result`` as JSON atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=str))
-    tmp.replace(path)
-    return path
+    """Write ``result`` as JSON atomically (``cache.write_json_atomic``)."""
+    write_json_atomic(path, result)
+    return Path(path)
 
 
 def load_results(directory: str | Path, device: str) -> list[dict]:
