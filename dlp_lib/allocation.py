@@ -202,7 +202,7 @@ def allocate(statistic, config: PruneConfig, weights=None) -> torch.Tensor:
             raise ConfigError(
                 f"{config.allocation}: {name[config.allocation]} = {width} gives block densities in "
                 f"[{float(densities.min()):.4f}, {float(densities.max()):.4f}], outside (0, 1]; the largest "
-                f"allowed value at sparsity {config.sparsity} is {limit:.4f} (or ask for clipping)"
+                f"allowed value at sparsity {config.sparsity} is {limit:.4f} (or ask for clipping: --clip_densities)"
             )
         densities = clip_and_redistribute(densities, config.sparsity, weights)
     return densities

@@ -341,8 +341,9 @@ def record_destination(save: str, config_dict: dict) -> Path:
 
 def build_run_config(args):
     """Validate every flag and return ``(RunConfig, record path or None)``; raises ConfigError."""
+    from .cache import check_writable
     from .config import ConfigError
-    from .models import check_model_spec, resolve_dtype
+    from .models import resolve_dtype
     from .pipeline import RunConfig, validate
     from .saving import check_save_directory
 
@@ -380,13 +381,15 @@ def build_run_config(args):
         zero_shot_source=args.zero_shot_source if zero_shot_tasks else "local",
         recovery=build_recovery_config(args),
     )
-    check_model_spec(config.model)
     validate(config)
     if args.save_model:
         target = check_save_directory(args.save_model).resolve()
         if Path(config.model).expanduser().exists() and target == Path(config.model).expanduser().resolve():
             raise ConfigError("--save_model would overwrite the input model; give another directory")
+        check_writable(target, "the pruned model")
     save = record_destination(args.save, config.to_dict()) if args.save else None
+    if save is not None:
+        check_writable(save, "the result record")
     if args.cache_dir:
         log.warning("--cache_dir is ignored; set HF_HOME (hub downloads) or DLP_CACHE_DIR (dlp_lib caches)")
     return config, save

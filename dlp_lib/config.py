@@ -103,8 +103,15 @@ class PruneConfig:
         if not 0 <= self.percdamp < 1:
             raise ConfigError(f"percdamp must be in [0, 1); got {self.percdamp}")
         nm = self.nm
-        if self.blocksize <= 0 or (nm and self.blocksize % nm[1]):
-            raise ConfigError(f"blocksize must be a positive multiple of M; got {self.blocksize}")
+        if not isinstance(self.blocksize, int) or self.blocksize <= 0:
+            raise ConfigError(f"SparseGPT's blocksize must be a positive number of columns; got {self.blocksize!r}")
+        if self.method == "sparsegpt" and nm and self.blocksize % nm[1]:
+            n, m = nm
+            hint = (self.blocksize // m) * m or m
+            raise ConfigError(
+                f"SparseGPT prunes {n}:{m} groups inside column blocks, so its blocksize must be a multiple of "
+                f"M={m}; got {self.blocksize}: pass --blocksize {hint} (blocksize= in PruneConfig)"
+            )
         if self.use_variant and (self.method != "wanda" or nm):
             raise ConfigError("use_variant applies to unstructured Wanda only")
         if not 0.0 <= self.perturb <= MAX_PERTURB:

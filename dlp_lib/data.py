@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from .cache import atomic_path, cache_root, stable_hash
+from .cache import atomic_path, cache_root, load_tensors, read_cache, stable_hash
 from .config import ConfigError
 from .models import package_file
 
@@ -58,6 +58,9 @@ def wiki_extracts_parts() -> tuple[list[str], list[str]]:
     calibration = [a["extract"] for i, a in enumerate(ordered) if i % 4 != 0]
     evaluation = [a["extract"] for i, a in enumerate(ordered) if i % 4 == 0]
     return calibration, evaluation
+
+
+DOCUMENT_SUFFIXES = (".txt", ".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
 
 
 def read_documents(path: str | Path) -> list[str]:
@@ -93,9 +96,7 @@ def load_c4_documents(local_path: str | None = None) -> list[str]:
     """Documents of the first C4 English train shard (from the hub, or a local copy of it)."""
     if local_path:
         return read_documents(local_path)
-    from datasets import load_dataset
-
-    data = load_dataset("allenai/c4", data_files={"train": C4_SHARD}, split="train")
+    data = _load_hub_dataset("c4", "allenai/c4", data_files={"train": C4_SHARD}, split="train")
     return data["text"]
 
 
@@ -103,9 +104,7 @@ def load_wikitext2_text(local_path: str | None = None) -> list[str]:
     """The ``text`` rows of wikitext-2-raw-v1 test (from the hub, or a local copy)."""
     if local_path:
         return read_documents(local_path)
-    from datasets import load_dataset
-
-    return load_dataset("wikitext", "wikitext-2-raw-v1", split="test")["text"]
+    return _load_hub_dataset("wikitext2", "wikitext", "wikitext-2-raw-v1", split="test")["text"]
 
 
 def _parse_source(source: str) -> tuple[str, str | None]:
@@ -136,13 +135,36 @@ def _file_fingerprint(path: str) -> str:
     return h.hexdigest()[:16]
 
 
-def check_source(source: str) -> None:
-    """Raise ConfigError now if ``source`` cannot be read (before any model work starts)."""
+LOCAL_FORMS = {"c4": f"c4:/path/{Path(C4_SHARD).name}", "wikitext2": "wikitext2:/path/test.parquet"}
+
+
+def check_source(source: str, network: bool = True) -> None:
+    """Raise ConfigError now if ``source`` cannot be read (before any model work starts); with
+    ``network``, a hub source (``c4``, ``wikitext2``) also needs the hub to answer."""
     kind, path = _parse_source(source)
     if path is not None and not Path(path).expanduser().is_file():
         raise ConfigError(f"data file not found: {path}")
+    if path is not None and not path.lower().endswith(DOCUMENT_SUFFIXES):
+        raise ConfigError(f"unsupported data file {path}: use .txt, .jsonl, .json(.gz) or .parquet")
     if kind == EMBEDDED_SOURCE:
         wiki_extracts_file()
+    if kind in HUB_SOURCES and path is None and network:
+        from .hub import check_dataset
+
+        check_dataset(kind, LOCAL_FORMS[kind])
+
+
+def _load_hub_dataset(source: str, *args, **kwargs):
+    """``datasets.load_dataset``, a failure to fetch it turned into what to do."""
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(*args, **kwargs)
+    except (ConnectionError, OSError) as err:
+        raise ConfigError(
+            f"could not load {source!r} from the hub ({' '.join(str(err).split())[:200]}); give a local copy "
+            f"({LOCAL_FORMS[source]}) or use the embedded wiki-extracts"
+        ) from err
 
 
 # ---------------------------------------------------------------------------------------- windows
@@ -240,10 +262,18 @@ def _build_evaluation(source: str, tokenizer, seqlen: int, count: int | None) ->
     return stream_windows(stream, seqlen, count)
 
 
+def _load_windows(path: Path) -> torch.Tensor:
+    windows = load_tensors(path)
+    if not isinstance(windows, torch.Tensor) or windows.dim() != 2 or windows.dtype != torch.int64:
+        raise ValueError(f"not a 2-D int64 tensor of token ids: {type(windows).__name__}")
+    return windows
+
+
 def _cached(key: dict, build) -> torch.Tensor:
     path = cache_root() / "windows" / f"{stable_hash(key)}.pt"
-    if path.is_file():
-        return torch.load(path)
+    windows = read_cache(path, _load_windows, "token window cache")
+    if windows is not None:
+        return windows
     windows = build()
     with atomic_path(path) as tmp:
         torch.save(windows, tmp)

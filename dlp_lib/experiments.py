@@ -35,7 +35,7 @@ import pandas as pd
 
 from . import pipeline
 from .allocation import DIRECTION, allocate, dlp_unimportance, dsa_value, largest_width, owl_outlier_ratio
-from .cache import stable_hash, write_json_atomic
+from .cache import read_cache, stable_hash, write_json_atomic
 from .config import DSA_README_GRAPH, ConfigError, PruneConfig, parse_sparsity_type
 from .recovery import RecoveryConfig
 from .results import config_key, load_record, record_path, save_record
@@ -441,6 +441,13 @@ def run_label(config: pipeline.RunConfig) -> str:
     return f"{p.method} · {alloc} · {pattern}{clipped}{seed}{perturbed}{recovered}"
 
 
+def _json_object(path: Path) -> dict:
+    obj = json.loads(path.read_text())
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, found {type(obj).__name__}")
+    return obj
+
+
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
@@ -723,13 +730,11 @@ def dsa_search(prof: dict, results_dir: str | os.PathLike = "results", progress:
     fitness_settings, config = dsa_search_settings(prof)
     key = stable_hash({"fitness": fitness_settings.to_dict(), "search": config.to_dict()})
     path = Path(results_dir) / "dsa_search" / f"{key}.json"
-    try:
-        stored = json.loads(path.read_text())
-        if stored["settings"] == fitness_settings.to_dict() and stored["config"] == config.to_dict():
+    stored = read_cache(path, _json_object, "DSA search result")  # None: search (cached candidates are reused)
+    if stored is not None:
+        if stored.get("settings") == fitness_settings.to_dict() and stored.get("config") == config.to_dict():
             return stored
         log.warning("ignoring mismatched search result %s; searching again", path)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # missing or unreadable: search (cached candidates are reused)
     fitness = ProxyFitness(fitness_settings, progress=progress)
     result = search(fitness, config, progress=progress).to_dict()
     result["settings"] = fitness_settings.to_dict()
@@ -998,6 +1003,11 @@ class DenseStatistics:
         return largest_width(self.statistic(prune), prune.sparsity, DIRECTION[prune.allocation], weights)
 
 
+def _stored_dense_statistics(path: Path) -> DenseStatistics:
+    stored = _json_object(path)
+    return DenseStatistics(stored["facts"], pd.DataFrame(stored["blocks"]), stored["dsa_error"], stored["seconds"])
+
+
 def owl_column(m: float) -> str:
     return f"owl_outlier_ratio_m{float(m):g}"
 
@@ -1020,12 +1030,9 @@ def dense_statistics(
         settings = {k: prof[k] for k in ("model", "calibration", "nsamples", "seqlen", "seed", "device", "dtype")}
         key = stable_hash({"settings": settings, "owl_ms": owl_ms, "dsa_graph": prof["dsa_graph"]})
         path = Path(results_dir) / "dense_statistics" / f"{key}.json"
-        try:
-            stored = json.loads(path.read_text())
-            blocks = pd.DataFrame(stored["blocks"])
-            return DenseStatistics(stored["facts"], blocks, stored["dsa_error"], stored["seconds"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # missing or unreadable: compute
+        stored = read_cache(path, _stored_dense_statistics, "dense statistics table")
+        if stored is not None:
+            return stored
     stats = _compute_dense_statistics(prof, owl_ms, progress)
     if path is not None:
         blocks = stats.blocks.to_dict("list")

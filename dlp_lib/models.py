@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import logging
 import os
 from pathlib import Path
 
 import torch
 
-from .cache import atomic_path, cache_root
+from .cache import atomic_path, cache_root, read_cache
 from .config import ConfigError
 from .layers import architecture
 
@@ -68,14 +69,31 @@ def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
     package, filename = EMBEDDED_MODELS[name]
     gguf_path = package_file(package, filename)
     out = cache_root() / "models" / name
-    if (out / "model.safetensors").is_file():
+    if read_cache(out, _check_converted, "converted model cache") is not None:
         return out
     log.info("converting %s to a safetensors cache at %s (once)", gguf_path.name, out)
-    with atomic_path(out) as tmp:
+    # a missing cache that another process converts meanwhile is kept; a corrupt one is replaced
+    with atomic_path(out, keep_existing=not out.exists()) as tmp:
         model, tokenizer = _load_gguf(gguf_path, torch.float32)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return out
+
+
+def _check_converted(directory: Path) -> Path:
+    """``directory`` if it holds a complete conversion: a readable config, a tokenizer and a
+    safetensors file whose header covers the whole file (a truncated copy fails ``safe_open``)."""
+    from safetensors import safe_open
+
+    if not directory.is_dir():
+        raise FileNotFoundError(directory)
+    json.loads((directory / "config.json").read_text())
+    if not (directory / "tokenizer.json").is_file():
+        raise ValueError("no tokenizer.json")
+    with safe_open(directory / "model.safetensors", "pt") as weights:
+        if not list(weights.keys()):
+            raise ValueError("model.safetensors holds no tensors")
+    return directory
 
 
 def _load_gguf(path: Path, dtype):
@@ -101,15 +119,18 @@ def _looks_like_hub_id(spec: str) -> bool:
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))
 
 
-def check_model_spec(spec: str) -> None:
-    """Raise ConfigError now if ``spec`` cannot name a loadable model: cheap (no loading, no network),
-    for front-ends that validate everything before work starts. Hub ids are only checked for shape."""
+def check_model_spec(spec: str, network: bool = False) -> None:
+    """Raise ConfigError now if ``spec`` cannot name a loadable model: cheap (no loading), for
+    front-ends that validate everything before work starts. A hub id is checked for shape, and with
+    ``network`` also for being in the hub cache or downloadable now (``dlp_lib.hub``)."""
     path = Path(spec).expanduser()
     if spec in EMBEDDED_MODELS:
         package_file(*EMBEDDED_MODELS[spec])
     elif spec.endswith(".gguf"):
         if not path.is_file():
             raise ConfigError(f"GGUF file not found: {spec}")
+    elif path.is_file():
+        raise ConfigError(f"{spec} is a file; give a model directory (with config.json) or a .gguf file")
     elif path.exists():
         if not (path / "config.json").is_file():
             raise ConfigError(f"{spec} is not a Hugging Face model directory (no config.json)")
@@ -118,6 +139,10 @@ def check_model_spec(spec: str) -> None:
             f"unknown model {spec!r}: give {sorted(EMBEDDED_MODELS)}, a local model directory, "
             "a .gguf file, or a hub id like 'meta-llama/Llama-2-7b-hf'"
         )
+    elif network:
+        from .hub import check_model
+
+        check_model(spec)
 
 
 def _check_placement(device_map: dict) -> None:

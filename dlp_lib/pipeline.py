@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .allocation import allocate, nm_per_block
-from .cache import atomic_path, cache_root, stable_hash
+from .cache import atomic_path, cache_root, load_tensors, read_cache, stable_hash
 from .config import ConfigError, PruneConfig
 from .data import (
     EMBEDDED_SOURCE,
@@ -27,7 +27,7 @@ from .data import (
 )
 from .evaluation import perplexity
 from .layers import decoder_blocks, linear_sublayers
-from .models import DEFAULT_MODEL, load_model
+from .models import DEFAULT_MODEL, check_model_spec, load_model
 from .prune import decoder_sparsity, dense_input_norms, prune_model
 from .recovery import RecoveryConfig, check_recovery, merge_masked, recover
 from .results import hardware, package_versions
@@ -129,7 +129,8 @@ ZERO_SHOT_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name
 
 
 def validate(config: RunConfig) -> None:
-    """Check the data sources before any model work starts."""
+    """Check the model and data sources (a hub one: in the cache or reachable) before any model work."""
+    check_model_spec(config.model, network=True)
     if config.prune is not None and (config.prune.method != "magnitude" or config.prune.needs_dense_statistics):
         check_source(config.calibration)
     if config.eval:
@@ -144,6 +145,27 @@ def validate(config: RunConfig) -> None:
         )
 
 
+def check_model_fit(model, config: RunConfig) -> None:
+    """Checks that need the loaded model, before any data or pruning work: windows within the model's
+    positions, and an N:M group size M that divides every decoder linear's input size."""
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and config.seqlen > positions:
+        raise ConfigError(
+            f"--seqlen {config.seqlen} is longer than the model's {positions} positions; use --seqlen {positions} "
+            "or less (the papers use 2048 on LLaMA)"
+        )
+    nm = config.prune.nm if config.prune is not None else None
+    if nm:
+        n, m = nm
+        sizes = sorted({lin.in_features for b in decoder_blocks(model) for lin in linear_sublayers(b).values()})
+        if any(size % m for size in sizes):
+            fits = " or ".join(f"{k // 2}:{k}" for k in (4, 8, 16) if all(size % k == 0 for size in sizes))
+            raise ConfigError(
+                f"{n}:{m} sparsity needs every decoder linear's input size to be a multiple of M={m}; this model's are "
+                f"{', '.join(map(str, sizes))}: use a pattern whose M divides them (e.g. {fits or 'unstructured'})"
+            )
+
+
 def model_fingerprint(model) -> str:
     """Identifies a model's weights cheaply: its config, and per decoder linear a few rows plus the
     sum and sum of squares of all weights (in float64), so any change to a weight changes it."""
@@ -156,13 +178,28 @@ def model_fingerprint(model) -> str:
     return h.hexdigest()[:16]
 
 
+def _load_norms(path: Path, model) -> list[dict[str, torch.Tensor]]:
+    """Cached dense input norms, checked against the model: one dict per block, one vector per linear."""
+    norms = load_tensors(path)
+    blocks = decoder_blocks(model)
+    if not isinstance(norms, list) or len(norms) != len(blocks):
+        raise ValueError(f"expected a list of {len(blocks)} blocks' norms")
+    for block, block_norms in zip(blocks, norms):
+        for name, linear in linear_sublayers(block).items():
+            vector = block_norms.get(name) if isinstance(block_norms, dict) else None
+            if not isinstance(vector, torch.Tensor) or vector.shape != (linear.in_features,):
+                raise ValueError(f"no {linear.in_features}-vector for {name}")
+    return norms
+
+
 def cached_dense_norms(model, calibration: torch.Tensor, batch_size: int, progress: bool = True, offload_device=None):
     """Per-block dense input norms, computed once per (model, calibration windows) and kept on disk,
     so trying another allocator or hyper-parameter needs no forward pass."""
     key = stable_hash([model_fingerprint(model), hashlib.sha256(calibration.numpy().tobytes()).hexdigest()])
     path = cache_root() / "dense_stats" / f"{key}.pt"
-    if path.is_file():
-        return torch.load(path), 0.0
+    norms = read_cache(path, lambda p: _load_norms(p, model), "dense statistics cache")
+    if norms is not None:
+        return norms, 0.0
     start = time.perf_counter()
     norms = dense_input_norms(model, calibration, batch_size, progress, offload_device)
     seconds = time.perf_counter() - start
@@ -190,6 +227,7 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
     offload_device = config.device if config.offload else None
     model, tokenizer = load_model(config.model, config.dtype, home, config.trust_remote_code, config.device_map)
     timings["load_model"] = time.perf_counter() - start
+    check_model_fit(model, config)
     if config.recovery is not None:  # target names and window length need the model: check before pruning
         check_recovery(model, config.recovery, config.recovery.seqlen or config.seqlen)
     record = {"config": config.to_dict(), "versions": package_versions(), "hardware": hardware()}
@@ -209,7 +247,13 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
                 model, calibration, config.batch_size, progress, offload_device
             )
             t = time.perf_counter()
-            allocation = block_allocation(model, prune, norms)
+            try:
+                allocation = block_allocation(model, prune, norms)
+            except ConfigError as err:  # a width that leaves (0, 1]: known only from the statistics
+                raise ConfigError(
+                    f"{err}; the dense statistics are cached ({cache_root() / 'dense_stats'}), so a re-run with "
+                    "another value starts without their forward pass"
+                ) from err
             timings["allocation"] = time.perf_counter() - t
             if prune.nm:
                 n, m = prune.nm

@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_settings(args):
     """Validate every flag and return ``(FitnessSettings, SearchConfig, save path or None)``."""
+    from .cache import check_writable
     from .config import ConfigError
     from .data import check_source
     from .models import check_model_spec, resolve_dtype
@@ -112,16 +113,14 @@ def build_settings(args):
         max_post=args.max_post,
         initial=tuple(args.initial) if args.initial else (DSA_README_GRAPH,),
     )
-    check_model_spec(fitness.model)
+    check_model_spec(fitness.model, network=True)
     check_source(fitness.calibration)
     save = None
     if args.save:
         save = Path(args.save).expanduser()
         if save.is_dir():
             raise ConfigError(f"--save {save} is a directory; give a file path such as {save / 'dsa_search.json'}")
-        parent = next((p for p in [save.parent, *save.parent.parents] if p.exists()), None)
-        if parent is not None and not parent.is_dir():
-            raise ConfigError(f"cannot write the result to {save}: {parent} is a file")
+        check_writable(save, "the search result")
     return fitness, config, save
 
 

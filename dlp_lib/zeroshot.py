@@ -122,6 +122,10 @@ def check_zero_shot(tasks, source: str = "local", limit=None, batch_size: int = 
         raise ConfigError("zero-shot evaluation needs lm-eval: pip install 'lm-eval[hf]>=0.4.10'")
     if source == "local":
         _data_root()
+    else:
+        from .hub import check_dataset
+
+        check_dataset("the hub zero-shot tasks", "--zero_shot_source local: the shipped task data")
     return names
 
 

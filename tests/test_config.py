@@ -66,7 +66,11 @@ def test_parse_sparsity_type_refuses_n_not_below_m(text):
         ({"percdamp": -0.01}, "percdamp"),
         ({"percdamp": 1.0}, "percdamp"),
         ({"blocksize": 0}, "blocksize"),
-        ({"blocksize": 130, "sparsity_type": "4:8"}, "blocksize must be a positive multiple of M"),
+        (
+            {"blocksize": 130, "sparsity_type": "4:8", "method": "sparsegpt"},
+            "multiple of M=8; got 130: pass --blocksize 128",
+        ),
+        ({"sparsity_type": "2:5", "method": "sparsegpt"}, "pass --blocksize 125"),
         ({"use_variant": True, "method": "sparsegpt"}, "use_variant"),
         ({"use_variant": True, "sparsity_type": "2:4"}, "use_variant"),
     ],
@@ -126,3 +130,10 @@ def test_split_method(name, expected):
 def test_split_method_refuses_unknown_compounds(name):
     with pytest.raises(ConfigError, match="unknown prune method"):
         split_method(name)
+
+
+def test_blocksize_concerns_sparsegpt_only():
+    """Wanda and magnitude have no column blocks: an N:M pattern whose M does not divide the default
+    blocksize is theirs to use (the old check blamed a SparseGPT setting the user never gave)."""
+    for method in ("wanda", "magnitude"):
+        assert PruneConfig(method=method, sparsity_type="2:5").nm == (2, 5)

@@ -1,0 +1,53 @@
+"""The check ``make reproduce`` runs before its first notebook: the profile and model parameters,
+the data sources (a hub one: cached or reachable) and the output directories. A bad one is refused
+in one line with exit status 2, instead of a traceback inside a notebook after minutes of work::
+
+    python -m dlp_lib.preflight --profile quick [--model meta-llama/Llama-2-7b-hf] [--outputs results tables]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .cache import check_writable
+from .config import ConfigError
+
+
+def check(profile: str, model: str | None = None, outputs: tuple[str, ...] = ()) -> dict:
+    """The profile (with ``model`` if given), after checking everything it will need; raises ConfigError."""
+    from . import experiments
+    from .data import check_source
+    from .models import check_model_spec
+
+    prof = experiments.profile(profile, model=model or None)
+    check_model_spec(prof["model"], network=True)
+    for source in {prof["calibration"], prof["eval"]}:
+        check_source(source)
+    if prof["zero_shot"]["source"] != "local":
+        from .hub import check_dataset
+
+        check_dataset("the hub zero-shot tasks", "the shipped task data: zero_shot source 'local'")
+    for directory in outputs:
+        check_writable(Path(directory) / ".probe", f"the outputs in {directory}/")
+    return prof
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make reproduce", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", required=True, help="smoke, quick or paper")
+    parser.add_argument("--model", default=None, help="a model instead of the profile's")
+    parser.add_argument("--outputs", nargs="*", default=[], help="directories the notebooks write")
+    args = parser.parse_args(argv)
+    try:
+        prof = check(args.profile, args.model, tuple(args.outputs))
+    except ConfigError as err:
+        print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(f"profile {prof['name']}: model {prof['model']}, data {prof['calibration']} / {prof['eval']}: ready")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
