@@ -95,3 +95,25 @@ def text_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("text") / "sample.txt"
     path.write_text("\n\n".join(calibration[:150]))
     return path
+
+
+@pytest.fixture
+def tiny_args(tiny_model_dir, text_file):
+    """``dlp-prune`` flags for a seconds-long run of the tiny LLaMA on the sample text file."""
+    return [
+        "--model", str(tiny_model_dir),
+        "--calibration", str(text_file), "--eval", str(text_file),
+        "--nsamples", "4", "--seqlen", "32", "--eval_windows", "4",
+        "--device", "cpu", "--quiet",
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Fail the test if anything tries to load a model (settings must be refused before)."""
+    from dlp_lib import pipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the settings were validated")
+
+    monkeypatch.setattr(pipeline, "load_model", refuse)

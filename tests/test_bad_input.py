@@ -36,16 +36,6 @@ def no_network(monkeypatch):
     monkeypatch.setattr(hub, "model_in_cache", lambda repo_id: False)
 
 
-@pytest.fixture
-def tiny_args(tiny_model_dir, text_file):
-    return [
-        "--model", str(tiny_model_dir),
-        "--calibration", str(text_file), "--eval", str(text_file),
-        "--nsamples", "4", "--seqlen", "32", "--eval_windows", "4",
-        "--device", "cpu", "--quiet",
-    ]  # fmt: skip
-
-
 def files_under(path: Path) -> set[str]:
     return {str(p.relative_to(path)) for p in path.rglob("*")}
 
@@ -65,14 +55,6 @@ def refused(argv, capsys, tmp_path) -> str:
 
 
 # ------------------------------------------------------------------------- CLI: refused before loading
-@pytest.fixture
-def no_loading(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the settings were validated")
-
-    monkeypatch.setattr(pipeline, "load_model", refuse)
-
-
 BEFORE_LOADING = {
     "record under /proc": (["--save", "/proc/nope/rec.json"], "does not accept new files"),
     "model under /proc": (["--save_model", "/proc/nope/model"], "does not accept new files"),

@@ -22,17 +22,6 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DLP_CACHE_DIR", str(tmp_path / "cache"))
 
 
-@pytest.fixture
-def tiny_args(tiny_model_dir, text_file):
-    """Flags for a seconds-long run of the tiny LLaMA on the sample text file."""
-    return [
-        "--model", str(tiny_model_dir),
-        "--calibration", str(text_file), "--eval", str(text_file),
-        "--nsamples", "4", "--seqlen", "32", "--eval_windows", "4",
-        "--device", "cpu", "--quiet",
-    ]  # fmt: skip
-
-
 def run_ok(args, capsys):
     status = main(args)
     out, err = capsys.readouterr()
@@ -161,16 +150,6 @@ def test_crash_midway_leaves_no_record(tiny_args, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ invalid settings
-@pytest.fixture
-def no_loading(monkeypatch):
-    """Fail the test if anything tries to load a model."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the settings were validated")
-
-    monkeypatch.setattr(pipeline, "load_model", refuse)
-
-
 BAD = {
     "sparsity 1": (["--sparsity_ratio", "1.0"], "[0, 1)"),
     "negative sparsity": (["--sparsity_ratio", "-0.1"], "[0, 1)"),
