@@ -59,17 +59,24 @@ reproduce: $(EXECUTED)/10_dsa_search.ipynb ## run every notebook in order throug
 
 figures: reproduce ## alias of reproduce: regenerate tables/ and figures/
 
-# rewritten only when PROFILE or MODEL change, so that executed notebooks of another profile are redone
-$(PARAMETERS): FORCE
+# rewritten only when PROFILE or MODEL change, so that executed notebooks of another profile are redone;
+# first the profile, model, data and output directories are checked (one line and exit 2 if one is bad)
+$(PARAMETERS): FORCE | $(STAMP)
 	@mkdir -p $(EXECUTED)
+	@$(PY) -m dlp_lib.preflight --profile $(PROFILE) $(if $(strip $(MODEL)),--model $(MODEL)) \
+		--outputs results tables figures $(EXECUTED)
 	@echo "profile=$(PROFILE) model=$(MODEL)" | cmp -s - $@ || echo "profile=$(PROFILE) model=$(MODEL)" > $@
 
 NOTEBOOK_CODE := dlp_lib/experiments.py dlp_lib/reports.py dlp_lib/plots.py dlp_lib/spread.py dlp_lib/search.py \
 	dlp_lib/speedup.py
 
+# papermill writes a hidden partial copy as it goes; only a finished run is renamed onto the target, so
+# a killed run leaves no executed notebook that make would take for up to date
 $(EXECUTED)/%.ipynb: notebooks/%.ipynb $(PARAMETERS) $(NOTEBOOK_CODE) | $(STAMP)
-	@rm -f $(EXECUTED)/$*.failed.ipynb
-	$(PAPERMILL) $< $@ || { mv -f $@ $(EXECUTED)/$*.failed.ipynb 2>/dev/null; exit 1; }
+	@rm -f $(EXECUTED)/$*.failed.ipynb $(EXECUTED)/.$*.partial.ipynb
+	$(PAPERMILL) $< $(EXECUTED)/.$*.partial.ipynb \
+		|| { mv -f $(EXECUTED)/.$*.partial.ipynb $(EXECUTED)/$*.failed.ipynb 2>/dev/null; exit 1; }
+	@mv -f $(EXECUTED)/.$*.partial.ipynb $@
 
 # order: each notebook after the previous one
 $(EXECUTED)/02_layerwise_allocation.ipynb: $(EXECUTED)/01_dense_baseline.ipynb
@@ -114,6 +121,9 @@ bench-gpu: $(STAMP) ## GPU benchmark on the LLaMA-2-7B shape, random weights (CU
 bench-speedup: $(STAMP) ## inference speed of sparse weights: CPU sparse formats (CSR/CSC/COO), on CUDA 2:4 kernels; pruning-only seconds (ARGS="--quick")
 	$(PY) bench/speedup.py $(ARGS)
 
+bench-kill-resume: $(STAMP) ## SIGKILL make reproduce (smoke) 10 times, resume, check records and tables (ARGS="--kills 3")
+	$(PY) bench/kill_resume.py $(ARGS)
+
 bench-memory: $(STAMP) ## peak memory of pruning a random LLaMA-2-7B-width model vs dlp_lib.memory's estimate; 7B/13B/70B table
 	$(PY) bench/memory.py
 
@@ -124,4 +134,4 @@ clean: ## remove executed notebooks, caches and build files (keeps .venv and com
 distclean: clean ## also remove .venv and the dlp_lib cache (~/.cache/dlp_lib or DLP_CACHE_DIR)
 	rm -rf $(VENV) "$${DLP_CACHE_DIR:-$$HOME/.cache/dlp_lib}"
 
-.PHONY: help venv test test-fast lint format bench bench-gpu bench-speedup bench-memory clean distclean reproduce figures check-reproduction dsa-search FORCE $(NOTEBOOKS)
+.PHONY: help venv test test-fast lint format bench bench-gpu bench-speedup bench-kill-resume bench-memory clean distclean reproduce figures check-reproduction dsa-search FORCE $(NOTEBOOKS)

@@ -335,7 +335,7 @@ def record_destination(save: str, config_dict: dict) -> Path:
     if save.endswith(("/", os.sep)) or path.is_dir():
         return record_path(path, config_dict)
     if path.parent.exists() and not path.parent.is_dir():
-        raise ConfigError(f"cannot write the record to {path}: {path.parent} is a file")
+        raise ConfigError(f"cannot write the record to {path}: {path.parent} is a file; give a path in a directory")
     return path
 
 

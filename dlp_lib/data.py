@@ -151,7 +151,7 @@ def check_source(source: str, network: bool = True) -> None:
     if kind in HUB_SOURCES and path is None and network:
         from .hub import check_dataset
 
-        check_dataset(kind, LOCAL_FORMS[kind])
+        check_dataset(repr(kind), f"give a local copy ({LOCAL_FORMS[kind]}) or use the embedded wiki-extracts")
 
 
 def _load_hub_dataset(source: str, *args, **kwargs):

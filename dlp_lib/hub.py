@@ -66,15 +66,15 @@ def check_model(repo_id: str) -> None:
         )
 
 
-def check_dataset(source: str, local_form: str) -> None:
-    """Refuse a hub data source (``c4``, ``wikitext2``) when the hub cannot be reached. In offline mode
-    the data sets library reads its own cache, so nothing is checked."""
+def check_dataset(source: str, instead: str) -> None:
+    """Refuse a hub data source (``c4``, ``wikitext2``, lm-eval's hub tasks) when the hub cannot be
+    reached; ``instead`` says what to use. In offline mode the data sets library reads its own cache,
+    so nothing is checked."""
     if offline(datasets=True):
         return
     reason = unreachable()
     if reason is not None:
         raise ConfigError(
-            f"cannot reach the Hugging Face hub ({endpoint()}: {reason}) to download {source!r}; give a local copy "
-            f"({local_form}), use the embedded wiki-extracts, or set HF_DATASETS_OFFLINE=1 if your data sets cache "
-            "holds it"
+            f"cannot reach the Hugging Face hub ({endpoint()}: {reason}) to download {source}; {instead}, or set "
+            "HF_DATASETS_OFFLINE=1 if your data sets cache holds it"
         )

@@ -28,7 +28,7 @@ def check(profile: str, model: str | None = None, outputs: tuple[str, ...] = ())
     if prof["zero_shot"]["source"] != "local":
         from .hub import check_dataset
 
-        check_dataset("the hub zero-shot tasks", "the shipped task data: zero_shot source 'local'")
+        check_dataset("lm-eval's hub task data", "use the shipped task data (the profile's zero_shot source 'local')")
     for directory in outputs:
         check_writable(Path(directory) / ".probe", f"the outputs in {directory}/")
     return prof

@@ -125,7 +125,7 @@ def check_zero_shot(tasks, source: str = "local", limit=None, batch_size: int = 
     else:
         from .hub import check_dataset
 
-        check_dataset("the hub zero-shot tasks", "--zero_shot_source local: the shipped task data")
+        check_dataset("lm-eval's hub task data", "use the shipped task data (--zero_shot_source local)")
     return names
 
 

@@ -96,7 +96,10 @@ HUB = {
     "hub model": (["--model", "meta-llama/Llama-2-7b-hf"], "cannot reach the Hugging Face hub"),
     "c4 calibration": (["--calibration", "c4"], "give a local copy (c4:/path/c4-train.00000-of-01024.json.gz)"),
     "wikitext2 evaluation": (["--eval", "wikitext2"], "give a local copy (wikitext2:/path/test.parquet)"),
-    "hub zero-shot tasks": (["--eval_zero_shot", "--zero_shot_source", "hub"], "--zero_shot_source local"),
+    "hub zero-shot tasks": (
+        ["--eval_zero_shot", "--zero_shot_source", "hub"],
+        "use the shipped task data (--zero_shot_source local)",
+    ),
 }
 
 
