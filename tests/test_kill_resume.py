@@ -37,12 +37,14 @@ def test_damage_is_detected(kr, tmp_path):
     notebook(executed / "01_a.ipynb", [1, 2])
     notebook(executed / "02_b.ipynb", [1, None])  # papermill killed after cell 1
     (executed / "03_c.failed.ipynb").write_text("{}")
+    notebook(executed / ".04_d.partial.ipynb", [1, None])  # the Makefile's partial copy: not a result
     assert kr.damaged_files(tmp_path) == [
         "results/dsa_search/cut.json",
         "notebooks/executed/02_b.ipynb (not every cell ran)",
         "notebooks/executed/03_c.failed.ipynb",
     ]
     assert kr.leftover_temporaries(tmp_path) == ["results/.cut.json.tmp.1@host.x"]
+    assert kr.partial_notebooks(tmp_path) == [".04_d.partial.ipynb"]
 
 
 def test_tables_compared_but_for_measured_columns(kr, tmp_path):
@@ -52,9 +54,16 @@ def test_tables_compared_but_for_measured_columns(kr, tmp_path):
         (tables / "speed.csv").write_text(f"method,seconds,ppl\nwanda,{seconds},{ppl}\n")
         (tables / "speed.md").write_text(f"| wanda | {seconds} |\n")
         (tables / "main.csv").write_text("method,ppl\nwanda,20.0\n")
+        (tables / "facts.csv").write_text(f"fact,value\nperplexity,{ppl}\nevaluation seconds,{seconds}\n")
+        (tables / "search.csv").write_text(f"generation,best,from_cache\n0,1.5,{int(seconds)}\n")
     (tmp_path / "b" / "tables" / "main.csv").write_text("method,ppl\nwanda,20.1\n")
     result = kr.compare_tables(tmp_path / "a", tmp_path / "b")
-    assert result["equal_without_timed_columns"] == {"speed.csv": ["seconds"], "speed.md": "rendering of the CSV above"}
+    assert result["equal_without_timed_columns"] == {
+        "facts.csv": ["row 'evaluation seconds'"],
+        "search.csv": ["from_cache"],
+        "speed.csv": ["seconds"],
+        "speed.md": "rendering of the CSV above",
+    }
     assert result["different"] == ["main.csv"] and result["equal"] == [] and result["missing"] == []
 
 
