@@ -148,8 +148,14 @@ def validate(config: RunConfig) -> None:
 def check_model_fit(model, config: RunConfig) -> None:
     """Checks that need the loaded model, before any data or pruning work: windows within the model's
     positions, and an N:M group size M that divides every decoder linear's input size."""
+    prune = config.prune
+    windows = (
+        config.eval is not None
+        or (prune is not None and (prune.method != "magnitude" or prune.needs_dense_statistics))
+        or (config.recovery is not None and not config.recovery.seqlen)
+    )  # whether any window of ``seqlen`` tokens is read (magnitude with zero-shot only reads none)
     positions = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(positions, int) and config.seqlen > positions:
+    if windows and isinstance(positions, int) and config.seqlen > positions:
         raise ConfigError(
             f"--seqlen {config.seqlen} is longer than the model's {positions} positions; use --seqlen {positions} "
             "or less (the papers use 2048 on LLaMA)"
