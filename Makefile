@@ -59,6 +59,14 @@ reproduce: $(EXECUTED)/10_dsa_search.ipynb ## run every notebook in order throug
 
 figures: reproduce ## alias of reproduce: regenerate tables/ and figures/
 
+# the grid computes every record as its own job (submitit: local workers or Slurm); render then runs the
+# notebooks with DLP_RECORDS_ONLY=1, so a missing record is an error instead of unplanned computing
+grid: $(STAMP) ## every missing run of PROFILE as its own job via submitit (ARGS="--executor slurm --partition gpu"; "--dry-run")
+	$(PY) -m dlp_lib.grid --profile $(PROFILE) $(if $(strip $(MODEL)),--model $(MODEL)) $(ARGS)
+
+render: export DLP_RECORDS_ONLY := 1
+render: reproduce ## the notebooks from the stored records only (after make grid); refuses to compute a run
+
 # rewritten only when PROFILE or MODEL change, so that executed notebooks of another profile are redone;
 # first the profile, model, data and output directories are checked (one line and exit 2 if one is bad)
 $(PARAMETERS): FORCE | $(STAMP)

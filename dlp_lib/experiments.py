@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,6 +468,24 @@ def _stored_record(path: Path, config: pipeline.RunConfig) -> dict | None:
     return record
 
 
+# ``make render`` / DLP_RECORDS_ONLY=1: notebooks read what the grid (or an earlier reproduction) stored
+# and refuse to compute anything, so a missing record is an error instead of hours of unplanned work
+RECORDS_ONLY_ENV = "DLP_RECORDS_ONLY"
+
+
+def records_only() -> bool:
+    return os.environ.get(RECORDS_ONLY_ENV, "") not in ("", "0")
+
+
+def refuse_to_compute(what: str) -> None:
+    """Raise ConfigError if computing is switched off (``DLP_RECORDS_ONLY=1``); ``what`` says what is missing."""
+    if records_only():
+        raise ConfigError(
+            f"{what}, and {RECORDS_ONLY_ENV}=1 forbids computing it; run the grid first "
+            "(python -m dlp_lib.grid, or make grid) or unset the variable"
+        )
+
+
 def cached_run(config: pipeline.RunConfig, results_dir: str | os.PathLike = "results", progress: bool = True) -> dict:
     """The result record of ``config``: read from ``results_dir`` if present, else run and save it.
 
@@ -478,6 +497,7 @@ def cached_run(config: pipeline.RunConfig, results_dir: str | os.PathLike = "res
     record = _stored_record(path, config)
     if record is not None:
         return record
+    refuse_to_compute(f"no record of {run_label(config)} in {path.parent}")
     record = pipeline.run(config, progress=progress)
     save_record(path, record)
     return record
@@ -496,26 +516,33 @@ def _stored_spec(prof: dict, spec: dict, results_dir) -> tuple[pipeline.RunConfi
     return config, record
 
 
+def run_spec(
+    prof: dict, spec: dict, results_dir: str | os.PathLike = "results", progress: bool = False
+) -> tuple[pipeline.RunConfig, dict, bool]:
+    """``(config, record, cached)`` of one spec (keyword arguments of ``run_config``): the stored record,
+    or a new run. An allocation that leaves (0, 1] for this sparsity is run with clipped densities
+    instead (so a sweep still has the point), and ``config`` is then the clipped one."""
+    config, record = _stored_spec(prof, spec, results_dir)
+    if record is not None:
+        return config, record, True
+    try:
+        return config, cached_run(config, results_dir, progress), False
+    except ConfigError as err:
+        if "outside (0, 1]" not in str(err) or spec.get("clip_densities"):
+            raise
+        log.warning("%s: %s; running it with clipped densities", run_label(config), err)
+        config = run_config(prof, **spec, clip_densities=True)
+        return config, cached_run(config, results_dir, progress), False
+
+
 def run_specs(
     prof: dict, specs: list[dict], results_dir: str | os.PathLike = "results", progress: bool = False
 ) -> list[dict]:
-    """``cached_run`` for each spec (keyword arguments of ``run_config``), logging one line per run."""
+    """``run_spec`` for each spec, logging one line per run."""
     records = []
     for index, spec in enumerate(specs, 1):
-        config, record = _stored_spec(prof, spec, results_dir)
-        cached = record is not None
         start = time.perf_counter()
-        if not cached:
-            try:
-                record = cached_run(config, results_dir, progress)
-            except ConfigError as err:
-                # a width too large for this sparsity (a block density outside (0, 1]): clip and
-                # redistribute instead, so a sweep still has the point, and say so
-                if "outside (0, 1]" not in str(err) or spec.get("clip_densities"):
-                    raise
-                log.warning("%s: %s; running it with clipped densities", run_label(config), err)
-                config = run_config(prof, **spec, clip_densities=True)
-                record = cached_run(config, results_dir, progress)
+        config, record, cached = run_spec(prof, spec, results_dir, progress)
         how = "cached" if cached else f"ran in {time.perf_counter() - start:.0f} s"
         log.info("[%d/%d] %s: %s (%s)", index, len(specs), run_label(config), _headline(record), how)
         records.append(record)
@@ -542,12 +569,24 @@ def stored_runs(prof: dict, specs: list[dict], results_dir: str | os.PathLike = 
     return [record for record in stored if record is not None]
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (a notebook's, a test's captured one)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """One log line per run on stderr (shown in executed notebooks and by ``papermill --log-output``);
     silences the per-file weight-loading bars of transformers."""
     logger = logging.getLogger("dlp_lib")
     if not any(getattr(h, "_dlp_experiments", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         handler._dlp_experiments = True
         logger.addHandler(handler)
@@ -721,20 +760,38 @@ def dsa_search_settings(prof: dict) -> tuple[FitnessSettings, SearchConfig]:
     return fitness, SearchConfig(**{k: v for k, v in setting.items() if k in SEARCH_FIELDS})
 
 
+def dsa_search_path(prof: dict, results_dir: str | os.PathLike = "results") -> Path:
+    """Where the profile's DSA search result is kept: ``results_dir/dsa_search/<settings hash>.json``."""
+    fitness_settings, config = dsa_search_settings(prof)
+    key = stable_hash({"fitness": fitness_settings.to_dict(), "search": config.to_dict()})
+    return Path(results_dir) / "dsa_search" / f"{key}.json"
+
+
+def stored_dsa_search(prof: dict, results_dir: str | os.PathLike = "results") -> dict | None:
+    """The profile's stored DSA search result, or None (missing, unreadable or for other settings)."""
+    fitness_settings, config = dsa_search_settings(prof)
+    path = dsa_search_path(prof, results_dir)
+    stored = read_cache(path, _json_object, "DSA search result")  # None: search (cached candidates are reused)
+    if stored is None:
+        return None
+    if stored.get("settings") == fitness_settings.to_dict() and stored.get("config") == config.to_dict():
+        return stored
+    log.warning("ignoring mismatched search result %s; searching again", path)
+    return None
+
+
 def dsa_search(prof: dict, results_dir: str | os.PathLike = "results", progress: bool = False) -> dict:
     """The profile's DSA search (``dlp_lib.search``), run once and kept in
     ``results_dir/dsa_search/<settings hash>.json``; its candidates are also cached one by one (under
     ``$DLP_CACHE_DIR/dsa_search``), so an interrupted search resumes. Besides the search result
     (``best``, ``candidates``, ``history``), ``references`` has the same proxy fitness for the
     profile's allocations (Uniform, OWL, DLP) and ``settings`` the fitness settings."""
-    fitness_settings, config = dsa_search_settings(prof)
-    key = stable_hash({"fitness": fitness_settings.to_dict(), "search": config.to_dict()})
-    path = Path(results_dir) / "dsa_search" / f"{key}.json"
-    stored = read_cache(path, _json_object, "DSA search result")  # None: search (cached candidates are reused)
+    stored = stored_dsa_search(prof, results_dir)
     if stored is not None:
-        if stored.get("settings") == fitness_settings.to_dict() and stored.get("config") == config.to_dict():
-            return stored
-        log.warning("ignoring mismatched search result %s; searching again", path)
+        return stored
+    path = dsa_search_path(prof, results_dir)
+    refuse_to_compute(f"no DSA search result in {path}")
+    fitness_settings, config = dsa_search_settings(prof)
     fitness = ProxyFitness(fitness_settings, progress=progress)
     result = search(fitness, config, progress=progress).to_dict()
     result["settings"] = fitness_settings.to_dict()
@@ -974,6 +1031,7 @@ class DenseStatistics:
     blocks: pd.DataFrame  # block, params, owl_outlier_ratio_m<M>, dlp_abs_mean, dlp_abs_median, dsa_value
     dsa_error: str | None
     seconds: float
+    norms_cache: str | None = None  # the dense input norms file the statistics were computed from
 
     def statistic(self, prune: PruneConfig) -> list[float]:
         if prune.allocation == "uniform":
@@ -1005,7 +1063,8 @@ class DenseStatistics:
 
 def _stored_dense_statistics(path: Path) -> DenseStatistics:
     stored = _json_object(path)
-    return DenseStatistics(stored["facts"], pd.DataFrame(stored["blocks"]), stored["dsa_error"], stored["seconds"])
+    blocks = pd.DataFrame(stored["blocks"])
+    return DenseStatistics(stored["facts"], blocks, stored["dsa_error"], stored["seconds"], stored.get("norms_cache"))
 
 
 def owl_column(m: float) -> str:
@@ -1013,7 +1072,11 @@ def owl_column(m: float) -> str:
 
 
 def dense_statistics(
-    prof: dict, owl_ms=None, progress: bool = False, results_dir: str | os.PathLike | None = None
+    prof: dict,
+    owl_ms=None,
+    progress: bool = False,
+    results_dir: str | os.PathLike | None = None,
+    refresh: bool = False,
 ) -> DenseStatistics:
     """Load the model and calibration windows, take the dense input norms from the pipeline's cache
     (one forward pass the first time), and compute every block's allocation statistics: OWL's outlier
@@ -1021,25 +1084,46 @@ def dense_statistics(
     and |median| Wanda score, and the DSA expression (NaN, with ``dsa_error`` set, if not finite).
 
     With ``results_dir`` the result is also kept there (``dense_statistics/<key>.json``, keyed like the
-    run records by the settings), so later notebooks need not load the model again."""
-    if owl_ms is None:
-        owl_ms = [prof["owl_m"], *prof["hyper_grid"].get("owl_m", [])]
-    owl_ms = sorted({float(m) for m in owl_ms})
+    run records by the settings), so later notebooks need not load the model again; ``refresh=True``
+    computes it again (the grid does when the norms file it names has gone)."""
     path = None
     if results_dir is not None:
-        settings = {k: prof[k] for k in ("model", "calibration", "nsamples", "seqlen", "seed", "device", "dtype")}
-        key = stable_hash({"settings": settings, "owl_ms": owl_ms, "dsa_graph": prof["dsa_graph"]})
-        path = Path(results_dir) / "dense_statistics" / f"{key}.json"
-        stored = read_cache(path, _stored_dense_statistics, "dense statistics table")
+        path = dense_statistics_path(prof, owl_ms, results_dir)
+        stored = None if refresh else read_cache(path, _stored_dense_statistics, "dense statistics table")
         if stored is not None:
             return stored
-    stats = _compute_dense_statistics(prof, owl_ms, progress)
+        refuse_to_compute(f"no dense statistics table in {path}")
+    stats = _compute_dense_statistics(prof, _owl_ms(prof, owl_ms), progress)
     if path is not None:
         blocks = stats.blocks.to_dict("list")
-        write_json_atomic(
-            path, {"facts": stats.facts, "blocks": blocks, "dsa_error": stats.dsa_error, "seconds": stats.seconds}
-        )
+        table = {"facts": stats.facts, "blocks": blocks, "dsa_error": stats.dsa_error, "seconds": stats.seconds}
+        write_json_atomic(path, {**table, "norms_cache": stats.norms_cache})
     return stats
+
+
+def _owl_ms(prof: dict, owl_ms=None) -> list[float]:
+    if owl_ms is None:
+        owl_ms = [prof["owl_m"], *prof["hyper_grid"].get("owl_m", [])]
+    return sorted({float(m) for m in owl_ms})
+
+
+def dense_statistics_path(prof: dict, owl_ms=None, results_dir: str | os.PathLike = "results") -> Path:
+    """Where ``dense_statistics`` keeps its table: ``results_dir/dense_statistics/<settings hash>.json``."""
+    settings = {k: prof[k] for k in ("model", "calibration", "nsamples", "seqlen", "seed", "device", "dtype")}
+    key = stable_hash({"settings": settings, "owl_ms": _owl_ms(prof, owl_ms), "dsa_graph": prof["dsa_graph"]})
+    return Path(results_dir) / "dense_statistics" / f"{key}.json"
+
+
+def stored_norms_cache(prof: dict, results_dir: str | os.PathLike = "results") -> Path | None:
+    """The dense input norms file (``$DLP_CACHE_DIR/dense_stats``) that the stored dense statistics
+    table of ``prof`` was computed from, if both exist; None otherwise. The grid's statistics jobs are
+    done when this is not None."""
+    path = dense_statistics_path(prof, None, results_dir)
+    try:
+        norms = json.loads(path.read_text()).get("norms_cache")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(norms) if norms and Path(norms).is_file() else None
 
 
 def _compute_dense_statistics(prof: dict, owl_ms: list[float], progress: bool) -> DenseStatistics:
@@ -1054,6 +1138,7 @@ def _compute_dense_statistics(prof: dict, owl_ms: list[float], progress: bool) -
     model, tokenizer = load_model(prof["model"], prof["dtype"], prof["device"], prof["trust_remote_code"])
     calibration = calibration_windows(prof["calibration"], tokenizer, prof["nsamples"], prof["seqlen"], prof["seed"])
     norms, _ = pipeline.cached_dense_norms(model, calibration, prof["batch_size"], progress)
+    norms_cache = str(pipeline.dense_norms_path(model, calibration))
     rows, dsa_error = [], None
     with torch.no_grad():
         for index, block in enumerate(decoder_blocks(model)):
@@ -1086,7 +1171,8 @@ def _compute_dense_statistics(prof: dict, owl_ms: list[float], progress: bool) -
         "dsa_graph": prof["dsa_graph"],
     }
     del model
-    return DenseStatistics(facts=facts, blocks=blocks, dsa_error=dsa_error, seconds=time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return DenseStatistics(facts=facts, blocks=blocks, dsa_error=dsa_error, seconds=seconds, norms_cache=norms_cache)
 
 
 def dense_facts_table(stats: DenseStatistics, dense_record: dict) -> pd.DataFrame:

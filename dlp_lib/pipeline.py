@@ -79,8 +79,6 @@ class RunConfig:
             raise ConfigError(f"seqlen must be > 1; got {self.seqlen}")
         if self.eval_windows is not None and self.eval_windows <= 0:
             raise ConfigError(f"eval_windows must be positive (or None for all); got {self.eval_windows}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r} requested but CUDA is not available; use --device cpu")
         if self.device_map is not None and self.device_map not in DEVICE_MAPS:
             raise ConfigError(f"unknown device_map {self.device_map!r}; use one of {', '.join(DEVICE_MAPS)}")
         if self.device_map is not None and self.offload:
@@ -129,7 +127,10 @@ ZERO_SHOT_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name
 
 
 def validate(config: RunConfig) -> None:
-    """Check the model and data sources (a hub one: in the cache or reachable) before any model work."""
+    """Check the device, the model and data sources (a hub one: in the cache or reachable) before any model
+    work. (A RunConfig for CUDA can be made without a GPU: the grid plans GPU jobs on a login node.)"""
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {config.device!r} requested but CUDA is not available; use --device cpu")
     check_model_spec(config.model, network=True)
     if config.prune is not None and (config.prune.method != "magnitude" or config.prune.needs_dense_statistics):
         check_source(config.calibration)
@@ -198,11 +199,16 @@ def _load_norms(path: Path, model) -> list[dict[str, torch.Tensor]]:
     return norms
 
 
+def dense_norms_path(model, calibration: torch.Tensor) -> Path:
+    """The cache file of the dense input norms of (model, calibration windows)."""
+    key = stable_hash([model_fingerprint(model), hashlib.sha256(calibration.numpy().tobytes()).hexdigest()])
+    return cache_root() / "dense_stats" / f"{key}.pt"
+
+
 def cached_dense_norms(model, calibration: torch.Tensor, batch_size: int, progress: bool = True, offload_device=None):
     """Per-block dense input norms, computed once per (model, calibration windows) and kept on disk,
     so trying another allocator or hyper-parameter needs no forward pass."""
-    key = stable_hash([model_fingerprint(model), hashlib.sha256(calibration.numpy().tobytes()).hexdigest()])
-    path = cache_root() / "dense_stats" / f"{key}.pt"
+    path = dense_norms_path(model, calibration)
     norms = read_cache(path, lambda p: _load_norms(p, model), "dense statistics cache")
     if norms is not None:
         return norms, 0.0

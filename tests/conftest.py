@@ -117,3 +117,18 @@ def no_loading(monkeypatch):
         raise AssertionError("a model was loaded before the settings were validated")
 
     monkeypatch.setattr(pipeline, "load_model", refuse)
+
+
+@pytest.fixture(scope="session")
+def smoke_grid(tmp_path_factory):
+    """The smoke profile's grid, run once through submitit's local executor with 2 workers (1 thread
+    each): ``{"results": records directory, "summary": grid.Summary, "seconds": wall time}``."""
+    import time
+
+    from dlp_lib import experiments, grid
+
+    root = tmp_path_factory.mktemp("smoke-grid")
+    start = time.perf_counter()
+    backend = grid.local_backend(root / "logs", workers=2, gpus=[], timeout_min=30, threads=1)
+    summary = grid.run_grid(experiments.profile("smoke"), root / "results", backend)
+    return {"results": root / "results", "summary": summary, "seconds": time.perf_counter() - start}

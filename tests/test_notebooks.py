@@ -1,8 +1,8 @@
 """The numbered notebooks and the experiment helpers they call (dlp_lib.experiments).
 
 - every notebook is committed without outputs and has exactly one ``parameters`` cell;
-- (integration) every notebook runs in order through papermill with the smoke profile and writes each
-  table and figure it promises;
+- (integration) every notebook runs in order through papermill with the smoke profile, from the records
+  the grid stored (nothing computed), and writes each table and figure it promises;
 - ``cached_run`` reads a stored record instead of re-running, and treats a corrupt one as missing.
 """
 
@@ -107,16 +107,21 @@ def test_notebook_is_committed_without_outputs_and_with_one_parameters_cell(path
 
 # --------------------------------------------------------------------------------- the smoke run
 @pytest.mark.integration
-def test_notebooks_run_in_order_with_the_smoke_profile(tmp_path):
+def test_notebooks_render_in_order_from_the_smoke_grid_without_computing(tmp_path, smoke_grid, monkeypatch):
+    """The smoke profile's grid (conftest: submitit's local executor, 2 workers) stored every record;
+    the notebooks then run with DLP_RECORDS_ONLY=1 (what ``make render`` does), which makes any run,
+    dense statistics or search they would compute an error: the grid listed everything they need."""
     import papermill
 
+    assert smoke_grid["summary"].failed == [] and smoke_grid["summary"].stopped is None
+    monkeypatch.setenv(ex.RECORDS_ONLY_ENV, "1")  # inherited by the notebooks' kernels
     executed = tmp_path / "executed"
     executed.mkdir()
     parameters = {
         "profile": "smoke",
         "tables_dir": str(tmp_path),
         "figures_dir": str(tmp_path),
-        "results_dir": str(tmp_path),
+        "results_dir": str(smoke_grid["results"]),
     }
     for path in NOTEBOOKS:
         papermill.execute_notebook(
