@@ -38,7 +38,7 @@ from .cache import read_cache
 from .config import ConfigError
 from .results import config_key
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dlp_lib.grid")  # also when run as python -m dlp_lib.grid (__main__)
 
 PHASES = {1: "dense statistics", 2: "runs and DSA's search", 3: "runs that need the searched expression"}
 
