@@ -120,9 +120,11 @@ def _sweep(W1, U1, d1, mask1, nm):
     width = W1.shape[1]
     W1 = W1.t().contiguous()
     Err1 = torch.empty_like(W1)
+    product = torch.empty_like(W1)  # the rank-1 update's terms, written in place (no allocation per column)
     mask_t = mask1.t().contiguous()
     zero = torch.zeros((), dtype=W1.dtype, device=W1.device)
     columns, errors, masks, diagonal = W1.unbind(0), Err1.unbind(0), mask_t.unbind(0), d1.unbind(0)
+    U1_columns = U1.unsqueeze(2)  # U1_columns[i, i + 1 :] is U1[i, i + 1 :] as a column
     for i in range(width):
         if nm is not None and i % nm[1] == 0:  # N:M: the group's N smallest scores, chosen now
             group = (W1[i : i + nm[1]] ** 2 / d1[i : i + nm[1]].unsqueeze(1) ** 2).t().contiguous()
@@ -132,5 +134,7 @@ def _sweep(W1, U1, d1, mask1, nm):
         torch.where(pruned, w, zero, out=err)
         err.div_(diagonal[i])
         w.masked_fill_(pruned, 0)  # no boolean indexing: no host synchronisation per column
-        W1[i + 1 :] -= U1[i, i + 1 :].unsqueeze(1) * err
+        later = product[i + 1 :]
+        torch.mul(U1_columns[i, i + 1 :], err, out=later)  # the same products, rounded the same way
+        W1[i + 1 :].sub_(later)
     return W1.t(), Err1.t().contiguous()
