@@ -195,11 +195,15 @@ def test_check_errors_clearly(tmp_path):
 def test_the_committed_tolerance_covers_the_fresh_clone_numbers_of_issue_10(tmp_path):
     """The numbers a fresh clone gave on two other CPUs (tests/fixtures/reproduction/README.md) against
     the cells committed then, with the committed reproduction tolerance (tables/): every 70% cell lies
-    within it (the largest move, Wanda-OWL -11%, against Wanda's ±36%), and the 80% cells, which moved
-    by factors up to 7, are covered only because their tolerance marks them noise-dominated."""
+    within it (the largest move, Wanda-OWL -11%, against Wanda's ±36-38%), and the 80% cells, which moved
+    by factors up to 7, are noise-dominated, so ``make check-reproduction`` does not fail on them (with
+    the tolerance of the AVX2 run, ±793%, all were inside; with the AVX-512 run's, ±488%, Wanda-DLP's
+    factor 6.9 is outside: three draws estimate σ loosely, which is why such cells carry no claim)."""
     tolerances = pd.read_csv(ROOT / "tables" / reproduction.TOLERANCE_FILE)
     result = reproduction.check_tables(FIXTURES / "committed", FIXTURES / "fresh_clone", tolerances)
-    assert len(result) == 9 and reproduction.flagged(result).empty
+    assert len(result) == 9
+    bad = reproduction.flagged(result)
+    assert bad["noise_dominated"].all() and bad["cell"].str.endswith("sparsity=0.8").all()
     at80 = result["cell"].str.endswith("sparsity=0.8")
     assert result.loc[at80, "noise_dominated"].all() and not result.loc[~at80, "noise_dominated"].any()
     assert result.loc[at80, "log_ratio"].abs().max() > math.log(6)  # what "noise-dominated" means here
@@ -210,4 +214,5 @@ def test_the_committed_tolerance_covers_the_fresh_clone_numbers_of_issue_10(tmp_
     ] *= 2
     fresh.to_csv(tmp_path / "sparsity_sweep.csv", index=False)
     flagged = reproduction.flagged(reproduction.check_tables(FIXTURES / "committed", tmp_path, tolerances))
-    assert flagged["cell"].tolist() == ["sparsity_sweep: method=wanda, allocation=dlp, sparsity=0.7"]
+    unexpected = flagged[~flagged["noise_dominated"]]
+    assert unexpected["cell"].tolist() == ["sparsity_sweep: method=wanda, allocation=dlp, sparsity=0.7"]
