@@ -77,5 +77,14 @@ def test_smoke_notebooks_survive_kills_mid_run(kr, tmp_path):
     assert result["kills"] == 2
     assert result["damaged_after_a_kill"] == [] and result["leftover_temporaries"] == []
     assert result["tables"]["different"] == [] and result["tables"]["missing"] == []
-    assert len(result["tables"]["equal"]) >= 3
+    # the computed tables byte for byte; dense_baseline.{csv,md} carry the evaluation seconds (measured,
+    # 0.4 in one run and 0.5 in the other), so they are equal byte for byte only when those round alike
+    tables = result["tables"]
+    assert {"allocation_70.csv", "dense_block_statistics.csv"} <= set(tables["equal"])
+    assert set(tables["equal"]) | set(tables["equal_without_timed_columns"]) == {
+        "allocation_70.csv",
+        "dense_block_statistics.csv",
+        "dense_baseline.csv",
+        "dense_baseline.md",
+    }
     assert result["ok"]
