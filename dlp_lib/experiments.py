@@ -923,16 +923,22 @@ def estimate_seconds(prof: dict, seconds: dict | None = None) -> float:
     """Rough wall time of all planned runs (default: quick-profile seconds per run on 2 CPU cores)."""
     seconds = seconds or QUICK_SECONDS
     total = float(seconds.get("setup", 0.0)) + float(seconds.get("speedup", 0.0))
-    for config in planned_runs(prof):
-        pruning = 0.0 if config.prune is None else seconds[config.prune.method]
-        if config.zero_shot_tasks is None:
-            total += seconds["dense"] if config.prune is None else pruning
-        else:  # no perplexity evaluation (~35 s of each pruned run's time)
-            total += max(pruning - seconds["dense"], 0.0) + seconds["zero_shot"]
-        if config.recovery is not None:  # training, and the adapter's and the merged model's perplexity
-            tokens = config.recovery.steps * config.recovery.batch_tokens
-            total += seconds["lora_1k_tokens"] * tokens / 1024 + 2 * seconds["dense"]
+    total += sum(run_seconds(config, seconds) for config in planned_runs(prof))
     return total + dsa_search_seconds(prof, seconds)
+
+
+def run_seconds(config: pipeline.RunConfig, seconds: dict | None = None) -> float:
+    """Rough wall time of one run (default: quick-profile seconds per run on 2 CPU cores)."""
+    seconds = seconds or QUICK_SECONDS
+    pruning = 0.0 if config.prune is None else seconds[config.prune.method]
+    if config.zero_shot_tasks is None:
+        total = seconds["dense"] if config.prune is None else pruning
+    else:  # no perplexity evaluation (~35 s of each pruned run's time)
+        total = max(pruning - seconds["dense"], 0.0) + seconds["zero_shot"]
+    if config.recovery is not None:  # training, and the adapter's and the merged model's perplexity
+        tokens = config.recovery.steps * config.recovery.batch_tokens
+        total += seconds["lora_1k_tokens"] * tokens / 1024 + 2 * seconds["dense"]
+    return total
 
 
 def dsa_search_seconds(prof: dict, seconds: dict | None = None) -> float:

@@ -445,15 +445,7 @@ def job_seconds(job: GridJob, prof: dict, scale: float, gpu: dict) -> tuple[str,
     if config.recovery is not None:
         kind += " + LoRA"
     if not on_gpu:
-        cpu = ex.QUICK_SECONDS
-        total = cpu["dense"] if config.prune is None else cpu[method]
-        if config.zero_shot_tasks is not None:
-            total = max(total - cpu["dense"], 0.0) + cpu["zero_shot"]
-        if config.recovery is not None:
-            total += (
-                cpu["lora_1k_tokens"] * config.recovery.steps * config.recovery.batch_tokens / 1024 + 2 * cpu["dense"]
-            )
-        return kind, total
+        return kind, ex.run_seconds(config)
     forward_per_token = gpu["floor"] / (128 * 2048)
     calibration = config.nsamples * config.seqlen / (128 * 2048)
     total = gpu["load"] + (0.0 if config.prune is None else gpu[method] * calibration)
