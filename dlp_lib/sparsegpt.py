@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 
 from .masks import kth_smallest
@@ -113,28 +114,65 @@ def _sweep(W1, U1, d1, mask1, nm):
     block's later columns, one column at a time. Returns the pruned block and its errors (rows x width).
 
     It works on the block transposed, so that each column is a contiguous row (2x faster on a CPU), and
-    writes every result in place: the pruned column over the weights, the error straight into its row.
-    The arithmetic is the reference's, element by element, so the result is bit-identical to it:
-    ``err = (w - q) / d`` is ``where(mask, w, 0) / d`` exactly, and column i needs no update of its own.
+    writes every result in place: the error straight into its row, the rank-1 update's products into
+    one buffer. The arithmetic is the reference's, element by element, so the result is bit-identical
+    to it: ``err = (w - q) / d`` is ``w / d`` where pruned and 0 elsewhere, column i needs no update of
+    its own, and the pruned entries are zeroed once at the end (no later step reads them: column j's
+    update uses only the errors, and an N:M group is scored from the columns not yet swept).
+
+    On a CPU the loop runs on NumPy views of the same memory: its calls cost a fraction of PyTorch's
+    dispatch, which dominates on narrow layers, and its float32 multiply, subtract and divide round
+    exactly as PyTorch's do (no fused multiply-add). Elsewhere it stays in PyTorch, without a host
+    synchronisation per column.
     """
-    width = W1.shape[1]
     W1 = W1.t().contiguous()
     Err1 = torch.empty_like(W1)
     product = torch.empty_like(W1)  # the rank-1 update's terms, written in place (no allocation per column)
     mask_t = mask1.t().contiguous()
-    zero = torch.zeros((), dtype=W1.dtype, device=W1.device)
-    columns, errors, masks, diagonal = W1.unbind(0), Err1.unbind(0), mask_t.unbind(0), d1.unbind(0)
-    U1_columns = U1.unsqueeze(2)  # U1_columns[i, i + 1 :] is U1[i, i + 1 :] as a column
-    for i in range(width):
+    numpy_loop = W1.device.type == "cpu" and W1.dtype == torch.float32
+    step = (
+        _numpy_columns(W1, Err1, product, mask_t, U1, d1)
+        if numpy_loop
+        else _torch_columns(W1, Err1, product, mask_t, U1, d1)
+    )
+    for i in range(W1.shape[0]):
         if nm is not None and i % nm[1] == 0:  # N:M: the group's N smallest scores, chosen now
             group = (W1[i : i + nm[1]] ** 2 / d1[i : i + nm[1]].unsqueeze(1) ** 2).t().contiguous()
             lowest = torch.topk(group, nm[0], dim=1, largest=False).indices
             mask_t.scatter_(0, (i + lowest).t(), True)
-        w, err, pruned = columns[i], errors[i], masks[i]
-        torch.where(pruned, w, zero, out=err)
+        step(i)
+    W1.masked_fill_(mask_t, 0)
+    return W1.t(), Err1.t().contiguous()
+
+
+def _torch_columns(W1, Err1, product, mask_t, U1, d1):
+    """Column i's step in PyTorch: the error row, then the later columns minus its rank-1 products."""
+    zero = torch.zeros((), dtype=W1.dtype, device=W1.device)
+    columns, errors, masks, diagonal = W1.unbind(0), Err1.unbind(0), mask_t.unbind(0), d1.unbind(0)
+    U1_columns = U1.unsqueeze(2)  # U1_columns[i, i + 1 :] is U1[i, i + 1 :] as a column
+
+    def step(i):
+        err = errors[i]
+        torch.where(masks[i], columns[i], zero, out=err)
         err.div_(diagonal[i])
-        w.masked_fill_(pruned, 0)  # no boolean indexing: no host synchronisation per column
         later = product[i + 1 :]
         torch.mul(U1_columns[i, i + 1 :], err, out=later)  # the same products, rounded the same way
         W1[i + 1 :].sub_(later)
-    return W1.t(), Err1.t().contiguous()
+
+    return step
+
+
+def _numpy_columns(W1, Err1, product, mask_t, U1, d1):
+    """Column i's step on NumPy views of the same tensors (CPU, float32), the same operations."""
+    W, E, P, M = W1.numpy(), Err1.numpy(), product.numpy(), mask_t.numpy()
+    U_columns, d = U1.numpy()[:, :, None], d1.numpy()
+
+    def step(i):
+        err = E[i]
+        np.multiply(W[i], M[i], out=err)  # w where pruned, 0 elsewhere (the mask read live: N:M sets it)
+        np.divide(err, d[i], out=err)
+        later = P[i + 1 :]
+        np.multiply(U_columns[i, i + 1 :], err, out=later)
+        np.subtract(W[i + 1 :], later, out=W[i + 1 :])
+
+    return step

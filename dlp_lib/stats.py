@@ -57,7 +57,13 @@ class InputNorms:
 
 class Hessian:
     """SparseGPT's statistic for one linear layer: ``H = (2/N) * sum over tokens of x x^T`` in fp32,
-    N the number of windows (methods-spec §2.3), with the reference's running update per batch."""
+    N the number of windows (methods-spec §2.3), with the reference's running update per batch.
+
+    ``x^T x`` is symmetric, so each update computes only the upper triangle, one band of rows at a
+    time (about 60% of the matrix product's work), and mirrors it into the lower one. Every entry is
+    the same dot product over the tokens as in the full product; on a CPU the result equals
+    ``addmm_(x.t(), x)`` bit for bit (tested with MKL's AVX-512, AVX2 and SSE4.2 code paths).
+    """
 
     def __init__(self, d_in: int, device: torch.device | str = "cpu"):
         self.matrix = torch.zeros(d_in, d_in, dtype=torch.float32, device=device)
@@ -70,7 +76,7 @@ class Hessian:
         self.windows += windows
         x = x * (2.0 / self.windows) ** 0.5
         with no_tf32():
-            self.matrix.addmm_(x.t(), x)
+            symmetric_rank_update(self.matrix, x)
 
     def perturb(self, scale: float, generator: torch.Generator) -> None:
         """Multiply each entry by ``1 + scale * S`` with S symmetric standard-normal noise (drawn on the
@@ -78,6 +84,22 @@ class Hessian:
         noise = torch.randn(self.matrix.shape, generator=generator, dtype=torch.float64)
         symmetric = (noise + noise.t()) / 2**0.5
         self.matrix *= (1.0 + scale * symmetric).to(self.matrix)
+
+
+def symmetric_rank_update(H: torch.Tensor, x: torch.Tensor) -> None:
+    """``H += x^T x`` for a symmetric ``H`` (d x d) and ``x`` (tokens x d), in place: the upper
+    triangle in bands of rows (band a: rows a..a+b, columns a..d), then the lower one as its mirror.
+    Bands about a sixth of ``d`` wide (a multiple of 64, at least 128) keep each product large enough
+    to run at full speed; a narrow ``H`` is one plain product."""
+    d = H.shape[0]
+    band = max(128, 64 * -(-d // (6 * 64)))
+    if d <= band:
+        H.addmm_(x.t(), x)
+        return
+    for a in range(0, d, band):
+        H[a : a + band, a:].addmm_(x[:, a : a + band].t(), x[:, a:])
+    for a in range(band, d, band):
+        H[a : a + band, :a] = H[:a, a : a + band].t()
 
 
 @contextmanager

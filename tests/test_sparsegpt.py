@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dlp_lib import sparsegpt
 from dlp_lib.masks import nm_mask, per_row_mask
 from dlp_lib.scores import wanda_score
 from dlp_lib.sparsegpt import inverse_hessian_cholesky, sparsegpt_prune
@@ -207,11 +208,20 @@ def _reference_solve(weight, H, sparsity, nm=None, blocksize=128, percdamp=0.01)
     return W
 
 
+@pytest.fixture(params=["numpy", "torch"])
+def column_loop(request, monkeypatch):
+    """Both column loops of the sweep: NumPy (what a CPU runs) and PyTorch (what a GPU runs), the
+    latter forced on the CPU here, so the GPU's arithmetic is checked too."""
+    if request.param == "torch":
+        monkeypatch.setattr(sparsegpt, "_numpy_columns", sparsegpt._torch_columns)
+    return request.param
+
+
 @pytest.mark.parametrize("sparsity, nm", [(0.5, None), (0.7, None), (0.3, None), (0.5, (2, 4)), (0.5, (4, 8))])
 @pytest.mark.parametrize("blocksize", [16, 128])
-def test_stacked_sweep_equals_each_linear_alone_bit_for_bit(layer, sparsity, nm, blocksize):
+def test_stacked_sweep_equals_each_linear_alone_bit_for_bit(layer, sparsity, nm, blocksize, column_loop):
     """q/k/v-like linears (64, 24 and 40 rows) sharing one Hessian, swept as one stacked matrix, give
-    exactly the weights (and masks) of the reference solver run on each alone."""
+    exactly the weights (and masks) of the reference solver run on each alone, with either column loop."""
     _, _, _, H = layer
     g = torch.Generator().manual_seed(3)
     parts = [torch.randn(rows, COLS, generator=g) for rows in (64, 24, 40)]
@@ -228,3 +238,21 @@ def test_row_groups_must_cover_the_rows(layer):
     W, _, _, H = layer
     with pytest.raises(ValueError, match="add up to the weight's 64 rows"):
         sparsegpt_prune(W, H, 0.5, row_groups=[32, 16])
+
+
+def test_column_loops_agree_on_a_wide_layer_with_dead_inputs(layer):
+    """The NumPy and PyTorch column loops on one layer wider than a block, with dead input columns and
+    a per-block N:M mask chosen inside the sweep: the same weights and the same loss."""
+    W, _, _, H = layer
+    H = H.clone()
+    H[:, 5] = 0
+    H[5, :] = 0
+    results = {}
+    for loop in ("numpy", "torch"):
+        with pytest.MonkeyPatch.context() as patch:
+            if loop == "torch":
+                patch.setattr(sparsegpt, "_numpy_columns", sparsegpt._torch_columns)
+            results[loop] = [sparsegpt_prune(W, H, 0.6, nm, blocksize=48) for nm in (None, (2, 4))]
+    for (numpy_w, numpy_loss), (torch_w, torch_loss) in zip(results["numpy"], results["torch"]):
+        assert torch.equal(numpy_w, torch_w) and numpy_loss == torch_loss
+        assert bool((numpy_w[:, 5] == 0).all())

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from dlp_lib.stats import Hessian, InputNorms, record_inputs
+from dlp_lib.stats import Hessian, InputNorms, record_inputs, symmetric_rank_update
 
 
 def _windows(n=6, tokens=5, d_in=4, seed=0):
@@ -86,6 +86,21 @@ def test_hessian_matches_definition_and_is_batch_invariant():
         assert stat.matrix.dtype == torch.float32
         torch.testing.assert_close(stat.matrix.double(), expected, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(stat.matrix, stat.matrix.T)
+
+
+@pytest.mark.parametrize("d, tokens", [(100, 64), (128, 300), (576, 512), (700, 1024), (1536, 257)])
+def test_symmetric_rank_update_equals_the_full_product_bit_for_bit(d, tokens):
+    """The banded upper triangle plus its mirror is the full ``H + x^T x`` to the last bit on a CPU (the
+    committed results were made with the full product), for one band (d <= 128), bands that divide d
+    and a last narrow band, starting from a non-zero H as the running update does."""
+    g = torch.Generator().manual_seed(d)
+    start = torch.randn(d, d, generator=g)
+    start = start @ start.t() / d
+    x = torch.randn(tokens, d, generator=g) * 0.3
+    banded = start.clone()
+    symmetric_rank_update(banded, x)
+    assert torch.equal(banded, start.clone().addmm_(x.t(), x))
+    assert torch.equal(banded, banded.t())
 
 
 # ------------------------------------------------------------------------------ record_inputs
