@@ -32,14 +32,9 @@ PROG = "dlp-prune"
 DENSE = "dense"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Prune a decoder-only LLM with magnitude / Wanda / SparseGPT and a layer-wise sparsity "
-        "allocation (uniform, OWL, DLP, DSA), then measure perplexity.",
-        epilog="Compound method names (wanda_owl, wanda_dlp, sparsegpt_owl, magnitude_dlp, wanda_owl_search, ...) "
-        "set --allocation. Invalid settings exit with status 2 before the model is loaded.",
-    )
+def add_model_arguments(parser: argparse.ArgumentParser):
+    """The "model" group every command shares (--model, --device, --dtype, --trust_remote_code);
+    returns the group so a command can add its own model flags to it."""
     g = parser.add_argument_group("model")
     g.add_argument(
         "--model",
@@ -49,6 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     g.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16 (default: %(default)s)")
     g.add_argument("--trust_remote_code", action="store_true", help="let transformers run the model's own code")
+    return g
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Prune a decoder-only LLM with magnitude / Wanda / SparseGPT and a layer-wise sparsity "
+        "allocation (uniform, OWL, DLP, DSA), then measure perplexity.",
+        epilog="Compound method names (wanda_owl, wanda_dlp, sparsegpt_owl, magnitude_dlp, wanda_owl_search, ...) "
+        "set --allocation. Invalid settings exit with status 2 before the model is loaded.",
+    )
+    g = add_model_arguments(parser)
     g.add_argument(
         "--offload",
         action="store_true",

@@ -503,7 +503,7 @@ def cached_run(config: pipeline.RunConfig, results_dir: str | os.PathLike = "res
     return record
 
 
-def _stored_spec(prof: dict, spec: dict, results_dir) -> tuple[pipeline.RunConfig, dict | None]:
+def stored_spec(prof: dict, spec: dict, results_dir) -> tuple[pipeline.RunConfig, dict | None]:
     """``(config, stored record or None)`` for a spec. If the spec's own record is missing but a
     clipped one exists (this setting was refused before and run clipped), that one is returned."""
     config = run_config(prof, **spec)
@@ -522,7 +522,7 @@ def run_spec(
     """``(config, record, cached)`` of one spec (keyword arguments of ``run_config``): the stored record,
     or a new run. An allocation that leaves (0, 1] for this sparsity is run with clipped densities
     instead (so a sweep still has the point), and ``config`` is then the clipped one."""
-    config, record = _stored_spec(prof, spec, results_dir)
+    config, record = stored_spec(prof, spec, results_dir)
     if record is not None:
         return config, record, True
     try:
@@ -544,12 +544,12 @@ def run_specs(
         start = time.perf_counter()
         config, record, cached = run_spec(prof, spec, results_dir, progress)
         how = "cached" if cached else f"ran in {time.perf_counter() - start:.0f} s"
-        log.info("[%d/%d] %s: %s (%s)", index, len(specs), run_label(config), _headline(record), how)
+        log.info("[%d/%d] %s: %s (%s)", index, len(specs), run_label(config), headline(record), how)
         records.append(record)
     return records
 
 
-def _headline(record: dict) -> str:
+def headline(record: dict) -> str:
     """``perplexity 12.3`` (``perplexity 586.6 -> 130.9 after LoRA recovery``) and/or ``mean zero-shot
     acc 0.412``: what a run measured."""
     parts = []
@@ -565,7 +565,7 @@ def _headline(record: dict) -> str:
 
 def stored_runs(prof: dict, specs: list[dict], results_dir: str | os.PathLike = "results") -> list[dict]:
     """The records of ``specs`` that are already in ``results_dir`` (clipped ones included); runs nothing."""
-    stored = (_stored_spec(prof, spec, results_dir)[1] for spec in specs)
+    stored = (stored_spec(prof, spec, results_dir)[1] for spec in specs)
     return [record for record in stored if record is not None]
 
 
@@ -1067,7 +1067,9 @@ class DenseStatistics:
         return largest_width(self.statistic(prune), prune.sparsity, DIRECTION[prune.allocation], weights)
 
 
-def _stored_dense_statistics(path: Path) -> DenseStatistics:
+def load_dense_statistics(path: Path) -> DenseStatistics:
+    """The dense statistics table that ``dense_statistics`` kept at ``path`` (read it through
+    ``cache.read_cache``, which rebuilds an unreadable file)."""
     stored = _json_object(path)
     blocks = pd.DataFrame(stored["blocks"])
     return DenseStatistics(stored["facts"], blocks, stored["dsa_error"], stored["seconds"], stored.get("norms_cache"))
@@ -1095,7 +1097,7 @@ def dense_statistics(
     path = None
     if results_dir is not None:
         path = dense_statistics_path(prof, owl_ms, results_dir)
-        stored = None if refresh else read_cache(path, _stored_dense_statistics, "dense statistics table")
+        stored = None if refresh else read_cache(path, load_dense_statistics, "dense statistics table")
         if stored is not None:
             return stored
         refuse_to_compute(f"no dense statistics table in {path}")

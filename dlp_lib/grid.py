@@ -66,7 +66,7 @@ class GridJob:
             return ex.stored_norms_cache(self.profile, results_dir) is not None
         if self.kind == "search":
             return ex.stored_dsa_search(self.profile, results_dir) is not None
-        return ex._stored_spec(self.profile, self.spec, results_dir)[1] is not None
+        return ex.stored_spec(self.profile, self.spec, results_dir)[1] is not None
 
     def config(self):
         return ex.run_config(self.profile, **self.spec) if self.kind == "run" else None
@@ -97,9 +97,7 @@ def plan(prof: dict, results_dir: str | os.PathLike = "results") -> list[GridJob
     zs, rp = ex.zero_shot_profile(prof), ex.recovery_profile(prof)
     seen: set[str] = set()
 
-    stats = read_cache(
-        ex.dense_statistics_path(prof, None, results_dir), ex._stored_dense_statistics, "dense statistics"
-    )
+    stats = read_cache(ex.dense_statistics_path(prof, None, results_dir), ex.load_dense_statistics, "dense statistics")
     hyper = ex.feasible_hyper_specs(stats, prof)[0] if stats is not None else ex.hyper_specs(prof)
     known = [(prof, ex.dense_spec(prof))]
     known += [(prof, s) for s in ex.seeded(prof, ex.main_specs(prof))]
@@ -157,7 +155,7 @@ def run_job(job: GridJob, results_dir: str, threads: int | None = None) -> dict:
         headline = f"best {ex.searched_graph(ex.dsa_search(job.profile, results_dir))}"
     else:
         _, record, _ = ex.run_spec(job.profile, job.spec, results_dir)
-        headline = ex._headline(record)
+        headline = ex.headline(record)
     seconds = time.perf_counter() - start
     log.info("%s: %s (%.0f s)", job.label, headline, seconds)
     return {"label": job.label, "headline": headline, "seconds": seconds}

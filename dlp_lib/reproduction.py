@@ -7,7 +7,10 @@ Every perplexity of the tables named in ``TABLES`` is matched by its identifying
 flagged when ``|ln(fresh / reference)|`` exceeds its tolerance (``spread.lookup_tolerance`` over the
 reference's ``reproduction_tolerance.csv``) or when it is missing on one side. Flagged cells whose
 tolerance marks them noise-dominated are listed apart: they are expected to move on another machine.
-The exit status is 1 when any other cell is flagged. Zero-shot accuracies are not compared.
+DSA's cells depend on the expression its search found, and the search's fitness is itself
+float-sensitive: when the two sides' searches ended on different expressions (``dsa_search.csv``),
+their DSA cells are listed apart as not comparable, whatever their tolerance. The exit status is 1
+when any other cell is flagged. Zero-shot accuracies are not compared.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import pandas as pd
 from .spread import NOISE_DOMINATED_FACTOR, lookup_tolerance
 
 TOLERANCE_FILE = "reproduction_tolerance.csv"
+SEARCH_FILE = "dsa_search.csv"  # one row per generation; the last row's best_expression is the result
+OTHER_EXPRESSION = "other searched expression"
 
 # table (CSV name without suffix) -> the columns that identify one cell
 TABLES = {
@@ -47,12 +52,22 @@ def _value(row: pd.Series, name: str):
     return None
 
 
+def searched_expression(tables_dir: str | Path) -> str | None:
+    """The DSA expression a folder's search ended on (None without a search table)."""
+    path = Path(tables_dir) / SEARCH_FILE
+    if not path.is_file():
+        return None
+    search = pd.read_csv(path)
+    return str(search["best_expression"].iloc[-1]) if len(search) else None
+
+
 def check_tables(
     reference_dir: str | Path, fresh_dir: str | Path, tolerances: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """One row per compared cell: ``cell``, ``reference``, ``fresh``, ``log_ratio``, ``tolerance``,
     ``source`` (where the tolerance comes from), ``noise_dominated``, ``status`` (``ok``,
-    ``outside tolerance``, ``missing in fresh``, ``missing in reference``).
+    ``outside tolerance``, ``missing in fresh``, ``missing in reference``, or ``other searched
+    expression`` for a DSA cell outside its tolerance when the two searches found different ones).
 
     ``tolerances`` defaults to the reference's ``reproduction_tolerance.csv``; tables present on
     neither side are skipped, a table present on one side only is an error."""
@@ -62,6 +77,8 @@ def check_tables(
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: the reference tables carry their tolerance (notebook 03)")
         tolerances = pd.read_csv(path)
+    expressions = searched_expression(reference_dir), searched_expression(fresh_dir)
+    other_search = None not in expressions and expressions[0] != expressions[1]
     rows = []
     for table, columns in TABLES.items():
         ref_path, fresh_path = reference_dir / f"{table}.csv", fresh_dir / f"{table}.csv"
@@ -91,6 +108,8 @@ def check_tables(
             else:
                 log_ratio = math.log(float(value) / float(reference))
                 status = "ok" if abs(log_ratio) <= tol else "outside tolerance"
+                if status != "ok" and other_search and _value(row, "allocation") == "dsa":
+                    status = OTHER_EXPRESSION
             rows.append(
                 {
                     "cell": _cell_name(table, row, columns),
@@ -117,8 +136,14 @@ def report(result: pd.DataFrame) -> str:
     """A plain-text summary: counts, then every flagged cell with its ratio and tolerance."""
     bad = flagged(result)
     lines = [f"compared {len(result)} cells; {len(bad)} outside the reproduction tolerance or missing"]
-    for noisy, title in ((False, "unexpected"), (True, "noise-dominated (expected to move on another machine)")):
-        part = bad[bad["noise_dominated"] == noisy]
+    other = bad["status"] == OTHER_EXPRESSION
+    groups = (
+        (~other & ~bad["noise_dominated"], "unexpected"),
+        (~other & bad["noise_dominated"], "noise-dominated (expected to move on another machine)"),
+        (other, "DSA with another searched expression (not comparable; the search is float-sensitive too)"),
+    )
+    for selected, title in groups:
+        part = bad[selected]
         if len(part):
             lines.append(f"{title}:")
             for _, r in part.iterrows():
@@ -139,9 +164,18 @@ def main(argv=None) -> int:
         if not Path(folder).is_dir():
             parser.error(f"{folder} is not a folder of tables")
     result = check_tables(args.reference, args.fresh)
+    expressions = searched_expression(args.reference), searched_expression(args.fresh)
+    if None not in expressions and expressions[0] != expressions[1]:
+        reference, fresh = expressions
+        print(f"the DSA searches ended on different expressions: {reference} (reference), {fresh} (fresh)")
     print(report(result))
-    unexpected = flagged(result)
-    return int(bool(len(unexpected[~unexpected["noise_dominated"]])))
+    return int(bool(len(unexpected(result))))
+
+
+def unexpected(result: pd.DataFrame) -> pd.DataFrame:
+    """The flagged cells that fail the check: neither noise-dominated nor from another DSA search."""
+    bad = flagged(result)
+    return bad[~bad["noise_dominated"] & (bad["status"] != OTHER_EXPRESSION)]
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .cli import _one_line, resolve_device
+from .cli import _one_line, add_model_arguments, resolve_device
 
 PROG = "dlp-search"
 
@@ -32,11 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evolutionary search over DSA allocation expressions: fitness = the pruned model's "
         "perplexity on search windows of the calibration side (never the evaluation text).",
     )
-    g = parser.add_argument_group("model")
-    g.add_argument("--model", default="smollm2-135m", help="as dlp-prune's --model (default: %(default)s)")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
-    g.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16 (default: %(default)s)")
-    g.add_argument("--trust_remote_code", action="store_true", help="let transformers run the model's own code")
+    add_model_arguments(parser)
 
     g = parser.add_argument_group("fitness (one pruning and one short evaluation per candidate)")
     g.add_argument("--prune_method", default="wanda", help="magnitude, wanda or sparsegpt (default: %(default)s)")

@@ -524,4 +524,5 @@ def format_table(result: dict) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m dlp_lib.zeroshot: build the task files
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # this module logs as __main__ here
     print(build_task_files(sys.argv[1] if len(sys.argv) > 1 else None))

@@ -368,8 +368,8 @@ def test_zero_shot_after_recovery_scores_the_adapter_model(tmp_path, tiny_model_
 
 
 def test_the_run_log_line_gives_perplexity_before_and_after_recovery():
-    from dlp_lib.experiments import _headline
+    from dlp_lib.experiments import headline
 
     record = _recovery_record("dlp", 300.0, 120.0, 130.0)
-    assert _headline(record) == "perplexity 300 -> 120 after LoRA recovery"
-    assert _headline({"perplexity": {"perplexity": 14.61}}) == "perplexity 14.61"
+    assert headline(record) == "perplexity 300 -> 120 after LoRA recovery"
+    assert headline({"perplexity": {"perplexity": 14.61}}) == "perplexity 14.61"

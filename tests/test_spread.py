@@ -181,6 +181,46 @@ def test_check_passes_identical_tables_and_lists_noise_dominated_cells_apart(tmp
     assert "noise-dominated (expected to move on another machine):" in out and "unexpected" not in out
 
 
+def _write_search(folder: Path, expressions: list[str]):
+    rows = [{"generation": g, "best": 100.0 - g, "best_expression": e} for g, e in enumerate(expressions)]
+    pd.DataFrame(rows).to_csv(folder / reproduction.SEARCH_FILE, index=False)
+
+
+def test_dsa_cells_from_another_searched_expression_are_listed_apart(tmp_path, capsys):
+    """Magnitude's DSA cell has magnitude's near-zero tolerance, but its allocation comes from a search
+    whose fitness is float-sensitive: when the fresh search ended on another expression, the moved cell
+    is listed as not comparable and does not fail the check; with the same expression it fails as any
+    other cell would, and a moved non-DSA cell fails in either case."""
+    cells = [("magnitude", "uniform", 0.7, 9e4), ("magnitude", "dsa", 0.7, 3.6e4), ("wanda", "dsa", 0.7, 335.0)]
+    _write_tables(tmp_path / "ref", cells, _tolerances())
+    _write_search(tmp_path / "ref", ["W:(SIGMOID)-(MEAN)-()", "W:(SIGMOID)-(MEAN)-(EXP)"])
+    moved = [cells[0], ("magnitude", "dsa", 0.7, 4.4e4), cells[2]]
+    _write_tables(tmp_path / "other", moved)
+    _write_search(tmp_path / "other", ["W:(SIGMOID)-(MEAN)-()", "W:(SIGMOID)-(MEAN)-(EXP)-(SQRT)"])
+    args = ["--reference", str(tmp_path / "ref"), "--fresh"]
+    assert reproduction.main([*args, str(tmp_path / "other")]) == 0
+    out = capsys.readouterr().out
+    assert "different expressions: W:(SIGMOID)-(MEAN)-(EXP) (reference), W:(SIGMOID)-(MEAN)-(EXP)-(SQRT) (fresh)" in out
+    assert "DSA with another searched expression" in out and "method=magnitude, allocation=dsa" in out
+    assert "unexpected" not in out
+
+    _write_tables(tmp_path / "same", moved)
+    _write_search(tmp_path / "same", ["W:(SIGMOID)-(MEAN)-(EXP)"])
+    result = reproduction.check_tables(tmp_path / "ref", tmp_path / "same")
+    assert reproduction.unexpected(result)["cell"].tolist() == [
+        "sparsity_sweep: method=magnitude, allocation=dsa, sparsity=0.7"
+    ]
+    _write_tables(tmp_path / "both", [(*cells[0][:3], 1.2e5), *moved[1:]])
+    _write_search(tmp_path / "both", ["W:(SIGMOID)-(MEAN)-(EXP)-(SQRT)"])
+    result = reproduction.check_tables(tmp_path / "ref", tmp_path / "both")
+    assert dict(zip(result["cell"], result["status"])) == {
+        "sparsity_sweep: method=magnitude, allocation=uniform, sparsity=0.7": "outside tolerance",
+        "sparsity_sweep: method=magnitude, allocation=dsa, sparsity=0.7": reproduction.OTHER_EXPRESSION,
+        "sparsity_sweep: method=wanda, allocation=dsa, sparsity=0.7": "ok",
+    }
+    assert reproduction.main([*args, str(tmp_path / "both")]) == 1
+
+
 def test_check_errors_clearly(tmp_path):
     _write_tables(tmp_path / "ref", [("wanda", "uniform", 0.7, 700.0)])
     (tmp_path / "fresh").mkdir()
