@@ -7,7 +7,9 @@ Every timing is warm (one untimed pass of the same shapes first) and synchronise
 dense block-by-block forward), the dense statistics pass, magnitude / Wanda / SparseGPT x uniform / DLP at
 70% and at 2:4, Wanda with ``--offload``, the solver-only seconds (``prune_model``'s "pruning" phase: no
 forward passes) beside the Wanda paper's speed table (LLaMA-7B on an A100: SparseGPT 203 s, Wanda 0.54 s),
-and peak memory against ``dlp_lib.memory``'s estimate. Writes bench/results/gpu-<config>.json and .md.
+and peak memory against ``dlp_lib.memory``'s estimate. "sparsegpt CUDA graph" is the same run with the
+sweep captured as CUDA graphs (``DLP_SPARSEGPT_CUDA_GRAPH=1``, opt-in), its first and last blocks' weights
+compared with the plain run's. Writes bench/results/gpu-<config>.json and .md.
 Without CUDA (and without ``--device cpu``) it says so and exits 0.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +30,7 @@ from dlp_lib.memory import estimate_peak_memory, llama2_config
 from dlp_lib.pipeline import block_allocation
 from dlp_lib.prune import dense_input_norms, prune_model
 from dlp_lib.results import hardware, package_versions
+from dlp_lib.sparsegpt import CUDA_GRAPH_ENV
 from dlp_lib.speedup import PUBLISHED_PRUNING_SECONDS
 
 # the Wanda paper's "Speedup Evaluation": seconds to compute the pruning metric, LLaMA-7B, one A100
@@ -52,6 +56,7 @@ RUNS = [  # (label, method, allocation, sparsity_type, offload)
     ("wanda 2:4", "wanda", "uniform", "2:4", False),
     ("wanda --offload", "wanda", "uniform", "unstructured", True),
     ("sparsegpt", "sparsegpt", "uniform", "unstructured", False),
+    ("sparsegpt CUDA graph", "sparsegpt", "uniform", "unstructured", False),
     ("sparsegpt DLP", "sparsegpt", "dlp", "unstructured", False),
     ("sparsegpt 2:4", "sparsegpt", "uniform", "2:4", False),
 ]
@@ -89,6 +94,18 @@ def timed(fn, device: str):
     out = fn()
     sync(device)
     return out, time.perf_counter() - start, torch.cuda.max_memory_allocated() if cuda else None
+
+
+def compare_weights(reference: dict, other: dict) -> dict:
+    """Equality, mask disagreement (fraction of entries zero in one and not the other) and the largest
+    weight difference between two snapshots of the same linears."""
+    differ = total = 0
+    largest = 0.0
+    for key, weight in reference.items():
+        differ += int(((weight == 0) != (other[key] == 0)).sum())
+        total += weight.numel()
+        largest = max(largest, float((weight.float() - other[key].float()).abs().max()))
+    return {"weights_equal": largest == 0.0, "mask_disagreement": differ / total, "max_weight_difference": largest}
 
 
 def main(argv=None) -> int:
@@ -137,7 +154,15 @@ def main(argv=None) -> int:
     )
     print(f"dense statistics: {dense_seconds:.2f} s = {dense_seconds / floor:.2f} x floor", flush=True)
 
-    rows, warmed = [], set()
+    def compared_blocks():  # the first and the last block's weights, on the CPU
+        blocks = decoder_blocks(model)
+        return {
+            (i, name): lin.weight.detach().to("cpu", copy=True)
+            for i in sorted({0, len(blocks) - 1})
+            for name, lin in linear_sublayers(blocks[i]).items()
+        }
+
+    rows, warmed, plain_sparsegpt = [], set(), None
     for label, method, allocation, sparsity_type, offload in RUNS:
         if label not in wanted:
             continue
@@ -149,14 +174,25 @@ def main(argv=None) -> int:
             model.to("cpu")
         device_of = args.device if offload else None
 
-        def job():
-            return prune_model(model, prune, calibration, sparsities, None, args.batch_size, False, device_of)
+        graph = "CUDA graph" in label
 
-        if (method, sparsity_type, offload) not in warmed:  # one untimed pass of the same shapes
+        def job():
+            os.environ[CUDA_GRAPH_ENV] = "1" if graph else "0"
+            try:
+                return prune_model(model, prune, calibration, sparsities, None, args.batch_size, False, device_of)
+            finally:
+                os.environ.pop(CUDA_GRAPH_ENV)
+
+        if (method, sparsity_type, offload, graph) not in warmed:  # one untimed pass of the same shapes
             job()
             restore()
-            warmed.add((method, sparsity_type, offload))
+            warmed.add((method, sparsity_type, offload, graph))
         report, seconds, peak = timed(job, args.device)
+        comparison = {}
+        if label == "sparsegpt":
+            plain_sparsegpt = compared_blocks()
+        elif graph and plain_sparsegpt is not None:
+            comparison = compare_weights(plain_sparsegpt, compared_blocks())
         restore()
         if offload:
             model.to(args.device)
@@ -171,10 +207,11 @@ def main(argv=None) -> int:
             "peak_gib": None if peak is None else peak / 2**30,
             "estimate_gib": estimate.device_peak / 2**30,
             "achieved_sparsity": report.overall_achieved,
+            **comparison,
         }
         rows.append(row)
-        print(f"{label:>16}: {seconds:8.2f} s  {row['x_floor']:6.2f} x floor  solver {row['solver_seconds']:.2f} s",
-              flush=True)  # fmt: skip
+        print(f"{label:>16}: {seconds:8.2f} s  {row['x_floor']:6.2f} x floor  solver {row['solver_seconds']:.2f} s"
+              + (f"  {comparison}" if comparison else ""), flush=True)  # fmt: skip
 
     result = {
         "settings": vars(args),
@@ -206,6 +243,13 @@ def main(argv=None) -> int:
             f"| {r['run']} | {r['seconds']:.2f} | {r['x_floor']:.2f} | {r['solver_seconds']:.2f} | {paper} | "
             f"{peak} | {r['estimate_gib']:.2f} |"
         )
+    for r in rows:
+        if "weights_equal" in r:
+            lines.append(
+                f"\n{r['run']} against the plain sweep, first and last block: weights equal {r['weights_equal']}, "
+                f"mask disagreement {100 * r['mask_disagreement']:.4f}%, largest weight difference "
+                f"{r['max_weight_difference']:.3g}."
+            )
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / name}.json and .md")
     return 0

@@ -27,7 +27,7 @@ from .layers import (
 )
 from .masks import nm_mask, per_row_mask, variant_mask, whole_matrix_mask
 from .scores import magnitude_score, wanda_score
-from .sparsegpt import sparsegpt_prune
+from .sparsegpt import clear_sweep_graphs, sparsegpt_prune
 from .stats import Hessian, InputNorms, record_inputs
 
 log = logging.getLogger(__name__)
@@ -297,6 +297,7 @@ def prune_model(
                     propagate=index + 1 < len(blocks),
                     index=index,
                 )
+    clear_sweep_graphs()  # SparseGPT's captured sweeps (CUDA graphs, opt-in) hold GPU buffers
     seconds["total"] = _now(device) - start
     per_block, per_linear, overall = decoder_sparsity(model)
     log.info("pruned with %s to %.4f sparsity in %.1f s", config.method, overall, seconds["total"])

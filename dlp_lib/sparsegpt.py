@@ -8,6 +8,8 @@ compensation of the not-yet-pruned columns. Everything runs in fp32, with TF32 o
 from __future__ import annotations
 
 import logging
+import os
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -125,16 +127,21 @@ def _sweep(W1, U1, d1, mask1, nm):
     exactly as PyTorch's do (no fused multiply-add). Elsewhere it stays in PyTorch, without a host
     synchronisation per column.
     """
+    if _use_cuda_graph(W1):
+        return _graphed_sweep(W1, U1, d1, mask1, nm)
     W1 = W1.t().contiguous()
     Err1 = torch.empty_like(W1)
     product = torch.empty_like(W1)  # the rank-1 update's terms, written in place (no allocation per column)
     mask_t = mask1.t().contiguous()
     numpy_loop = W1.device.type == "cpu" and W1.dtype == torch.float32
-    step = (
-        _numpy_columns(W1, Err1, product, mask_t, U1, d1)
-        if numpy_loop
-        else _torch_columns(W1, Err1, product, mask_t, U1, d1)
-    )
+    _sweep_columns(W1, Err1, product, mask_t, U1, d1, nm, _numpy_columns if numpy_loop else _torch_columns)
+    return W1.t(), Err1.t().contiguous()
+
+
+def _sweep_columns(W1, Err1, product, mask_t, U1, d1, nm, make_step):
+    """The sweep on the transposed block (``W1``: width x rows), in place; ``make_step`` builds the
+    per-column step (NumPy or PyTorch)."""
+    step = make_step(W1, Err1, product, mask_t, U1, d1)
     for i in range(W1.shape[0]):
         if nm is not None and i % nm[1] == 0:  # N:M: the group's N smallest scores, chosen now
             group = (W1[i : i + nm[1]] ** 2 / d1[i : i + nm[1]].unsqueeze(1) ** 2).t().contiguous()
@@ -142,7 +149,6 @@ def _sweep(W1, U1, d1, mask1, nm):
             mask_t.scatter_(0, (i + lowest).t(), True)
         step(i)
     W1.masked_fill_(mask_t, 0)
-    return W1.t(), Err1.t().contiguous()
 
 
 def _torch_columns(W1, Err1, product, mask_t, U1, d1):
@@ -176,3 +182,71 @@ def _numpy_columns(W1, Err1, product, mask_t, U1, d1):
         np.subtract(W[i + 1 :], later, out=W[i + 1 :])
 
     return step
+
+
+# --- the sweep as a CUDA graph (opt-in) ----------------------------------------------------------------
+# On a GPU the sweep is four small kernels per column, so its cost is kernel launches: a 7B model has
+# about 750,000 columns to sweep. Captured once per block shape as a CUDA graph, one replay launches a
+# whole 128-column block. The graph runs the very same PyTorch kernels on static buffers, so its
+# results are those of the PyTorch loop; it stays opt-in until a GPU run has measured it
+# (bench/gpu.py reports both, with the weights compared).
+CUDA_GRAPH_ENV = "DLP_SPARSEGPT_CUDA_GRAPH"
+MAX_GRAPHS = 6  # one per block shape in use (q/k/v, o, gate/up, down, a last partial block)
+_graphs: OrderedDict = OrderedDict()
+
+
+def _use_cuda_graph(W1: torch.Tensor) -> bool:
+    return W1.is_cuda and os.environ.get(CUDA_GRAPH_ENV, "0") == "1"
+
+
+def _capture(run):
+    """A CUDA graph of ``run()``: one warm-up on a side stream (capture needs one), then the capture."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        run()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    return graph
+
+
+class _SweepGraph:
+    """One block shape's sweep (width x rows, float32, N:M or not) on static buffers, captured once and
+    replayed for every block of that shape: copy the block in, replay, read the results out."""
+
+    def __init__(self, width: int, rows: int, nm, device):
+        self.W = torch.zeros(width, rows, device=device)
+        self.Err = torch.zeros_like(self.W)
+        self.product = torch.zeros_like(self.W)
+        self.mask = torch.zeros(width, rows, dtype=torch.bool, device=device)
+        self.U = torch.eye(width, device=device)
+        self.d = torch.ones(width, device=device)
+        self.nm = nm
+        self.graph = _capture(self._run)
+
+    def _run(self):
+        _sweep_columns(self.W, self.Err, self.product, self.mask, self.U, self.d, self.nm, _torch_columns)
+
+    def __call__(self, W1, U1, d1, mask1):
+        self.W.copy_(W1.t())
+        self.mask.copy_(mask1.t())
+        self.U.copy_(U1)
+        self.d.copy_(d1)
+        self.graph.replay()
+        return self.W.t(), self.Err.t().contiguous()  # read before the next replay overwrites them
+
+
+def _graphed_sweep(W1, U1, d1, mask1, nm):
+    key = (W1.shape[1], W1.shape[0], nm, W1.device)
+    sweep = _graphs.pop(key, None) or _SweepGraph(*key)
+    _graphs[key] = sweep
+    while len(_graphs) > MAX_GRAPHS:
+        _graphs.popitem(last=False)  # the least recently used
+    return sweep(W1, U1, d1, mask1)
+
+
+def clear_sweep_graphs() -> None:
+    """Free the captured sweeps and their buffers (prune_model calls it when done)."""
+    _graphs.clear()

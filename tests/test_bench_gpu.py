@@ -29,16 +29,21 @@ def test_without_cuda_it_says_so_and_exits_0(gpu_bench, tmp_path, capsys):
 
 
 def test_the_whole_path_runs_on_a_tiny_model_on_cpu(gpu_bench, tmp_path, capsys):
-    runs = "wanda,wanda DLP,wanda --offload,sparsegpt 2:4"
+    runs = "wanda,wanda DLP,wanda --offload,sparsegpt 2:4,sparsegpt,sparsegpt CUDA graph"
     args = ["--device", "cpu", "--config", "tiny", "--dtype", "float32", "--nsamples", "2", "--seqlen", "16"]
     assert gpu_bench.main([*args, "--runs", runs, "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "gpu-tiny-on-cpu.json").read_text())
-    assert [r["run"] for r in result["runs"]] == runs.split(",")
+    assert [r["run"] for r in result["runs"]] == ["wanda", "wanda DLP", "wanda --offload", "sparsegpt",
+                                                  "sparsegpt CUDA graph", "sparsegpt 2:4"]  # fmt: skip
     for row in result["runs"]:
         assert row["seconds"] > 0 and 0 <= row["solver_seconds"] <= row["seconds"]
         assert row["achieved_sparsity"] == pytest.approx(0.7 if "2:4" not in row["run"] else 0.5, abs=0.02)
     assert result["runs"][3]["paper_solver_seconds"] == 203.1
     table = (tmp_path / "gpu-tiny-on-cpu.md").read_text()
     assert "| sparsegpt 2:4 |" in table and "Wanda paper, A100" in table
+    # on a CPU the graph switch changes nothing (CPU tensors keep the NumPy loop): the weights compare equal
+    graph_row = result["runs"][4]
+    assert graph_row["weights_equal"] and graph_row["mask_disagreement"] == 0 == graph_row["max_weight_difference"]
+    assert "weights equal True, mask disagreement 0.0000%" in table
     with pytest.raises(SystemExit):
         gpu_bench.main([*args, "--runs", "nope", "--out", str(tmp_path)])

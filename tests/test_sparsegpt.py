@@ -256,3 +256,49 @@ def test_column_loops_agree_on_a_wide_layer_with_dead_inputs(layer):
     for (numpy_w, numpy_loss), (torch_w, torch_loss) in zip(results["numpy"], results["torch"]):
         assert torch.equal(numpy_w, torch_w) and numpy_loss == torch_loss
         assert bool((numpy_w[:, 5] == 0).all())
+
+
+class _EagerGraph:
+    """Stands in for a CUDA graph on a CPU: "capture" runs once as the warm-up does, replay runs again."""
+
+    captures = 0
+
+    def __init__(self, run):
+        run()
+        self.run = run
+        _EagerGraph.captures += 1
+
+    def replay(self):
+        self.run()
+
+
+@pytest.mark.parametrize("nm, sparsity", [(None, 0.7), ((2, 4), 0.5)])
+def test_graphed_sweep_plumbing_equals_the_reference(layer, monkeypatch, nm, sparsity):
+    """The CUDA-graph path (static buffers, one capture per block shape, least recently used kept) run on
+    a CPU with an eager stand-in for the graph: weights equal the reference solver's bit for bit, a
+    layer with a last partial block captures two shapes, and a second layer of the same shape reuses
+    them. (The capture itself needs CUDA: bench/gpu.py compares the two paths on a GPU.)"""
+    W, _, _, H = layer
+    monkeypatch.setattr(sparsegpt, "_use_cuda_graph", lambda W1: True)
+    monkeypatch.setattr(sparsegpt, "_capture", _EagerGraph)
+    monkeypatch.setattr(_EagerGraph, "captures", 0)
+    sparsegpt.clear_sweep_graphs()
+    try:
+        new, _ = sparsegpt_prune(W, H, sparsity, nm, blocksize=48)  # 128 columns: blocks of 48, 48, 32
+        assert torch.equal(new, _reference_solve(W, H, sparsity, nm, blocksize=48))
+        assert _EagerGraph.captures == 2
+        other = W.flip(0) * 0.5
+        assert torch.equal(sparsegpt_prune(other, H, sparsity, nm, 48)[0], _reference_solve(other, H, sparsity, nm, 48))
+        assert _EagerGraph.captures == 2
+        monkeypatch.setattr(sparsegpt, "MAX_GRAPHS", 1)  # one shape kept: the partial block's is captured again
+        sparsegpt_prune(W, H, sparsity, nm, blocksize=48)
+        assert _EagerGraph.captures == 3 and len(sparsegpt._graphs) == 1
+    finally:
+        sparsegpt.clear_sweep_graphs()
+
+
+def test_cuda_graph_is_opt_in_and_only_for_cuda_tensors(monkeypatch):
+    monkeypatch.delenv(sparsegpt.CUDA_GRAPH_ENV, raising=False)
+    assert not sparsegpt._use_cuda_graph(torch.zeros(2, 2))
+    monkeypatch.setenv(sparsegpt.CUDA_GRAPH_ENV, "1")
+    assert not sparsegpt._use_cuda_graph(torch.zeros(2, 2))  # a CPU tensor keeps the NumPy loop
