@@ -70,7 +70,8 @@ def check_tables(
     expression`` for a DSA cell outside its tolerance when the two searches found different ones).
 
     ``tolerances`` defaults to the reference's ``reproduction_tolerance.csv``; tables present on
-    neither side are skipped, a table present on one side only is an error."""
+    neither side are skipped, a table present on one side only is an error. When the DSA searches
+    differ, ``result.attrs["searched_expressions"]`` holds (reference's, fresh's) expression."""
     reference_dir, fresh_dir = Path(reference_dir), Path(fresh_dir)
     if tolerances is None:
         path = reference_dir / TOLERANCE_FILE
@@ -122,9 +123,11 @@ def check_tables(
                     "status": status,
                 }
             )
-    return pd.DataFrame(
+    result = pd.DataFrame(
         rows, columns=["cell", "reference", "fresh", "log_ratio", "tolerance", "source", "noise_dominated", "status"]
     )
+    result.attrs["searched_expressions"] = expressions if other_search else None
+    return result
 
 
 def flagged(result: pd.DataFrame) -> pd.DataFrame:
@@ -132,18 +135,27 @@ def flagged(result: pd.DataFrame) -> pd.DataFrame:
     return result[result["status"] != "ok"]
 
 
+def unexpected(result: pd.DataFrame) -> pd.DataFrame:
+    """The flagged cells that fail the check: neither noise-dominated nor from another DSA search."""
+    bad = flagged(result)
+    return bad[~bad["noise_dominated"] & (bad["status"] != OTHER_EXPRESSION)]
+
+
 def report(result: pd.DataFrame) -> str:
     """A plain-text summary: counts, then every flagged cell with its ratio and tolerance."""
     bad = flagged(result)
-    lines = [f"compared {len(result)} cells; {len(bad)} outside the reproduction tolerance or missing"]
+    lines = []
+    if result.attrs.get("searched_expressions"):
+        reference, fresh = result.attrs["searched_expressions"]
+        lines.append(f"the DSA searches ended on different expressions: {reference} (reference), {fresh} (fresh)")
+    lines.append(f"compared {len(result)} cells; {len(bad)} outside the reproduction tolerance or missing")
     other = bad["status"] == OTHER_EXPRESSION
     groups = (
-        (~other & ~bad["noise_dominated"], "unexpected"),
-        (~other & bad["noise_dominated"], "noise-dominated (expected to move on another machine)"),
-        (other, "DSA with another searched expression (not comparable; the search is float-sensitive too)"),
+        (unexpected(result), "unexpected"),
+        (bad[~other & bad["noise_dominated"]], "noise-dominated (expected to move on another machine)"),
+        (bad[other], "DSA with another searched expression (not comparable; the search is float-sensitive too)"),
     )
-    for selected, title in groups:
-        part = bad[selected]
+    for part, title in groups:
         if len(part):
             lines.append(f"{title}:")
             for _, r in part.iterrows():
@@ -164,18 +176,8 @@ def main(argv=None) -> int:
         if not Path(folder).is_dir():
             parser.error(f"{folder} is not a folder of tables")
     result = check_tables(args.reference, args.fresh)
-    expressions = searched_expression(args.reference), searched_expression(args.fresh)
-    if None not in expressions and expressions[0] != expressions[1]:
-        reference, fresh = expressions
-        print(f"the DSA searches ended on different expressions: {reference} (reference), {fresh} (fresh)")
     print(report(result))
     return int(bool(len(unexpected(result))))
-
-
-def unexpected(result: pd.DataFrame) -> pd.DataFrame:
-    """The flagged cells that fail the check: neither noise-dominated nor from another DSA search."""
-    bad = flagged(result)
-    return bad[~bad["noise_dominated"] & (bad["status"] != OTHER_EXPRESSION)]
 
 
 if __name__ == "__main__":
