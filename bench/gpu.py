@@ -11,21 +11,29 @@ and peak memory against ``dlp_lib.memory``'s estimate. "sparsegpt CUDA graph" is
 sweep captured as CUDA graphs (``DLP_SPARSEGPT_CUDA_GRAPH=1``, opt-in), its first and last blocks' weights
 compared with the plain run's. Writes bench/results/gpu-<config>.json and .md.
 Without CUDA (and without ``--device cpu``) it says so and exits 0.
+
+For a GPU lent for minutes: the runs go most wanted first (SparseGPT plain and graphed right after the
+seconds-long magnitude run), each warm-up is a pass over the first two blocks only (``--warm-blocks``),
+``--budget S`` starts no run after S seconds, and the JSON and Markdown are rewritten (atomically) after
+every run, so a command killed at its time limit keeps every run it finished:
+
+    PYTHONPATH=. PYTHONUNBUFFERED=1 timeout 500 python bench/gpu.py --budget 330 --out "$OUT"
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
+from dlp_lib.cache import atomic_path, write_json_atomic
 from dlp_lib.config import PruneConfig
-from dlp_lib.layers import capture_block_inputs, decoder_blocks, linear_sublayers, run_block
+from dlp_lib.layers import blocks_replaced, capture_block_inputs, decoder_blocks, linear_sublayers, run_block
 from dlp_lib.memory import estimate_peak_memory, llama2_config
 from dlp_lib.pipeline import block_allocation
 from dlp_lib.prune import dense_input_norms, prune_model
@@ -48,17 +56,17 @@ CONFIGS = {
         tie_word_embeddings=False,
     ),  # fmt: skip
 }
-RUNS = [  # (label, method, allocation, sparsity_type, offload)
+RUNS = [  # (label, method, allocation, sparsity_type, offload), most wanted first: --budget may cut the tail
     ("magnitude", "magnitude", "uniform", "unstructured", False),
-    ("magnitude 2:4", "magnitude", "uniform", "2:4", False),
-    ("wanda", "wanda", "uniform", "unstructured", False),
-    ("wanda DLP", "wanda", "dlp", "unstructured", False),
-    ("wanda 2:4", "wanda", "uniform", "2:4", False),
-    ("wanda --offload", "wanda", "uniform", "unstructured", True),
     ("sparsegpt", "sparsegpt", "uniform", "unstructured", False),
     ("sparsegpt CUDA graph", "sparsegpt", "uniform", "unstructured", False),
-    ("sparsegpt DLP", "sparsegpt", "dlp", "unstructured", False),
+    ("wanda", "wanda", "uniform", "unstructured", False),
+    ("wanda DLP", "wanda", "dlp", "unstructured", False),
+    ("wanda --offload", "wanda", "uniform", "unstructured", True),
     ("sparsegpt 2:4", "sparsegpt", "uniform", "2:4", False),
+    ("sparsegpt DLP", "sparsegpt", "dlp", "unstructured", False),
+    ("wanda 2:4", "wanda", "uniform", "2:4", False),
+    ("magnitude 2:4", "magnitude", "uniform", "2:4", False),
 ]
 
 
@@ -82,6 +90,15 @@ def floor_pass(model, calibration, batch_size):
     inputs = capture_block_inputs(model, calibration, batch_size)
     for block in decoder_blocks(model):
         inputs.hidden = [run_block(block, h, kw) for h, kw in zip(inputs.hidden, inputs.kwargs)]
+
+
+def first_blocks(model, count: int | None):
+    """While active the model has only its first ``count`` decoder blocks (all if None): a warm-up on two
+    blocks meets every kernel shape of the full run at a sixteenth of a 7B model's cost."""
+    blocks = decoder_blocks(model)
+    if count is None or count >= len(blocks):
+        return nullcontext()
+    return blocks_replaced(model, torch.nn.ModuleList(blocks[:count]))
 
 
 def timed(fn, device: str):
@@ -108,6 +125,42 @@ def compare_weights(reference: dict, other: dict) -> dict:
     return {"weights_equal": largest == 0.0, "mask_disagreement": differ / total, "max_weight_difference": largest}
 
 
+def write_results(out: Path, name: str, result: dict) -> None:
+    """``<name>.json`` and ``<name>.md`` under ``out``, each replaced atomically (called after every run)."""
+    args, rows = result["settings"], result["runs"]
+    floor, dense_seconds = result["floor_seconds"], result["dense_statistics_seconds"]
+    write_json_atomic(out / f"{name}.json", result)
+    lines = [
+        f"# bench/gpu.py on {result['hardware'].get('gpu') or 'CPU'}: LLaMA-2 shape '{args['config']}', random weights",
+        "",
+        f"{args['dtype']}, calibration {args['nsamples']} x {args['seqlen']}, batch {args['batch_size']}. Warm "
+        f"(an untimed pass on the first {args['warm_blocks'] or 'all'} blocks first), synchronised timings. Floor "
+        f"(one dense block-by-block forward): {floor:.2f} s; dense statistics pass (once, cached): "
+        f"{dense_seconds:.2f} s ({dense_seconds / floor:.2f} x floor).",
+        "",
+        "| run | seconds | x floor | solver only (s) | Wanda paper, A100 (s) | peak GiB | estimate GiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        paper = "–" if r["paper_solver_seconds"] is None else f"{r['paper_solver_seconds']:g}"
+        peak = "–" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
+        lines.append(
+            f"| {r['run']} | {r['seconds']:.2f} | {r['x_floor']:.2f} | {r['solver_seconds']:.2f} | {paper} | "
+            f"{peak} | {r['estimate_gib']:.2f} |"
+        )
+    if result["skipped"]:
+        lines.append(f"\nNot run (the --budget of {args['budget']:g} s was spent): {', '.join(result['skipped'])}.")
+    for r in rows:
+        if "weights_equal" in r:
+            lines.append(
+                f"\n{r['run']} against the plain sweep, first and last block: weights equal {r['weights_equal']}, "
+                f"mask disagreement {100 * r['mask_disagreement']:.4f}%, largest weight difference "
+                f"{r['max_weight_difference']:.3g}."
+            )
+    with atomic_path(out / f"{name}.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -119,7 +172,13 @@ def main(argv=None) -> int:
     parser.add_argument("--sparsity", type=float, default=0.7)
     parser.add_argument("--runs", default=",".join(r[0] for r in RUNS), help="comma-separated labels of RUNS")
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--warm-blocks", type=int, default=2,
+                        help="blocks in each untimed warm-up pass (0: warm up on the whole model)")  # fmt: skip
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds from the start after which no further run begins (the results are "
+                        "written after every run: a run cut short by a time limit loses only itself)")  # fmt: skip
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("CUDA is not available here: bench/gpu.py measures the GPU path; run it on a GPU machine "
               "(or exercise it with --device cpu --config tiny --nsamples 4 --seqlen 64)")  # fmt: skip
@@ -162,9 +221,27 @@ def main(argv=None) -> int:
             for name, lin in linear_sublayers(blocks[i]).items()
         }
 
-    rows, warmed, plain_sparsegpt = [], set(), None
+    result = {
+        "settings": vars(args),
+        "hardware": hardware(),
+        "versions": package_versions(),
+        "floor_seconds": floor,
+        "dense_statistics_seconds": dense_seconds,
+        "dense_statistics_peak_gib": None if dense_peak is None else dense_peak / 2**30,
+        "runs": [],
+        "skipped": [],
+    }
+    out = Path(args.out)
+    name = f"gpu-{args.config}" if args.device.startswith("cuda") else f"gpu-{args.config}-on-cpu"
+    warm_blocks = args.warm_blocks or None
+    rows, warmed, plain_sparsegpt = result["runs"], set(), None
     for label, method, allocation, sparsity_type, offload in RUNS:
         if label not in wanted:
+            continue
+        if args.budget is not None and time.perf_counter() - started > args.budget:
+            result["skipped"].append(label)
+            print(f"{label:>16}: skipped (the --budget of {args.budget:g} s is spent)", flush=True)
+            write_results(out, name, result)
             continue
         prune = PruneConfig(method, 0.5 if sparsity_type == "2:4" else args.sparsity, sparsity_type, allocation)
         sparsities = None
@@ -176,15 +253,17 @@ def main(argv=None) -> int:
 
         graph = "CUDA graph" in label
 
-        def job():
+        def job(blocks=None):
             os.environ[CUDA_GRAPH_ENV] = "1" if graph else "0"
             try:
-                return prune_model(model, prune, calibration, sparsities, None, args.batch_size, False, device_of)
+                with first_blocks(model, blocks):
+                    targets = None if sparsities is None else sparsities[: len(decoder_blocks(model))]
+                    return prune_model(model, prune, calibration, targets, None, args.batch_size, False, device_of)
             finally:
                 os.environ.pop(CUDA_GRAPH_ENV)
 
         if (method, sparsity_type, offload, graph) not in warmed:  # one untimed pass of the same shapes
-            job()
+            job(warm_blocks)
             restore()
             warmed.add((method, sparsity_type, offload, graph))
         report, seconds, peak = timed(job, args.device)
@@ -212,45 +291,9 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"{label:>16}: {seconds:8.2f} s  {row['x_floor']:6.2f} x floor  solver {row['solver_seconds']:.2f} s"
               + (f"  {comparison}" if comparison else ""), flush=True)  # fmt: skip
+        write_results(out, name, result)
 
-    result = {
-        "settings": vars(args),
-        "hardware": hardware(),
-        "versions": package_versions(),
-        "floor_seconds": floor,
-        "dense_statistics_seconds": dense_seconds,
-        "dense_statistics_peak_gib": None if dense_peak is None else dense_peak / 2**30,
-        "runs": rows,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"gpu-{args.config}" if args.device.startswith("cuda") else f"gpu-{args.config}-on-cpu"
-    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = [
-        f"# bench/gpu.py on {result['hardware'].get('gpu') or 'CPU'}: LLaMA-2 shape '{args.config}', random weights",
-        "",
-        f"{args.dtype}, calibration {args.nsamples} x {args.seqlen}, batch {args.batch_size}. Warm, synchronised "
-        f"timings. Floor (one dense block-by-block forward): {floor:.2f} s; dense statistics pass (once, cached): "
-        f"{dense_seconds:.2f} s ({dense_seconds / floor:.2f} x floor).",
-        "",
-        "| run | seconds | x floor | solver only (s) | Wanda paper, A100 (s) | peak GiB | estimate GiB |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        paper = "–" if r["paper_solver_seconds"] is None else f"{r['paper_solver_seconds']:g}"
-        peak = "–" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
-        lines.append(
-            f"| {r['run']} | {r['seconds']:.2f} | {r['x_floor']:.2f} | {r['solver_seconds']:.2f} | {paper} | "
-            f"{peak} | {r['estimate_gib']:.2f} |"
-        )
-    for r in rows:
-        if "weights_equal" in r:
-            lines.append(
-                f"\n{r['run']} against the plain sweep, first and last block: weights equal {r['weights_equal']}, "
-                f"mask disagreement {100 * r['mask_disagreement']:.4f}%, largest weight difference "
-                f"{r['max_weight_difference']:.3g}."
-            )
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    write_results(out, name, result)
     print(f"wrote {out / name}.json and .md")
     return 0
 

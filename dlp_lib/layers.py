@@ -55,18 +55,23 @@ def decoder_blocks(model: nn.Module) -> nn.ModuleList:
 
 
 @contextmanager
-def blocks_detached(model: nn.Module):
-    """Temporarily replace the decoder-block list by an empty one (to move everything else)."""
+def blocks_replaced(model: nn.Module, replacement: nn.ModuleList):
+    """Temporarily put ``replacement`` where the model keeps its decoder-block list; yields the original."""
     path = ARCHITECTURES[architecture(model)].split(".")
-    parent = model
+    parent = unwrapped(model)
     for attr in path[:-1]:
         parent = getattr(parent, attr)
     blocks = getattr(parent, path[-1])
-    setattr(parent, path[-1], nn.ModuleList())
+    setattr(parent, path[-1], replacement)
     try:
         yield blocks
     finally:
         setattr(parent, path[-1], blocks)
+
+
+def blocks_detached(model: nn.Module):
+    """Temporarily replace the decoder-block list by an empty one (to move everything else)."""
+    return blocks_replaced(model, nn.ModuleList())
 
 
 def move_non_block_modules(model: nn.Module, device) -> None:

@@ -33,17 +33,42 @@ def test_the_whole_path_runs_on_a_tiny_model_on_cpu(gpu_bench, tmp_path, capsys)
     args = ["--device", "cpu", "--config", "tiny", "--dtype", "float32", "--nsamples", "2", "--seqlen", "16"]
     assert gpu_bench.main([*args, "--runs", runs, "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "gpu-tiny-on-cpu.json").read_text())
-    assert [r["run"] for r in result["runs"]] == ["wanda", "wanda DLP", "wanda --offload", "sparsegpt",
-                                                  "sparsegpt CUDA graph", "sparsegpt 2:4"]  # fmt: skip
+    assert [r["run"] for r in result["runs"]] == ["sparsegpt", "sparsegpt CUDA graph", "wanda", "wanda DLP",
+                                                  "wanda --offload", "sparsegpt 2:4"]  # fmt: skip
+    assert result["skipped"] == []
     for row in result["runs"]:
         assert row["seconds"] > 0 and 0 <= row["solver_seconds"] <= row["seconds"]
         assert row["achieved_sparsity"] == pytest.approx(0.7 if "2:4" not in row["run"] else 0.5, abs=0.02)
-    assert result["runs"][3]["paper_solver_seconds"] == 203.1
+    assert result["runs"][0]["paper_solver_seconds"] == 203.1
     table = (tmp_path / "gpu-tiny-on-cpu.md").read_text()
     assert "| sparsegpt 2:4 |" in table and "Wanda paper, A100" in table
     # on a CPU the graph switch changes nothing (CPU tensors keep the NumPy loop): the weights compare equal
-    graph_row = result["runs"][4]
+    graph_row = result["runs"][1]
     assert graph_row["weights_equal"] and graph_row["mask_disagreement"] == 0 == graph_row["max_weight_difference"]
     assert "weights equal True, mask disagreement 0.0000%" in table
     with pytest.raises(SystemExit):
         gpu_bench.main([*args, "--runs", "nope", "--out", str(tmp_path)])
+
+
+def test_a_spent_budget_starts_no_run_and_says_which_were_not_run(gpu_bench, tmp_path):
+    args = ["--device", "cpu", "--config", "tiny", "--dtype", "float32", "--nsamples", "2", "--seqlen", "16"]
+    assert gpu_bench.main([*args, "--runs", "magnitude,wanda", "--budget", "0", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "gpu-tiny-on-cpu.json").read_text())
+    assert result["runs"] == [] and result["skipped"] == ["magnitude", "wanda"]
+    table = (tmp_path / "gpu-tiny-on-cpu.md").read_text()
+    assert "Not run (the --budget of 0 s was spent): magnitude, wanda." in table
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-tiny-on-cpu.json", "gpu-tiny-on-cpu.md"]  # no temp files
+
+
+def test_first_blocks_truncates_the_model_for_a_warm_up_and_puts_every_block_back(gpu_bench):
+    from dlp_lib.layers import decoder_blocks
+
+    model = gpu_bench.build_model(gpu_bench.CONFIGS["tiny"], torch.float32, "cpu")
+    blocks = list(decoder_blocks(model))
+    with gpu_bench.first_blocks(model, 2):
+        assert list(decoder_blocks(model)) == blocks[:2]
+        logits = model(torch.tensor([[1, 2, 3]])).logits  # the model runs on its first two blocks
+        assert logits.shape == (1, 3, 512)
+    assert list(decoder_blocks(model)) == blocks
+    with gpu_bench.first_blocks(model, None):
+        assert list(decoder_blocks(model)) == blocks

@@ -13,9 +13,11 @@ from dlp_lib.layers import (
     UnsupportedArchitectureError,
     architecture,
     block_output,
+    blocks_replaced,
     capture_block_inputs,
     decoder_blocks,
     linear_sublayers,
+    move_non_block_modules,
     run_block,
 )
 
@@ -216,3 +218,29 @@ def test_batches_rejects_non_positive_batch_size():
     model = make_tiny_model("llama")
     with pytest.raises(ConfigError):
         capture_block_inputs(model, _ids(n=2), batch_size=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_blocks_replaced_swaps_the_block_list_and_always_puts_it_back(arch):
+    model = make_tiny_model(arch)
+    blocks = decoder_blocks(model)
+    with blocks_replaced(model, torch.nn.ModuleList(blocks[:1])) as original:
+        assert original is blocks and len(decoder_blocks(model)) == 1
+    assert decoder_blocks(model) is blocks
+    with pytest.raises(RuntimeError), blocks_replaced(model, torch.nn.ModuleList()):
+        raise RuntimeError("a failure inside")
+    assert decoder_blocks(model) is blocks
+
+
+def test_blocks_replaced_reaches_the_blocks_through_a_peft_wrapper():
+    """As decoder_blocks does; before, moving a LoRA-adapted model's non-block modules (offloading) raised
+    AttributeError: 'LlamaForCausalLM' object has no attribute 'layers'."""
+    peft = pytest.importorskip("peft")
+    model = make_tiny_model("llama")
+    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"]))
+    blocks = decoder_blocks(wrapped)
+    with blocks_replaced(wrapped, torch.nn.ModuleList()):
+        assert len(decoder_blocks(wrapped)) == 0
+    assert decoder_blocks(wrapped) is blocks
+    move_non_block_modules(wrapped, "cpu")
+    assert decoder_blocks(wrapped) is blocks
