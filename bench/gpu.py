@@ -9,7 +9,9 @@ dense block-by-block forward), the dense statistics pass, magnitude / Wanda / Sp
 forward passes) beside the Wanda paper's speed table (LLaMA-7B on an A100: SparseGPT 203 s, Wanda 0.54 s),
 and peak memory against ``dlp_lib.memory``'s estimate. "sparsegpt CUDA graph" is the same run with the
 sweep captured as CUDA graphs (``DLP_SPARSEGPT_CUDA_GRAPH=1``, opt-in), its first and last blocks' weights
-compared with the plain run's. Writes bench/results/gpu-<config>.json and .md.
+compared with the plain run's. Before the runs, a parity check: each pruner (SparseGPT with and without the
+graph) on one fp32 4-block LLaMA, on the CPU and on the device, with the mask disagreement between the two.
+Writes bench/results/gpu-<config>.json and .md.
 Without CUDA (and without ``--device cpu``) it says so and exits 0.
 
 For a GPU lent for minutes: the runs go most wanted first (SparseGPT plain and graphed right after the
@@ -23,10 +25,11 @@ every run, so a command killed at its time limit keeps every run it finished:
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -56,6 +59,15 @@ CONFIGS = {
         tie_word_embeddings=False,
     ),  # fmt: skip
 }
+PARITY_CONFIG = {**CONFIGS["tiny"], "hidden_size": 256, "intermediate_size": 688}  # fp32, as in gpu-notes.md
+PARITY_RUNS = [  # (method, sparsity_type, CUDA graph): each pruned on the CPU and on the device
+    ("magnitude", "unstructured", False),
+    ("wanda", "unstructured", False),
+    ("wanda", "2:4", False),
+    ("sparsegpt", "unstructured", False),
+    ("sparsegpt", "unstructured", True),
+    ("sparsegpt", "2:4", False),
+]
 RUNS = [  # (label, method, allocation, sparsity_type, offload), most wanted first: --budget may cut the tail
     ("magnitude", "magnitude", "uniform", "unstructured", False),
     ("sparsegpt", "sparsegpt", "uniform", "unstructured", False),
@@ -113,6 +125,47 @@ def timed(fn, device: str):
     return out, time.perf_counter() - start, torch.cuda.max_memory_allocated() if cuda else None
 
 
+def weights_of(model, blocks=None) -> dict:
+    """``{(block, linear name): weight on the CPU}`` of the given blocks (all if None)."""
+    every = decoder_blocks(model)
+    chosen = range(len(every)) if blocks is None else blocks
+    return {
+        (i, name): lin.weight.detach().to("cpu", copy=True)
+        for i in chosen
+        for name, lin in linear_sublayers(every[i]).items()
+    }
+
+
+@contextmanager
+def cuda_graph_sweep(enabled: bool):
+    """SparseGPT's CUDA-graph sweep switched on (``DLP_SPARSEGPT_CUDA_GRAPH=1``) or off for the duration."""
+    os.environ[CUDA_GRAPH_ENV] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(CUDA_GRAPH_ENV)
+
+
+def device_parity(device: str, batch_size: int = 4) -> list[dict]:
+    """Each pruner on the same fp32 4-block LLaMA (hidden 256), once on the CPU and once on ``device``,
+    the results compared: how far ``device``'s masks and weights are from the CPU's (seconds on a GPU)."""
+    reference = build_model(PARITY_CONFIG, torch.float32, "cpu")
+    calibration = torch.randint(0, PARITY_CONFIG["vocab_size"], (8, 128), generator=torch.Generator().manual_seed(1))
+    rows = []
+    for method, sparsity_type, graph in PARITY_RUNS:
+        prune = PruneConfig(method, 0.5 if sparsity_type == "2:4" else 0.7, sparsity_type)
+        snapshots = []
+        for where in ("cpu", device):
+            model = copy.deepcopy(reference).to(where)
+            with cuda_graph_sweep(graph):
+                prune_model(model, prune, calibration, batch_size=batch_size, progress=False)
+            snapshots.append(weights_of(model))
+        rows.append(
+            {"method": method, "sparsity_type": sparsity_type, "cuda_graph": graph, **compare_weights(*snapshots)}
+        )
+    return rows
+
+
 def compare_weights(reference: dict, other: dict) -> dict:
     """Equality, mask disagreement (fraction of entries zero in one and not the other) and the largest
     weight difference between two snapshots of the same linears."""
@@ -150,6 +203,20 @@ def write_results(out: Path, name: str, result: dict) -> None:
         )
     if result["skipped"]:
         lines.append(f"\nNot run (the --budget of {args['budget']:g} s was spent): {', '.join(result['skipped'])}.")
+    if result["device_parity"]:
+        lines += [
+            "",
+            f"CPU vs {args['device']}: each pruner on the same fp32 4-block LLaMA (hidden 256), 8 x 128 calibration.",
+            "",
+            "| pruner | sparsity | CUDA graph | weights equal | mask disagreement | largest weight difference |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in result["device_parity"]:
+            graph = "yes" if r["cuda_graph"] else "no"
+            lines.append(
+                f"| {r['method']} | {r['sparsity_type']} | {graph} | {r['weights_equal']} | "
+                f"{100 * r['mask_disagreement']:.4f}% | {r['max_weight_difference']:.3g} |"
+            )
     for r in rows:
         if "weights_equal" in r:
             lines.append(
@@ -194,11 +261,7 @@ def main(argv=None) -> int:
     calibration = torch.randint(
         0, config["vocab_size"], (args.nsamples, args.seqlen), generator=torch.Generator().manual_seed(0)
     )
-    pristine = {
-        (i, name): lin.weight.detach().to("cpu", copy=True)
-        for i, block in enumerate(decoder_blocks(model))
-        for name, lin in linear_sublayers(block).items()
-    }
+    pristine = weights_of(model)
 
     def restore():
         for i, block in enumerate(decoder_blocks(model)):
@@ -214,12 +277,7 @@ def main(argv=None) -> int:
     print(f"dense statistics: {dense_seconds:.2f} s = {dense_seconds / floor:.2f} x floor", flush=True)
 
     def compared_blocks():  # the first and the last block's weights, on the CPU
-        blocks = decoder_blocks(model)
-        return {
-            (i, name): lin.weight.detach().to("cpu", copy=True)
-            for i in sorted({0, len(blocks) - 1})
-            for name, lin in linear_sublayers(blocks[i]).items()
-        }
+        return weights_of(model, sorted({0, len(decoder_blocks(model)) - 1}))
 
     result = {
         "settings": vars(args),
@@ -228,11 +286,17 @@ def main(argv=None) -> int:
         "floor_seconds": floor,
         "dense_statistics_seconds": dense_seconds,
         "dense_statistics_peak_gib": None if dense_peak is None else dense_peak / 2**30,
+        "device_parity": [],
         "runs": [],
         "skipped": [],
     }
     out = Path(args.out)
     name = f"gpu-{args.config}" if args.device.startswith("cuda") else f"gpu-{args.config}-on-cpu"
+    result["device_parity"] = device_parity(args.device)
+    for r in result["device_parity"]:
+        print(f"CPU vs {args.device}, {r['method']} {r['sparsity_type']}{' CUDA graph' if r['cuda_graph'] else ''}: "
+              f"mask disagreement {100 * r['mask_disagreement']:.4f}%", flush=True)  # fmt: skip
+    write_results(out, name, result)
     warm_blocks = args.warm_blocks or None
     rows, warmed, plain_sparsegpt = result["runs"], set(), None
     for label, method, allocation, sparsity_type, offload in RUNS:
@@ -254,13 +318,9 @@ def main(argv=None) -> int:
         graph = "CUDA graph" in label
 
         def job(blocks=None):
-            os.environ[CUDA_GRAPH_ENV] = "1" if graph else "0"
-            try:
-                with first_blocks(model, blocks):
-                    targets = None if sparsities is None else sparsities[: len(decoder_blocks(model))]
-                    return prune_model(model, prune, calibration, targets, None, args.batch_size, False, device_of)
-            finally:
-                os.environ.pop(CUDA_GRAPH_ENV)
+            with cuda_graph_sweep(graph), first_blocks(model, blocks):
+                targets = None if sparsities is None else sparsities[: len(decoder_blocks(model))]
+                return prune_model(model, prune, calibration, targets, None, args.batch_size, False, device_of)
 
         if (method, sparsity_type, offload, graph) not in warmed:  # one untimed pass of the same shapes
             job(warm_blocks)

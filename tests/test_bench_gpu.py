@@ -46,6 +46,14 @@ def test_the_whole_path_runs_on_a_tiny_model_on_cpu(gpu_bench, tmp_path, capsys)
     graph_row = result["runs"][1]
     assert graph_row["weights_equal"] and graph_row["mask_disagreement"] == 0 == graph_row["max_weight_difference"]
     assert "weights equal True, mask disagreement 0.0000%" in table
+    # the parity check ran every pruner twice; on one CPU the two runs agree bit for bit
+    assert [
+        (r["method"], r["sparsity_type"], r["cuda_graph"]) for r in result["device_parity"]
+    ] == gpu_bench.PARITY_RUNS
+    assert all(r["weights_equal"] and r["mask_disagreement"] == 0 for r in result["device_parity"])
+    assert (
+        "CPU vs cpu: each pruner on the same fp32 4-block LLaMA" in table and "| sparsegpt | 2:4 | no | True |" in table
+    )
     with pytest.raises(SystemExit):
         gpu_bench.main([*args, "--runs", "nope", "--out", str(tmp_path)])
 
