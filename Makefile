@@ -123,8 +123,8 @@ FORCE:
 bench: $(STAMP) ## benchmark: pruning cost vs the floor, peak memory, perplexity throughput (bench/results/)
 	$(PY) bench/bench.py $(if $(strip $(MODEL)),--model $(MODEL))
 
-bench-gpu: $(STAMP) ## GPU benchmark on the LLaMA-2-7B shape, random weights (CUDA only; says so and exits 0 elsewhere)
-	$(PY) bench/gpu.py
+bench-gpu: $(STAMP) ## GPU benchmark on the LLaMA-2-7B shape, random weights (CUDA only; says so and exits 0 elsewhere; ARGS="--budget 330")
+	$(PY) bench/gpu.py $(ARGS)
 
 bench-speedup: $(STAMP) ## inference speed of sparse weights: CPU sparse formats (CSR/CSC/COO), on CUDA 2:4 kernels; pruning-only seconds (ARGS="--quick")
 	$(PY) bench/speedup.py $(ARGS)
