@@ -8,16 +8,18 @@ dense block-by-block forward), the dense statistics pass, magnitude / Wanda / Sp
 70% and at 2:4, Wanda with ``--offload``, the solver-only seconds (``prune_model``'s "pruning" phase: no
 forward passes) beside the Wanda paper's speed table (LLaMA-7B on an A100: SparseGPT 203 s, Wanda 0.54 s),
 and peak memory against ``dlp_lib.memory``'s estimate. "sparsegpt CUDA graph" is the same run with the
-sweep captured as CUDA graphs (``DLP_SPARSEGPT_CUDA_GRAPH=1``, opt-in), its first and last blocks' weights
-compared with the plain run's. Before the runs, a parity check: each pruner (SparseGPT with and without the
-graph) on one fp32 4-block LLaMA, on the CPU and on the device, with the mask disagreement between the two.
+sweep captured as CUDA graphs (``DLP_SPARSEGPT_SWEEP=cuda-graph``, opt-in) and "sparsegpt Triton" with it
+as one Triton kernel per block (``DLP_SPARSEGPT_SWEEP=triton``), their first and last blocks' weights
+compared with the plain run's. Before the runs, a parity check: each pruner (SparseGPT with each sweep) on
+one fp32 4-block LLaMA, on the CPU (plain sweep) and on the device, with the mask disagreement between them.
 Writes bench/results/gpu-<config>.json and .md.
 Without CUDA (and without ``--device cpu``) it says so and exits 0.
 
-For a GPU lent for minutes: the runs go most wanted first (SparseGPT plain and graphed right after the
-seconds-long magnitude run), each warm-up is a pass over the first two blocks only (``--warm-blocks``),
-``--budget S`` starts no run after S seconds, and the JSON and Markdown are rewritten (atomically) after
-every run, so a command killed at its time limit keeps every run it finished:
+For a GPU lent for minutes: the runs go most wanted first (SparseGPT plain, graphed and Triton right after
+the seconds-long magnitude run), a run that fails is reported while the others go on, each warm-up is a
+pass over the first two blocks only (``--warm-blocks``), ``--budget S`` starts no run after S seconds, and
+the JSON and Markdown are rewritten (atomically) after every run, so a command killed at its time limit
+keeps every run it finished:
 
     PYTHONPATH=. PYTHONUNBUFFERED=1 timeout 500 python bench/gpu.py --budget 330 --out "$OUT"
 """
@@ -41,7 +43,7 @@ from dlp_lib.memory import estimate_peak_memory, llama2_config
 from dlp_lib.pipeline import block_allocation
 from dlp_lib.prune import dense_input_norms, prune_model
 from dlp_lib.results import hardware, package_versions
-from dlp_lib.sparsegpt import CUDA_GRAPH_ENV
+from dlp_lib.sparsegpt import SWEEP_ENV
 from dlp_lib.speedup import PUBLISHED_PRUNING_SECONDS
 
 # the Wanda paper's "Speedup Evaluation": seconds to compute the pruning metric, LLaMA-7B, one A100
@@ -60,18 +62,22 @@ CONFIGS = {
     ),  # fmt: skip
 }
 PARITY_CONFIG = {**CONFIGS["tiny"], "hidden_size": 256, "intermediate_size": 688}  # fp32, as in gpu-notes.md
-PARITY_RUNS = [  # (method, sparsity_type, CUDA graph): each pruned on the CPU and on the device
-    ("magnitude", "unstructured", False),
-    ("wanda", "unstructured", False),
-    ("wanda", "2:4", False),
-    ("sparsegpt", "unstructured", False),
-    ("sparsegpt", "unstructured", True),
-    ("sparsegpt", "2:4", False),
+PARITY_RUNS = [  # (method, sparsity_type, the device's SparseGPT sweep): pruned on the CPU and on the device
+    ("magnitude", "unstructured", "plain"),
+    ("wanda", "unstructured", "plain"),
+    ("wanda", "2:4", "plain"),
+    ("sparsegpt", "unstructured", "plain"),
+    ("sparsegpt", "unstructured", "cuda-graph"),
+    ("sparsegpt", "unstructured", "triton"),
+    ("sparsegpt", "2:4", "plain"),
+    ("sparsegpt", "2:4", "triton"),
 ]
+SWEEP_OF_RUN = {"sparsegpt CUDA graph": "cuda-graph", "sparsegpt Triton": "triton"}  # others: "plain"
 RUNS = [  # (label, method, allocation, sparsity_type, offload), most wanted first: --budget may cut the tail
     ("magnitude", "magnitude", "uniform", "unstructured", False),
     ("sparsegpt", "sparsegpt", "uniform", "unstructured", False),
     ("sparsegpt CUDA graph", "sparsegpt", "uniform", "unstructured", False),
+    ("sparsegpt Triton", "sparsegpt", "uniform", "unstructured", False),
     ("wanda", "wanda", "uniform", "unstructured", False),
     ("wanda DLP", "wanda", "dlp", "unstructured", False),
     ("wanda --offload", "wanda", "uniform", "unstructured", True),
@@ -137,32 +143,40 @@ def weights_of(model, blocks=None) -> dict:
 
 
 @contextmanager
-def cuda_graph_sweep(enabled: bool):
-    """SparseGPT's CUDA-graph sweep switched on (``DLP_SPARSEGPT_CUDA_GRAPH=1``) or off for the duration."""
-    os.environ[CUDA_GRAPH_ENV] = "1" if enabled else "0"
+def sparsegpt_sweep(mode: str):
+    """SparseGPT's column sweep (``DLP_SPARSEGPT_SWEEP``: plain, cuda-graph or triton) for the duration."""
+    saved = os.environ.get(SWEEP_ENV)
+    os.environ[SWEEP_ENV] = mode
     try:
         yield
     finally:
-        os.environ.pop(CUDA_GRAPH_ENV)
+        if saved is None:
+            os.environ.pop(SWEEP_ENV)
+        else:
+            os.environ[SWEEP_ENV] = saved
 
 
 def device_parity(device: str, batch_size: int = 4) -> list[dict]:
     """Each pruner on the same fp32 4-block LLaMA (hidden 256), once on the CPU and once on ``device``,
-    the results compared: how far ``device``'s masks and weights are from the CPU's (seconds on a GPU)."""
+    the results compared: how far ``device``'s masks and weights (SparseGPT: with the run's sweep) are from
+    the CPU's (plain sweep). Seconds on a GPU."""
     reference = build_model(PARITY_CONFIG, torch.float32, "cpu")
     calibration = torch.randint(0, PARITY_CONFIG["vocab_size"], (8, 128), generator=torch.Generator().manual_seed(1))
     rows = []
-    for method, sparsity_type, graph in PARITY_RUNS:
+    for method, sparsity_type, sweep in PARITY_RUNS:
         prune = PruneConfig(method, 0.5 if sparsity_type == "2:4" else 0.7, sparsity_type)
         snapshots = []
-        for where in ("cpu", device):
-            model = copy.deepcopy(reference).to(where)
-            with cuda_graph_sweep(graph):
-                prune_model(model, prune, calibration, batch_size=batch_size, progress=False)
-            snapshots.append(weights_of(model))
-        rows.append(
-            {"method": method, "sparsity_type": sparsity_type, "cuda_graph": graph, **compare_weights(*snapshots)}
-        )
+        row = {"method": method, "sparsity_type": sparsity_type, "sweep": sweep}
+        try:
+            for where, mode in (("cpu", "plain"), (device, sweep)):
+                model = copy.deepcopy(reference).to(where)
+                with sparsegpt_sweep(mode):
+                    prune_model(model, prune, calibration, batch_size=batch_size, progress=False)
+                snapshots.append(weights_of(model))
+            row.update(compare_weights(*snapshots))
+        except Exception as error:  # reported, not fatal: the timed runs still follow
+            row["error"] = f"{type(error).__name__}: {error}"
+        rows.append(row)
     return rows
 
 
@@ -201,20 +215,25 @@ def write_results(out: Path, name: str, result: dict) -> None:
             f"| {r['run']} | {r['seconds']:.2f} | {r['x_floor']:.2f} | {r['solver_seconds']:.2f} | {paper} | "
             f"{peak} | {r['estimate_gib']:.2f} |"
         )
+    for label, error in result["failed"].items():
+        lines.append(f"\n{label} failed: {error}")
     if result["skipped"]:
         lines.append(f"\nNot run (the --budget of {args['budget']:g} s was spent): {', '.join(result['skipped'])}.")
     if result["device_parity"]:
         lines += [
             "",
-            f"CPU vs {args['device']}: each pruner on the same fp32 4-block LLaMA (hidden 256), 8 x 128 calibration.",
+            f"CPU vs {args['device']}: each pruner on the same fp32 4-block LLaMA (hidden 256), 8 x 128 calibration; "
+            "SparseGPT on the CPU with the plain sweep, on the device with the one named.",
             "",
-            "| pruner | sparsity | CUDA graph | weights equal | mask disagreement | largest weight difference |",
+            "| pruner | sparsity | sweep | weights equal | mask disagreement | largest weight difference |",
             "|---|---|---|---|---|---|",
         ]
         for r in result["device_parity"]:
-            graph = "yes" if r["cuda_graph"] else "no"
+            if "error" in r:
+                lines.append(f"| {r['method']} | {r['sparsity_type']} | {r['sweep']} | failed: {r['error']} | | |")
+                continue
             lines.append(
-                f"| {r['method']} | {r['sparsity_type']} | {graph} | {r['weights_equal']} | "
+                f"| {r['method']} | {r['sparsity_type']} | {r['sweep']} | {r['weights_equal']} | "
                 f"{100 * r['mask_disagreement']:.4f}% | {r['max_weight_difference']:.3g} |"
             )
     for r in rows:
@@ -289,13 +308,14 @@ def main(argv=None) -> int:
         "device_parity": [],
         "runs": [],
         "skipped": [],
+        "failed": {},
     }
     out = Path(args.out)
     name = f"gpu-{args.config}" if args.device.startswith("cuda") else f"gpu-{args.config}-on-cpu"
     result["device_parity"] = device_parity(args.device)
     for r in result["device_parity"]:
-        print(f"CPU vs {args.device}, {r['method']} {r['sparsity_type']}{' CUDA graph' if r['cuda_graph'] else ''}: "
-              f"mask disagreement {100 * r['mask_disagreement']:.4f}%", flush=True)  # fmt: skip
+        outcome = r.get("error") or f"mask disagreement {100 * r['mask_disagreement']:.4f}%"
+        print(f"CPU vs {args.device}, {r['method']} {r['sparsity_type']} ({r['sweep']} sweep): {outcome}", flush=True)
     write_results(out, name, result)
     warm_blocks = args.warm_blocks or None
     rows, warmed, plain_sparsegpt = result["runs"], set(), None
@@ -315,22 +335,31 @@ def main(argv=None) -> int:
             model.to("cpu")
         device_of = args.device if offload else None
 
-        graph = "CUDA graph" in label
+        sweep = SWEEP_OF_RUN.get(label, "plain")
 
         def job(blocks=None):
-            with cuda_graph_sweep(graph), first_blocks(model, blocks):
+            with sparsegpt_sweep(sweep), first_blocks(model, blocks):
                 targets = None if sparsities is None else sparsities[: len(decoder_blocks(model))]
                 return prune_model(model, prune, calibration, targets, None, args.batch_size, False, device_of)
 
-        if (method, sparsity_type, offload, graph) not in warmed:  # one untimed pass of the same shapes
-            job(warm_blocks)
+        try:
+            if (method, sparsity_type, offload, sweep) not in warmed:  # one untimed pass of the same shapes
+                job(warm_blocks)
+                restore()
+                warmed.add((method, sparsity_type, offload, sweep))
+            report, seconds, peak = timed(job, args.device)
+        except Exception as error:  # a sweep that will not compile, say: the other runs still count
             restore()
-            warmed.add((method, sparsity_type, offload, graph))
-        report, seconds, peak = timed(job, args.device)
+            if offload:
+                model.to(args.device)
+            result["failed"][label] = f"{type(error).__name__}: {error}"
+            print(f"{label:>16}: failed: {result['failed'][label]}", flush=True)
+            write_results(out, name, result)
+            continue
         comparison = {}
-        if label == "sparsegpt" and "sparsegpt CUDA graph" in wanted:  # kept only to compare with that run
+        if label == "sparsegpt" and set(SWEEP_OF_RUN) & set(wanted):  # kept only to compare with those runs
             plain_sparsegpt = compared_blocks()
-        elif graph and plain_sparsegpt is not None:
+        elif label in SWEEP_OF_RUN and plain_sparsegpt is not None:
             comparison = compare_weights(plain_sparsegpt, compared_blocks())
         restore()
         if offload:

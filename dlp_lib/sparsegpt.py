@@ -3,6 +3,10 @@
 Follows methods-spec §2.3: dead-input handling, damping, Cholesky of the inverse Hessian, a column
 sweep with lazy block updates, an adaptive per-block mask (or N:M chosen inside the sweep), and OBS
 compensation of the not-yet-pruned columns. Everything runs in fp32, with TF32 off on CUDA.
+
+The per-column sweep inside each block has interchangeable implementations, all with the same arithmetic:
+a NumPy loop (CPU), a PyTorch loop (other devices; the default on CUDA) and, opt-in on CUDA through
+``DLP_SPARSEGPT_SWEEP`` (see ``SWEEPS``), the PyTorch loop captured as CUDA graphs or one Triton kernel.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from .config import ConfigError
 from .masks import kth_smallest
+from .sparsegpt_triton import interpreted, triton_available, triton_sweep
 from .stats import no_tf32
 
 log = logging.getLogger(__name__)
@@ -74,11 +80,41 @@ def sparsegpt_prune(
     groups = [rows] if row_groups is None else list(row_groups)
     if sum(groups) != rows or min(groups) <= 0:
         raise ValueError(f"row_groups {groups} must be positive and add up to the weight's {rows} rows")
+    sweep = sweep_backend(weight.device)
     with no_tf32():
-        return _solve(weight, H, sparsity, nm, blocksize, percdamp, groups)
+        return _solve(weight, H, sparsity, nm, blocksize, percdamp, groups, sweep)
 
 
-def _solve(weight, H, sparsity, nm, blocksize, percdamp, groups):
+# --- which column loop sweeps a block -------------------------------------------------------------------
+SWEEP_ENV = "DLP_SPARSEGPT_SWEEP"
+SWEEPS = {
+    "plain": "NumPy loop on a CPU, PyTorch loop elsewhere (the default)",
+    "cuda-graph": "on CUDA, the PyTorch loop captured once per block shape as a CUDA graph and replayed",
+    "triton": "on CUDA (or in Triton's CPU interpreter, TRITON_INTERPRET=1), one Triton kernel per block",
+}
+
+
+def sweep_backend(device) -> str:
+    """The column loop that sweeps blocks on ``device``: "numpy", "torch", "cuda-graph" or "triton", from
+    ``DLP_SPARSEGPT_SWEEP`` (checked here, before any work). Opt-in loops apply on CUDA only (Triton's
+    also in its interpreter); a CPU otherwise keeps the NumPy loop."""
+    mode = os.environ.get(SWEEP_ENV, "plain")
+    if mode not in SWEEPS:
+        raise ConfigError(f"{SWEEP_ENV}={mode!r} is not one of {', '.join(SWEEPS)}")
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    if mode == "triton" and (cuda or interpreted()):
+        if not triton_available():
+            raise ConfigError(
+                f"{SWEEP_ENV}=triton needs the triton package (CUDA builds of torch ship it): pip install triton"
+            )
+        return "triton"
+    if mode == "cuda-graph" and cuda:
+        return "cuda-graph"
+    return "numpy" if device.type == "cpu" else "torch"
+
+
+def _solve(weight, H, sparsity, nm, blocksize, percdamp, groups, sweep="numpy"):
     bounds = [0]
     for count in groups:
         bounds.append(bounds[-1] + count)
@@ -104,14 +140,14 @@ def _solve(weight, H, sparsity, nm, blocksize, percdamp, groups):
                 part = score[part_rows]
                 k = min(int(part.numel() * sparsity), part.numel() - 1)
                 mask1[part_rows] = part <= kth_smallest(part.flatten(), k + 1)
-        W[:, i1:i2], Err1 = _sweep(W[:, i1:i2], U1, d1, mask1, nm)
+        W[:, i1:i2], Err1 = _sweep(W[:, i1:i2], U1, d1, mask1, nm, sweep)
         loss += (Err1**2).sum(dim=1) / 2  # (w - q)^2 / U_ii^2 / 2 per pruned entry
         for part_rows in segments:  # per linear: the same matrix product as solving it alone
             W[part_rows, i2:] -= Err1[part_rows] @ U[i1:i2, i2:]
     return W, float(loss.sum())
 
 
-def _sweep(W1, U1, d1, mask1, nm):
+def _sweep(W1, U1, d1, mask1, nm, sweep="numpy"):
     """One block's column sweep: prune column i (its mask entries to 0) and push the error onto the
     block's later columns, one column at a time. Returns the pruned block and its errors (rows x width).
 
@@ -125,15 +161,18 @@ def _sweep(W1, U1, d1, mask1, nm):
     On a CPU the loop runs on NumPy views of the same memory: its calls cost a fraction of PyTorch's
     dispatch, which dominates on narrow layers, and its float32 multiply, subtract and divide round
     exactly as PyTorch's do (no fused multiply-add). Elsewhere it stays in PyTorch, without a host
-    synchronisation per column.
+    synchronisation per column. ``sweep`` (from :func:`sweep_backend`) may hand the block to a CUDA graph
+    or a Triton kernel instead.
     """
-    if _use_cuda_graph(W1):
+    if sweep == "cuda-graph":
         return _graphed_sweep(W1, U1, d1, mask1, nm)
+    if sweep == "triton":
+        return triton_sweep(W1, U1, d1, mask1, nm)
     W1 = W1.t().contiguous()
     Err1 = torch.empty_like(W1)
     product = torch.empty_like(W1)  # the rank-1 update's terms, written in place (no allocation per column)
     mask_t = mask1.t().contiguous()
-    numpy_loop = W1.device.type == "cpu" and W1.dtype == torch.float32
+    numpy_loop = sweep == "numpy" and W1.device.type == "cpu" and W1.dtype == torch.float32
     _sweep_columns(W1, Err1, product, mask_t, U1, d1, nm, _numpy_columns if numpy_loop else _torch_columns)
     return W1.t(), Err1.t().contiguous()
 
@@ -188,15 +227,10 @@ def _numpy_columns(W1, Err1, product, mask_t, U1, d1):
 # On a GPU the sweep is four small kernels per column, so its cost is kernel launches: a 7B model has
 # about 750,000 columns to sweep. Captured once per block shape as a CUDA graph, one replay launches a
 # whole 128-column block. The graph runs the very same PyTorch kernels on static buffers, so its
-# results are those of the PyTorch loop; it stays opt-in until a GPU run has measured it
-# (bench/gpu.py reports both, with the weights compared).
-CUDA_GRAPH_ENV = "DLP_SPARSEGPT_CUDA_GRAPH"
+# results are those of the PyTorch loop; it stays opt-in (DLP_SPARSEGPT_SWEEP=cuda-graph) until a GPU run
+# has measured it (bench/gpu.py reports both, with the weights compared).
 MAX_GRAPHS = 6  # one per block shape in use (q/k/v, o, gate/up, down, a last partial block)
 _graphs: OrderedDict = OrderedDict()
-
-
-def _use_cuda_graph(W1: torch.Tensor) -> bool:
-    return W1.is_cuda and os.environ.get(CUDA_GRAPH_ENV, "0") == "1"
 
 
 def _capture(run):

@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from dlp_lib import sparsegpt
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def no_triton_interpreter(monkeypatch):
+    """A CPU keeps the NumPy loop whatever the sweep: Triton's interpreter would take minutes on these
+    models (tests/test_sparsegpt.py checks the Triton sweep on small layers)."""
+    monkeypatch.setattr(sparsegpt, "interpreted", lambda: False)
 
 
 @pytest.fixture(scope="module")
@@ -28,31 +37,30 @@ def test_without_cuda_it_says_so_and_exits_0(gpu_bench, tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
-def test_the_whole_path_runs_on_a_tiny_model_on_cpu(gpu_bench, tmp_path, capsys):
-    runs = "wanda,wanda DLP,wanda --offload,sparsegpt 2:4,sparsegpt,sparsegpt CUDA graph"
+def test_the_whole_path_runs_on_a_tiny_model_on_cpu(gpu_bench, tmp_path, monkeypatch):
+    runs = "wanda,wanda DLP,wanda --offload,sparsegpt 2:4,sparsegpt,sparsegpt Triton,sparsegpt CUDA graph"
     args = ["--device", "cpu", "--config", "tiny", "--dtype", "float32", "--nsamples", "2", "--seqlen", "16"]
     assert gpu_bench.main([*args, "--runs", runs, "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "gpu-tiny-on-cpu.json").read_text())
-    assert [r["run"] for r in result["runs"]] == ["sparsegpt", "sparsegpt CUDA graph", "wanda", "wanda DLP",
-                                                  "wanda --offload", "sparsegpt 2:4"]  # fmt: skip
-    assert result["skipped"] == []
+    assert [r["run"] for r in result["runs"]] == ["sparsegpt", "sparsegpt CUDA graph", "sparsegpt Triton", "wanda",
+                                                  "wanda DLP", "wanda --offload", "sparsegpt 2:4"]  # fmt: skip
+    assert result["skipped"] == [] and result["failed"] == {}
     for row in result["runs"]:
         assert row["seconds"] > 0 and 0 <= row["solver_seconds"] <= row["seconds"]
         assert row["achieved_sparsity"] == pytest.approx(0.7 if "2:4" not in row["run"] else 0.5, abs=0.02)
     assert result["runs"][0]["paper_solver_seconds"] == 203.1
     table = (tmp_path / "gpu-tiny-on-cpu.md").read_text()
     assert "| sparsegpt 2:4 |" in table and "Wanda paper, A100" in table
-    # on a CPU the graph switch changes nothing (CPU tensors keep the NumPy loop): the weights compare equal
-    graph_row = result["runs"][1]
-    assert graph_row["weights_equal"] and graph_row["mask_disagreement"] == 0 == graph_row["max_weight_difference"]
-    assert "weights equal True, mask disagreement 0.0000%" in table
+    # on a CPU the sweep switch changes nothing (CPU tensors keep the NumPy loop): the weights compare equal
+    for row in result["runs"][1:3]:
+        assert row["weights_equal"] and row["mask_disagreement"] == 0 == row["max_weight_difference"]
+    assert "sparsegpt Triton against the plain sweep, first and last block: weights equal True, mask" in table
     # the parity check ran every pruner twice; on one CPU the two runs agree bit for bit
-    assert [
-        (r["method"], r["sparsity_type"], r["cuda_graph"]) for r in result["device_parity"]
-    ] == gpu_bench.PARITY_RUNS
+    assert [(r["method"], r["sparsity_type"], r["sweep"]) for r in result["device_parity"]] == gpu_bench.PARITY_RUNS
     assert all(r["weights_equal"] and r["mask_disagreement"] == 0 for r in result["device_parity"])
     assert (
-        "CPU vs cpu: each pruner on the same fp32 4-block LLaMA" in table and "| sparsegpt | 2:4 | no | True |" in table
+        "CPU vs cpu: each pruner on the same fp32 4-block LLaMA" in table
+        and "| sparsegpt | 2:4 | triton | True |" in table
     )
     with pytest.raises(SystemExit):
         gpu_bench.main([*args, "--runs", "nope", "--out", str(tmp_path)])
@@ -66,6 +74,23 @@ def test_a_spent_budget_starts_no_run_and_says_which_were_not_run(gpu_bench, tmp
     table = (tmp_path / "gpu-tiny-on-cpu.md").read_text()
     assert "Not run (the --budget of 0 s was spent): magnitude, wanda." in table
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-tiny-on-cpu.json", "gpu-tiny-on-cpu.md"]  # no temp files
+
+
+def test_a_failing_run_is_reported_and_the_others_go_on(gpu_bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_bench, "SWEEP_OF_RUN", {"sparsegpt CUDA graph": "bogus"})  # fails before any work
+    monkeypatch.setattr(
+        gpu_bench, "PARITY_RUNS", [("sparsegpt", "unstructured", "bogus"), ("magnitude", "2:4", "plain")]
+    )
+    args = ["--device", "cpu", "--config", "tiny", "--dtype", "float32", "--nsamples", "2", "--seqlen", "16"]
+    assert gpu_bench.main([*args, "--runs", "sparsegpt CUDA graph,magnitude", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "gpu-tiny-on-cpu.json").read_text())
+    assert [r["run"] for r in result["runs"]] == ["magnitude"]
+    assert result["failed"]["sparsegpt CUDA graph"].startswith("ConfigError: DLP_SPARSEGPT_SWEEP='bogus'")
+    assert "ConfigError" in result["device_parity"][0]["error"] and result["device_parity"][1]["weights_equal"]
+    table = (tmp_path / "gpu-tiny-on-cpu.md").read_text()
+    assert (
+        "sparsegpt CUDA graph failed: ConfigError" in table and "| sparsegpt | unstructured | bogus | failed:" in table
+    )
 
 
 def test_first_blocks_truncates_the_model_for_a_warm_up_and_puts_every_block_back(gpu_bench):

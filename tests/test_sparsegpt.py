@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dlp_lib import sparsegpt
+from dlp_lib.config import ConfigError
 from dlp_lib.masks import nm_mask, per_row_mask
 from dlp_lib.scores import wanda_score
 from dlp_lib.sparsegpt import inverse_hessian_cholesky, sparsegpt_prune
@@ -279,7 +280,7 @@ def test_graphed_sweep_plumbing_equals_the_reference(layer, monkeypatch, nm, spa
     layer with a last partial block captures two shapes, and a second layer of the same shape reuses
     them. (The capture itself needs CUDA: bench/gpu.py compares the two paths on a GPU.)"""
     W, _, _, H = layer
-    monkeypatch.setattr(sparsegpt, "_use_cuda_graph", lambda W1: True)
+    monkeypatch.setattr(sparsegpt, "sweep_backend", lambda device: "cuda-graph")
     monkeypatch.setattr(sparsegpt, "_capture", _EagerGraph)
     monkeypatch.setattr(_EagerGraph, "captures", 0)
     sparsegpt.clear_sweep_graphs()
@@ -297,8 +298,69 @@ def test_graphed_sweep_plumbing_equals_the_reference(layer, monkeypatch, nm, spa
         sparsegpt.clear_sweep_graphs()
 
 
-def test_cuda_graph_is_opt_in_and_only_for_cuda_tensors(monkeypatch):
-    monkeypatch.delenv(sparsegpt.CUDA_GRAPH_ENV, raising=False)
-    assert not sparsegpt._use_cuda_graph(torch.zeros(2, 2))
-    monkeypatch.setenv(sparsegpt.CUDA_GRAPH_ENV, "1")
-    assert not sparsegpt._use_cuda_graph(torch.zeros(2, 2))  # a CPU tensor keeps the NumPy loop
+def test_sweep_backend_is_plain_by_default_and_opt_in_loops_apply_on_cuda_only(monkeypatch):
+    monkeypatch.delenv(sparsegpt.SWEEP_ENV, raising=False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    backend = sparsegpt.sweep_backend
+    assert (backend("cpu"), backend("cuda"), backend("meta")) == ("numpy", "torch", "torch")
+    monkeypatch.setenv(sparsegpt.SWEEP_ENV, "cuda-graph")
+    assert (backend("cpu"), backend("cuda:1")) == ("numpy", "cuda-graph")  # a CPU keeps the NumPy loop
+    monkeypatch.setenv(sparsegpt.SWEEP_ENV, "triton")
+    monkeypatch.setattr(sparsegpt, "triton_available", lambda: True)
+    assert (backend("cpu"), backend("cuda")) == ("numpy", "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert backend("cpu") == "triton"  # Triton's interpreter runs the kernel on a CPU
+    monkeypatch.setattr(sparsegpt, "triton_available", lambda: False)
+    with pytest.raises(ConfigError, match="needs the triton package"):
+        backend("cuda")
+    monkeypatch.setenv(sparsegpt.SWEEP_ENV, "graph")
+    with pytest.raises(ConfigError, match="'graph' is not one of plain, cuda-graph, triton"):
+        backend("cpu")
+
+
+def test_an_unknown_sweep_fails_before_any_work(layer, monkeypatch):
+    W, _, _, H = layer
+    monkeypatch.setenv(sparsegpt.SWEEP_ENV, "fast")
+    monkeypatch.setattr(sparsegpt, "_solve", lambda *args: pytest.fail("the solver ran"))
+    with pytest.raises(ConfigError, match="DLP_SPARSEGPT_SWEEP='fast'"):
+        sparsegpt_prune(W, H, 0.5)
+
+
+# ------------------------------------------------------------ the Triton sweep, in Triton's CPU interpreter
+@pytest.fixture
+def triton_interpreter(monkeypatch):
+    """The Triton sweep selected, its kernel run by Triton's CPU interpreter (numpy, no fused multiply-add:
+    the arithmetic a GPU does with ``enable_fp_fusion=False``); conftest sets ``TRITON_INTERPRET=1``."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv(sparsegpt.SWEEP_ENV, "triton")
+    assert sparsegpt.sweep_backend("cpu") == "triton"
+
+
+@pytest.mark.parametrize("sparsity, nm", [(0.7, None), (0.5, (2, 4)), (0.5, (4, 8))])
+def test_triton_sweep_equals_the_reference_bit_for_bit(layer, triton_interpreter, sparsity, nm):
+    """Unstructured and N:M, a last partial block (128 columns in blocks of 48, 48, 32; 36-wide blocks
+    for N:M give a partial group of 4:8), and q/k/v-like row groups whose row counts are not multiples of
+    the kernel's 16-row tiles."""
+    W, _, _, H = layer
+    blocksize = 48 if nm is None or nm[1] == 4 else 36
+    new, loss = sparsegpt_prune(W[:40], H, sparsity, nm, blocksize)
+    assert torch.equal(new, _reference_solve(W[:40], H, sparsity, nm, blocksize))
+    with pytest.MonkeyPatch.context() as plain:
+        plain.setenv(sparsegpt.SWEEP_ENV, "plain")
+        assert sparsegpt_prune(W[:40], H, sparsity, nm, blocksize)[1] == loss  # the errors too
+    stacked, _ = sparsegpt_prune(W[:45], H, sparsity, nm, blocksize, row_groups=[20, 9, 16])
+    for part, rows in zip(stacked.split([20, 9, 16]), [(0, 20), (20, 29), (29, 45)]):
+        assert torch.equal(part, _reference_solve(W[rows[0] : rows[1]], H, sparsity, nm, blocksize))
+
+
+def test_triton_sweep_with_dead_inputs_and_a_per_block_allocation(layer, triton_interpreter):
+    """A dead input column (zero in every row after pruning) and the per-block sparsities an allocation
+    gives: the same weights as the NumPy loop."""
+    W, _, _, H = layer
+    H = H.clone()
+    H[:, 5] = 0
+    H[5, :] = 0
+    for sparsity in (0.35, 0.8):
+        new, _ = sparsegpt_prune(W[:24], H, sparsity, None, 64)
+        assert torch.equal(new, _reference_solve(W[:24], H, sparsity, None, 64))
+        assert bool((new[:, 5] == 0).all())
