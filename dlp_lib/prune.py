@@ -27,7 +27,7 @@ from .layers import (
 )
 from .masks import nm_mask, per_row_mask, variant_mask, whole_matrix_mask
 from .scores import magnitude_score, wanda_score
-from .sparsegpt import clear_sweep_graphs, sparsegpt_prune
+from .sparsegpt import clear_sweep_graphs, sparsegpt_prune, sweep_backend
 from .stats import Hessian, InputNorms, record_inputs
 
 log = logging.getLogger(__name__)
@@ -277,9 +277,11 @@ def prune_model(
     needs_data = config.method in ("wanda", "sparsegpt")
     if needs_data and calibration is None:
         raise ConfigError(f"{config.method} needs calibration windows")
+    device = torch.device(offload_device) if offload_device is not None else next(blocks[0].parameters()).device
+    if config.method == "sparsegpt":
+        sweep_backend(device)  # a bad DLP_SPARSEGPT_SWEEP fails here, not after the first block's statistics
 
     seconds = {"capture": 0.0, "statistics": 0.0, "pruning": 0.0, "propagation": 0.0}
-    device = torch.device(offload_device) if offload_device is not None else next(blocks[0].parameters()).device
     start = _now(device)
     with offloaded(model, offload_device):
         inputs = capture_block_inputs(model, calibration, batch_size) if needs_data else None
