@@ -31,8 +31,9 @@ import copy
 import os
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -142,18 +143,10 @@ def weights_of(model, blocks=None) -> dict:
     }
 
 
-@contextmanager
 def sparsegpt_sweep(mode: str):
-    """SparseGPT's column sweep (``DLP_SPARSEGPT_SWEEP``: plain, cuda-graph or triton) for the duration."""
-    saved = os.environ.get(SWEEP_ENV)
-    os.environ[SWEEP_ENV] = mode
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(SWEEP_ENV)
-        else:
-            os.environ[SWEEP_ENV] = saved
+    """SparseGPT's column sweep (``DLP_SPARSEGPT_SWEEP``: plain, cuda-graph or triton) for the duration;
+    the variable's previous value (or its absence) comes back afterwards."""
+    return mock.patch.dict(os.environ, {SWEEP_ENV: mode})
 
 
 def device_parity(device: str, batch_size: int = 4) -> list[dict]:
@@ -342,6 +335,7 @@ def main(argv=None) -> int:
                 targets = None if sparsities is None else sparsities[: len(decoder_blocks(model))]
                 return prune_model(model, prune, calibration, targets, None, args.batch_size, False, device_of)
 
+        comparison = {}
         try:
             if (method, sparsity_type, offload, sweep) not in warmed:  # one untimed pass of the same shapes
                 job(warm_blocks)
@@ -349,21 +343,19 @@ def main(argv=None) -> int:
                 warmed.add((method, sparsity_type, offload, sweep))
             report, seconds, peak = timed(job, args.device)
         except Exception as error:  # a sweep that will not compile, say: the other runs still count
-            restore()
-            if offload:
-                model.to(args.device)
             result["failed"][label] = f"{type(error).__name__}: {error}"
             print(f"{label:>16}: failed: {result['failed'][label]}", flush=True)
             write_results(out, name, result)
             continue
-        comparison = {}
-        if label == "sparsegpt" and set(SWEEP_OF_RUN) & set(wanted):  # kept only to compare with those runs
-            plain_sparsegpt = compared_blocks()
-        elif label in SWEEP_OF_RUN and plain_sparsegpt is not None:
-            comparison = compare_weights(plain_sparsegpt, compared_blocks())
-        restore()
-        if offload:
-            model.to(args.device)
+        else:
+            if label == "sparsegpt" and set(SWEEP_OF_RUN) & set(wanted):  # kept only to compare with those
+                plain_sparsegpt = compared_blocks()
+            elif label in SWEEP_OF_RUN and plain_sparsegpt is not None:
+                comparison = compare_weights(plain_sparsegpt, compared_blocks())
+        finally:  # pristine weights (and placement) for the next run, whether this one ran or failed
+            restore()
+            if offload:
+                model.to(args.device)
         estimate = estimate_peak_memory(config, args.nsamples, args.seqlen, args.batch_size, method, dtype, offload)
         row = {
             "run": label,

@@ -114,7 +114,7 @@ def sweep_backend(device) -> str:
     return "numpy" if device.type == "cpu" else "torch"
 
 
-def _solve(weight, H, sparsity, nm, blocksize, percdamp, groups, sweep="numpy"):
+def _solve(weight, H, sparsity, nm, blocksize, percdamp, groups, sweep):
     bounds = [0]
     for count in groups:
         bounds.append(bounds[-1] + count)
@@ -147,7 +147,7 @@ def _solve(weight, H, sparsity, nm, blocksize, percdamp, groups, sweep="numpy"):
     return W, float(loss.sum())
 
 
-def _sweep(W1, U1, d1, mask1, nm, sweep="numpy"):
+def _sweep(W1, U1, d1, mask1, nm, sweep):
     """One block's column sweep: prune column i (its mask entries to 0) and push the error onto the
     block's later columns, one column at a time. Returns the pruned block and its errors (rows x width).
 
@@ -172,8 +172,8 @@ def _sweep(W1, U1, d1, mask1, nm, sweep="numpy"):
     Err1 = torch.empty_like(W1)
     product = torch.empty_like(W1)  # the rank-1 update's terms, written in place (no allocation per column)
     mask_t = mask1.t().contiguous()
-    numpy_loop = sweep == "numpy" and W1.device.type == "cpu" and W1.dtype == torch.float32
-    _sweep_columns(W1, Err1, product, mask_t, U1, d1, nm, _numpy_columns if numpy_loop else _torch_columns)
+    # "numpy" only on a CPU (sweep_backend), and _solve works in float32
+    _sweep_columns(W1, Err1, product, mask_t, U1, d1, nm, _numpy_columns if sweep == "numpy" else _torch_columns)
     return W1.t(), Err1.t().contiguous()
 
 
