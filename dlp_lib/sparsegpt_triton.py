@@ -13,8 +13,9 @@ PyTorch loops' bit for bit:
   (the lower column first among exact ties; ``torch.topk`` leaves ties unspecified).
 
 On a CPU the kernel runs in Triton's interpreter (``TRITON_INTERPRET=1``, set before triton is first
-imported, as tests/conftest.py does): that is how the tests compare it with the NumPy loop. No GPU has
-measured it yet (``bench/gpu.py`` does).
+imported, as tests/conftest.py does): that is how the tests compare it with the NumPy loop. The tests also
+compile it for A100 and H100/H200 (sm_80, sm_90) without a GPU and read the PTX: IEEE divisions only, no
+fused multiply-add. No GPU has run or measured it yet (``bench/gpu.py`` does).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import os
 import torch
 
 BLOCK_ROWS = 16  # rows per program: a 16 x 128 fp32 tile is 16 registers per thread with 4 warps
+# no fused multiply-add: the reference rounds the product before the subtraction
+LAUNCH_OPTIONS = {"num_warps": 4, "enable_fp_fusion": False}
 
 
 def triton_available() -> bool:
@@ -101,6 +104,6 @@ def triton_sweep(W1: torch.Tensor, U1: torch.Tensor, d1: torch.Tensor, mask1: to
     n, group = (0, 1) if nm is None else nm
     _kernel()[(triton.cdiv(rows, BLOCK_ROWS),)](
         W1, W1.stride(0), mask, mask.stride(0), U1, U1.stride(0), d1, errors, rows, width,
-        WIDTH=padded, BLOCK=BLOCK_ROWS, N=n, GROUP=group, num_warps=4, enable_fp_fusion=False,
+        WIDTH=padded, BLOCK=BLOCK_ROWS, N=n, GROUP=group, **LAUNCH_OPTIONS,
     )  # fmt: skip
     return W1, errors[:, :width]
