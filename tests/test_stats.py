@@ -89,17 +89,23 @@ def test_hessian_matches_definition_and_is_batch_invariant():
 
 
 @pytest.mark.parametrize("d, tokens", [(100, 64), (128, 300), (576, 512), (700, 1024), (1536, 257)])
-def test_symmetric_rank_update_equals_the_full_product_bit_for_bit(d, tokens):
-    """The banded upper triangle plus its mirror is the full ``H + x^T x`` to the last bit on a CPU (the
-    committed results were made with the full product), for one band (d <= 128), bands that divide d
-    and a last narrow band, starting from a non-zero H as the running update does."""
+def test_symmetric_rank_update_is_the_full_product_up_to_rounding(d, tokens):
+    """The banded upper triangle plus its mirror is ``H + x^T x``, symmetric to the bit, and no further
+    from the exact (float64) result than the full fp32 product: for one band (d <= 128), bands that
+    divide d and a last narrow band, from a non-zero H as the running update starts. Whether it also
+    equals the full product bit for bit depends on the BLAS: it does with MKL on the AMD EPYC that made
+    the committed results; on an Intel Xeon MKL picks other kernels by shape and most entries differ in
+    their last bits (equally close to the exact values)."""
     g = torch.Generator().manual_seed(d)
     start = torch.randn(d, d, generator=g)
     start = start @ start.t() / d
     x = torch.randn(tokens, d, generator=g) * 0.3
     banded = start.clone()
     symmetric_rank_update(banded, x)
-    assert torch.equal(banded, start.clone().addmm_(x.t(), x))
+    exact = start.double() + x.double().t() @ x.double()
+    full = start.clone().addmm_(x.t(), x)
+    banded_error, full_error = (float((h.double() - exact).abs().max()) for h in (banded, full))
+    assert banded_error <= 2 * full_error
     assert torch.equal(banded, banded.t())
 
 
