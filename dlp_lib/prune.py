@@ -28,7 +28,7 @@ from .layers import (
 from .masks import nm_mask, per_row_mask, variant_mask, whole_matrix_mask
 from .scores import magnitude_score, wanda_score
 from .sparsegpt import clear_sweep_graphs, sparsegpt_prune, sweep_backend
-from .stats import Hessian, InputNorms, record_inputs
+from .stats import Hessian, InputNorms, hessian_mode, record_inputs
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,8 @@ def prune_model(
         raise ConfigError(f"{config.method} needs calibration windows")
     device = torch.device(offload_device) if offload_device is not None else next(blocks[0].parameters()).device
     if config.method == "sparsegpt":
-        sweep_backend(device)  # a bad DLP_SPARSEGPT_SWEEP fails here, not after the first block's statistics
+        sweep_backend(device)  # a bad DLP_SPARSEGPT_SWEEP (or _HESSIAN) fails here, before any work
+        hessian_mode()
 
     seconds = {"capture": 0.0, "statistics": 0.0, "pruning": 0.0, "propagation": 0.0}
     start = _now(device)

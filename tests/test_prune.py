@@ -253,6 +253,16 @@ def test_an_unknown_sparsegpt_sweep_raises_before_any_change(monkeypatch, tiny_w
     _assert_untouched(model, before)
 
 
+def test_an_unknown_sparsegpt_hessian_raises_before_any_change(monkeypatch, tiny_windows):
+    model = make_tiny_model("llama")
+    before = _snapshot(model)
+    monkeypatch.setenv("DLP_SPARSEGPT_HESSIAN", "tf32")
+    monkeypatch.setattr(prune_module, "capture_block_inputs", lambda *args: pytest.fail("calibration started"))
+    with pytest.raises(ConfigError, match="DLP_SPARSEGPT_HESSIAN='tf32' is not one of fp32, tensor-cores"):
+        prune_model(model, PruneConfig("sparsegpt", 0.5), tiny_windows, progress=False)
+    _assert_untouched(model, before)
+
+
 @pytest.mark.parametrize("sparsity", [1.0, -0.1, 1.5])
 def test_sparsity_outside_unit_interval_is_refused(sparsity):
     with pytest.raises(ConfigError):
