@@ -5,19 +5,23 @@
 
 Every timing is warm (one untimed pass of the same shapes first) and synchronised. Reports the floor (one
 dense block-by-block forward), the dense statistics pass, magnitude / Wanda / SparseGPT x uniform / DLP at
-70% and at 2:4, Wanda with ``--offload``, the solver-only seconds (``prune_model``'s "pruning" phase: no
-forward passes) beside the Wanda paper's speed table (LLaMA-7B on an A100: SparseGPT 203 s, Wanda 0.54 s; shown for
-the default 7B config at 128 x 2048 only, the paper's size),
-and peak memory against ``dlp_lib.memory``'s estimate. "sparsegpt CUDA graph" is the same run with the
-sweep captured as CUDA graphs (``DLP_SPARSEGPT_SWEEP=cuda-graph``, opt-in) and "sparsegpt Triton" with it
-as one Triton kernel per block (``DLP_SPARSEGPT_SWEEP=triton``), their first and last blocks' weights
-compared with the plain run's. Before the runs, a parity check: each pruner (SparseGPT with each sweep) on
-one fp32 4-block LLaMA, on the CPU (plain sweep) and on the device, with the mask disagreement between them.
+70% and at 2:4, Wanda with ``--offload``, each run's statistics seconds (SparseGPT: the Hessians) and
+solver-only seconds (``prune_model``'s "pruning" phase: no forward passes), the latter beside the Wanda
+paper's speed table (LLaMA-7B on an A100: SparseGPT 203 s, Wanda 0.54 s; shown for the default 7B config
+at 128 x 2048 only, the paper's size), and peak memory against ``dlp_lib.memory``'s estimate.
+
+SparseGPT also runs with its opt-in arithmetic (``OPTIONS_OF_RUN``), each run's first and last blocks'
+weights compared with plain SparseGPT's: the sweep captured as CUDA graphs (``DLP_SPARSEGPT_SWEEP=
+cuda-graph``) or as one Triton kernel per block (``triton``), and the Hessians from the bf16 activations
+on tensor cores (``DLP_SPARSEGPT_HESSIAN=tensor-cores``; fp32 without TF32, the reference's arithmetic,
+is about 1.7 PFLOP on CUDA cores at this shape). Before the runs, a parity check: each pruner (SparseGPT
+with each sweep) on one fp32 4-block LLaMA, on the CPU (plain sweep) and on the device, with the mask
+disagreement between them.
 Writes bench/results/gpu-<config>.json and .md.
 Without CUDA (and without ``--device cpu``) it says so and exits 0.
 
-For a GPU lent for minutes: the runs go most wanted first (SparseGPT plain, graphed and Triton right after
-the seconds-long magnitude run), a run that fails is reported while the others go on, each warm-up is a
+For a GPU lent for minutes: the runs go most wanted first (SparseGPT plain and its opt-in variants right
+after the seconds-long magnitude run), a run that fails is reported while the others go on, each warm-up is a
 pass over the first two blocks only (``--warm-blocks``), ``--budget S`` starts no run after S seconds, and
 the JSON and Markdown are rewritten (atomically) after every run, so a command killed at its time limit
 keeps every run it finished:
@@ -47,6 +51,7 @@ from dlp_lib.prune import dense_input_norms, prune_model
 from dlp_lib.results import hardware, package_versions
 from dlp_lib.sparsegpt import SWEEP_ENV
 from dlp_lib.speedup import PUBLISHED_PRUNING_SECONDS
+from dlp_lib.stats import HESSIAN_ENV
 
 # the Wanda paper's "Speedup Evaluation": seconds to compute the pruning metric, LLaMA-7B, one A100,
 # 128 x 2048 calibration tokens; shown only beside a run of that size
@@ -76,12 +81,20 @@ PARITY_RUNS = [  # (method, sparsity_type, the device's SparseGPT sweep): pruned
     ("sparsegpt", "2:4", "plain"),
     ("sparsegpt", "2:4", "triton"),
 ]
-SWEEP_OF_RUN = {"sparsegpt CUDA graph": "cuda-graph", "sparsegpt Triton": "triton"}  # others: "plain"
+# SparseGPT's opt-in arithmetic per run (the others: the plain sweep, the fp32 Hessian)
+OPTIONS_OF_RUN = {
+    "sparsegpt tensor-core Hessian": {HESSIAN_ENV: "tensor-cores"},
+    "sparsegpt Triton": {SWEEP_ENV: "triton"},
+    "sparsegpt CUDA graph": {SWEEP_ENV: "cuda-graph"},
+    "sparsegpt Triton + tensor-core Hessian": {SWEEP_ENV: "triton", HESSIAN_ENV: "tensor-cores"},
+}
 RUNS = [  # (label, method, allocation, sparsity_type, offload), most wanted first: --budget may cut the tail
     ("magnitude", "magnitude", "uniform", "unstructured", False),
     ("sparsegpt", "sparsegpt", "uniform", "unstructured", False),
-    ("sparsegpt CUDA graph", "sparsegpt", "uniform", "unstructured", False),
+    ("sparsegpt tensor-core Hessian", "sparsegpt", "uniform", "unstructured", False),
     ("sparsegpt Triton", "sparsegpt", "uniform", "unstructured", False),
+    ("sparsegpt CUDA graph", "sparsegpt", "uniform", "unstructured", False),
+    ("sparsegpt Triton + tensor-core Hessian", "sparsegpt", "uniform", "unstructured", False),
     ("wanda", "wanda", "uniform", "unstructured", False),
     ("wanda DLP", "wanda", "dlp", "unstructured", False),
     ("wanda --offload", "wanda", "uniform", "unstructured", True),
@@ -146,10 +159,11 @@ def weights_of(model, blocks=None) -> dict:
     }
 
 
-def sparsegpt_sweep(mode: str):
-    """SparseGPT's column sweep (``DLP_SPARSEGPT_SWEEP``: plain, cuda-graph or triton) for the duration;
-    the variable's previous value (or its absence) comes back afterwards."""
-    return mock.patch.dict(os.environ, {SWEEP_ENV: mode})
+def sparsegpt_options(options: dict):
+    """SparseGPT's opt-in arithmetic for the duration, as environment variables (``DLP_SPARSEGPT_SWEEP``,
+    ``DLP_SPARSEGPT_HESSIAN``; unnamed ones: the defaults); their previous values come back afterwards."""
+    defaults = {SWEEP_ENV: "plain", HESSIAN_ENV: "fp32"}
+    return mock.patch.dict(os.environ, {**defaults, **options})
 
 
 def device_parity(device: str, batch_size: int = 4) -> list[dict]:
@@ -166,7 +180,7 @@ def device_parity(device: str, batch_size: int = 4) -> list[dict]:
         try:
             for where, mode in (("cpu", "plain"), (device, sweep)):
                 model = copy.deepcopy(reference).to(where)
-                with sparsegpt_sweep(mode):
+                with sparsegpt_options({SWEEP_ENV: mode}):
                     prune_model(model, prune, calibration, batch_size=batch_size, progress=False)
                 snapshots.append(weights_of(model))
             row.update(compare_weights(*snapshots))
@@ -218,14 +232,16 @@ def write_results(out: Path, name: str, result: dict) -> None:
         f"(one dense block-by-block forward): {floor:.2f} s; dense statistics pass (once, cached): "
         f"{dense_seconds:.2f} s ({dense_seconds / floor:.2f} x floor).",
         "",
-        "| run | seconds | x floor | solver only (s) | Wanda paper, A100 (s) | peak GiB | estimate GiB |",
-        "|---|---|---|---|---|---|---|",
+        "| run | seconds | x floor | statistics (s) | solver only (s) | Wanda paper, A100 (s) | peak GiB "
+        "| estimate GiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         paper = "–" if r["paper_solver_seconds"] is None else f"{r['paper_solver_seconds']:g}"
         peak = "–" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
         lines.append(
-            f"| {r['run']} | {r['seconds']:.2f} | {r['x_floor']:.2f} | {r['solver_seconds']:.2f} | {paper} | "
+            f"| {r['run']} | {r['seconds']:.2f} | {r['x_floor']:.2f} | {r['phases']['statistics']:.2f} | "
+            f"{r['solver_seconds']:.2f} | {paper} | "
             f"{peak} | {r['estimate_gib']:.2f} |"
         )
     if not paper_sized(args):
@@ -254,7 +270,7 @@ def write_results(out: Path, name: str, result: dict) -> None:
     for r in rows:
         if "weights_equal" in r:
             lines.append(
-                f"\n{r['run']} against the plain sweep, first and last block: weights equal {r['weights_equal']}, "
+                f"\n{r['run']} against plain sparsegpt, first and last block: weights equal {r['weights_equal']}, "
                 f"mask disagreement {100 * r['mask_disagreement']:.4f}%, largest weight difference "
                 f"{r['max_weight_difference']:.3g}."
             )
@@ -350,19 +366,20 @@ def main(argv=None) -> int:
             model.to("cpu")
         device_of = args.device if offload else None
 
-        sweep = SWEEP_OF_RUN.get(label, "plain")
+        options = OPTIONS_OF_RUN.get(label, {})
 
         def job(blocks=None):
-            with sparsegpt_sweep(sweep), first_blocks(model, blocks):
+            with sparsegpt_options(options), first_blocks(model, blocks):
                 targets = None if sparsities is None else sparsities[: len(decoder_blocks(model))]
                 return prune_model(model, prune, calibration, targets, None, args.batch_size, False, device_of)
 
         comparison = {}
         try:
-            if (method, sparsity_type, offload, sweep) not in warmed:  # one untimed pass of the same shapes
+            shapes = (method, sparsity_type, offload, tuple(sorted(options.items())))
+            if shapes not in warmed:  # one untimed pass of the same kernels
                 job(warm_blocks)
                 restore()
-                warmed.add((method, sparsity_type, offload, sweep))
+                warmed.add(shapes)
             report, seconds, peak = timed(job, args.device)
         except Exception as error:  # a sweep that will not compile, say: the other runs still count
             result["failed"][label] = f"{type(error).__name__}: {error}"
@@ -370,9 +387,9 @@ def main(argv=None) -> int:
             write_results(out, name, result)
             continue
         else:
-            if label == "sparsegpt" and set(SWEEP_OF_RUN) & set(wanted):  # kept only to compare with those
+            if label == "sparsegpt" and set(OPTIONS_OF_RUN) & set(wanted):  # kept only to compare with those
                 plain_sparsegpt = compared_blocks()
-            elif label in SWEEP_OF_RUN and plain_sparsegpt is not None:
+            elif label in OPTIONS_OF_RUN and plain_sparsegpt is not None:
                 comparison = compare_weights(plain_sparsegpt, compared_blocks())
         finally:  # pristine weights (and placement) for the next run, whether this one ran or failed
             restore()

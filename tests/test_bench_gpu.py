@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from dlp_lib import sparsegpt
+from dlp_lib import sparsegpt, stats
+from dlp_lib.sparsegpt import SWEEP_ENV
+from dlp_lib.stats import HESSIAN_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,12 +41,17 @@ def test_without_cuda_it_says_so_and_exits_0(gpu_bench, tmp_path, capsys):
 
 
 def test_the_whole_path_runs_on_a_tiny_model_on_cpu(gpu_bench, tmp_path, monkeypatch):
-    runs = "wanda,wanda DLP,wanda --offload,sparsegpt 2:4,sparsegpt,sparsegpt Triton,sparsegpt CUDA graph"
+    runs = (
+        "wanda,wanda DLP,wanda --offload,sparsegpt 2:4,sparsegpt,sparsegpt Triton,sparsegpt CUDA graph,"
+        "sparsegpt Triton + tensor-core Hessian"
+    )
     args = ["--device", "cpu", "--config", "tiny", "--dtype", "float32", "--nsamples", "2", "--seqlen", "16"]
     assert gpu_bench.main([*args, "--runs", runs, "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "gpu-tiny-on-cpu.json").read_text())
-    assert [r["run"] for r in result["runs"]] == ["sparsegpt", "sparsegpt CUDA graph", "sparsegpt Triton", "wanda",
-                                                  "wanda DLP", "wanda --offload", "sparsegpt 2:4"]  # fmt: skip
+    assert [r["run"] for r in result["runs"]] == [
+        "sparsegpt", "sparsegpt Triton", "sparsegpt CUDA graph", "sparsegpt Triton + tensor-core Hessian", "wanda",
+        "wanda DLP", "wanda --offload", "sparsegpt 2:4",
+    ]  # fmt: skip
     assert result["skipped"] == [] and result["failed"] == {}
     for row in result["runs"]:
         assert row["seconds"] > 0 and 0 <= row["solver_seconds"] <= row["seconds"]
@@ -53,10 +61,11 @@ def test_the_whole_path_runs_on_a_tiny_model_on_cpu(gpu_bench, tmp_path, monkeyp
     table = (tmp_path / "gpu-tiny-on-cpu.md").read_text()
     assert "| sparsegpt 2:4 |" in table and "Wanda paper, A100" in table
     assert "The Wanda paper's column stays empty: its figures are for the whole 7B model at 128 x 2048." in table
-    # on a CPU the sweep switch changes nothing (CPU tensors keep the NumPy loop): the weights compare equal
-    for row in result["runs"][1:3]:
+    # on a CPU the opt-in arithmetic changes nothing (the NumPy loop, fp32 Hessians): the weights compare equal
+    for row in result["runs"][1:4]:
         assert row["weights_equal"] and row["mask_disagreement"] == 0 == row["max_weight_difference"]
-    assert "sparsegpt Triton against the plain sweep, first and last block: weights equal True, mask" in table
+    assert "sparsegpt Triton against plain sparsegpt, first and last block: weights equal True, mask" in table
+    assert "| statistics (s) | solver only (s) |" in table
     # the parity check ran every pruner twice; on one CPU the two runs agree bit for bit
     assert [(r["method"], r["sparsity_type"], r["sweep"]) for r in result["device_parity"]] == gpu_bench.PARITY_RUNS
     assert all(r["weights_equal"] and r["mask_disagreement"] == 0 for r in result["device_parity"])
@@ -79,7 +88,7 @@ def test_a_spent_budget_starts_no_run_and_says_which_were_not_run(gpu_bench, tmp
 
 
 def test_a_failing_run_is_reported_and_the_others_go_on(gpu_bench, tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu_bench, "SWEEP_OF_RUN", {"sparsegpt CUDA graph": "bogus"})  # fails before any work
+    monkeypatch.setattr(gpu_bench, "OPTIONS_OF_RUN", {"sparsegpt CUDA graph": {SWEEP_ENV: "bogus"}})  # fails early
     monkeypatch.setattr(
         gpu_bench, "PARITY_RUNS", [("sparsegpt", "unstructured", "bogus"), ("magnitude", "2:4", "plain")]
     )
@@ -125,3 +134,15 @@ def test_a_count_below_its_minimum_is_a_usage_error_before_any_work(gpu_bench, t
     assert exit_.value.code == 2
     assert f"argument {flag}: {value} is below" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_sparsegpt_options_set_both_variables_for_the_run_and_put_them_back(gpu_bench, monkeypatch):
+    monkeypatch.setenv(SWEEP_ENV, "triton")
+    monkeypatch.delenv(HESSIAN_ENV, raising=False)
+    with gpu_bench.sparsegpt_options({HESSIAN_ENV: "tensor-cores"}):
+        assert (os.environ[SWEEP_ENV], os.environ[HESSIAN_ENV]) == ("plain", "tensor-cores")  # unnamed: default
+    assert os.environ[SWEEP_ENV] == "triton" and HESSIAN_ENV not in os.environ
+    for options in gpu_bench.OPTIONS_OF_RUN.values():  # every run's options are valid values
+        with gpu_bench.sparsegpt_options(options):
+            sparsegpt.sweep_backend("cpu")
+            stats.hessian_mode()
