@@ -406,10 +406,9 @@ def gpu_seconds_7b(bench_dir: str | os.PathLike | None = None) -> tuple[dict, st
         bench = json.loads(path.read_text())
         seconds["floor"] = bench["floor_seconds"]
         seconds["dense_statistics"] = bench["dense_statistics_seconds"]
-        for row in bench["runs"]:
-            method = row["run"].split()[0].lower()
-            if method in seconds and "uniform" in row["run"].lower() and "offload" not in row["run"].lower():
-                seconds[method] = row["seconds"]
+        for row in bench["runs"]:  # a run labelled by its method alone: uniform, unstructured, defaults
+            if row["run"] in ("magnitude", "wanda", "sparsegpt"):
+                seconds[row["run"]] = row["seconds"]
         source = f"{path} ({bench['hardware'].get('gpu', 'GPU')})"
     return seconds, source
 

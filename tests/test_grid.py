@@ -120,6 +120,26 @@ def test_estimate_scales_gpu_seconds_by_parameter_count():
     assert e7["kinds"]["wanda"]["seconds_each"] == pytest.approx(gpu["load"] + gpu["wanda"] + perplexity)
 
 
+def test_a_committed_gpu_bench_replaces_the_default_seconds_with_its_plain_runs(tmp_path):
+    """bench/gpu.py's JSON, its run labels as written: each method's plain run (uniform, unstructured, no
+    offload, default arithmetic) gives that method's seconds; the variants of a run do not."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_gpu", Path(__file__).parents[1] / "bench" / "gpu.py")
+    gpu_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_bench)
+    runs = [{"run": label, "seconds": 100.0 + i} for i, (label, *_) in enumerate(gpu_bench.RUNS)]
+    bench = {"floor_seconds": 5.5, "dense_statistics_seconds": 6.5, "runs": runs, "hardware": {"gpu": "H200"}}
+    (tmp_path / "gpu-7b.json").write_text(json.dumps(bench))
+    seconds, source = grid.gpu_seconds_7b(tmp_path)
+    by_label = {r["run"]: r["seconds"] for r in runs}
+    assert {k: seconds[k] for k in ("floor", "dense_statistics", "magnitude", "wanda", "sparsegpt")} == {
+        "floor": 5.5, "dense_statistics": 6.5, "magnitude": by_label["magnitude"], "wanda": by_label["wanda"],
+        "sparsegpt": by_label["sparsegpt"],
+    }  # fmt: skip
+    assert seconds["load"] == grid.GPU_7B_SECONDS["load"] and source == f"{tmp_path / 'gpu-7b.json'} (H200)"
+
+
 @pytest.mark.parametrize(
     "spec, params",
     [("meta-llama/Llama-2-7b-hf", 6.74e9), ("meta-llama/Meta-Llama-3-8B", 8.03e9), ("Qwen/Qwen2-1.5B", 1.5e9),
