@@ -13,8 +13,6 @@ and is reported on its own. Writes bench/results/<device>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import threading
 import time
@@ -23,6 +21,7 @@ from pathlib import Path
 import psutil
 import torch
 
+from dlp_lib.cache import atomic_path, write_json_atomic
 from dlp_lib.config import PruneConfig
 from dlp_lib.data import calibration_windows, evaluation_windows
 from dlp_lib.evaluation import perplexity
@@ -30,6 +29,7 @@ from dlp_lib.layers import batches, capture_block_inputs, decoder_blocks, run_bl
 from dlp_lib.models import load_model
 from dlp_lib.pipeline import block_allocation
 from dlp_lib.prune import dense_input_norms, prune_model
+from dlp_lib.results import hardware as machine
 from dlp_lib.results import package_versions
 
 TARGETS = {"magnitude": 2.5, "wanda": 2.5, "sparsegpt": 2.8}  # x the floor; SparseGPT: issue 11
@@ -114,6 +114,7 @@ def main(argv=None):
         "--run_repeats", type=int, default=1, help="best of N for each pruning run (a shared machine is noisy)"
     )
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--name", default=None, help="file name of the results (default: cpu<threads> or the GPU)")
     args = parser.parse_args(argv)
 
     model, tokenizer = load_model(args.model, args.dtype, args.device)
@@ -180,13 +181,8 @@ def main(argv=None):
         f"({100 * ppl_tps / plain:.0f}%, target >= 90%)"
     )
 
-    hardware = {
-        "device": args.device,
-        "machine": platform.machine(),
-        "cpu_threads": torch.get_num_threads(),
-        "cpu": platform.processor() or None,
-        "gpu": torch.cuda.get_device_name(0) if str(args.device).startswith("cuda") else None,
-    }
+    hardware = {"device": args.device, **machine()}  # CPU model, vector kernels, BLAS: what moves the seconds
+    hardware["gpu"] = hardware.get("gpu") if str(args.device).startswith("cuda") else None
     result = {
         "settings": vars(args),
         "hardware": hardware,
@@ -199,10 +195,11 @@ def main(argv=None):
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = (hardware["gpu"] or f"cpu{hardware['cpu_threads']}").replace(" ", "_")
-    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    name = args.name or (hardware["gpu"] or f"cpu{hardware['cpu_threads']}").replace(" ", "_")
+    write_json_atomic(out / f"{name}.json", result)
+    where = hardware["gpu"] or f"CPU ({hardware['cpu_model'] or 'unknown model'}, {hardware['cpu_threads']} threads)"
     lines = [
-        f"# Benchmark on {hardware['gpu'] or 'CPU'} ({hardware['cpu_threads']} threads), model {args.model}",
+        f"# Benchmark on {where}, model {args.model}",
         "",
         f"Calibration {args.nsamples} x {args.seqlen}, batch {args.batch_size}, sparsity {args.sparsity}; "
         f"each run the best of {args.run_repeats}. Floor (one dense forward, block by block; the best of two "
@@ -223,7 +220,8 @@ def main(argv=None):
         f"Perplexity evaluation {ppl_tps:.0f} tokens/s; plain forward {plain:.0f} tokens/s, best of {args.repeats} "
         f"({100 * ppl_tps / plain:.0f}%).",
     ]
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    with atomic_path(out / f"{name}.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     print(f"wrote {out / name}.json and .md")
     return 0
 
