@@ -243,22 +243,19 @@ def test_calibration_methods_need_windows(method):
     _assert_untouched(model, before)
 
 
-def test_an_unknown_sparsegpt_sweep_raises_before_any_change(monkeypatch, tiny_windows):
+@pytest.mark.parametrize(
+    "variable, value, known",
+    [
+        ("DLP_SPARSEGPT_SWEEP", "fastest", "plain, cuda-graph, triton"),
+        ("DLP_SPARSEGPT_HESSIAN", "tf32", "fp32, tensor-cores"),
+    ],
+)
+def test_an_unknown_sparsegpt_option_raises_before_any_change(monkeypatch, tiny_windows, variable, value, known):
     model = make_tiny_model("llama")
     before = _snapshot(model)
-    monkeypatch.setenv("DLP_SPARSEGPT_SWEEP", "fastest")
+    monkeypatch.setenv(variable, value)
     monkeypatch.setattr(prune_module, "capture_block_inputs", lambda *args: pytest.fail("calibration started"))
-    with pytest.raises(ConfigError, match="DLP_SPARSEGPT_SWEEP='fastest' is not one of plain, cuda-graph, triton"):
-        prune_model(model, PruneConfig("sparsegpt", 0.5), tiny_windows, progress=False)
-    _assert_untouched(model, before)
-
-
-def test_an_unknown_sparsegpt_hessian_raises_before_any_change(monkeypatch, tiny_windows):
-    model = make_tiny_model("llama")
-    before = _snapshot(model)
-    monkeypatch.setenv("DLP_SPARSEGPT_HESSIAN", "tf32")
-    monkeypatch.setattr(prune_module, "capture_block_inputs", lambda *args: pytest.fail("calibration started"))
-    with pytest.raises(ConfigError, match="DLP_SPARSEGPT_HESSIAN='tf32' is not one of fp32, tensor-cores"):
+    with pytest.raises(ConfigError, match=f"{variable}='{value}' is not one of {known}"):
         prune_model(model, PruneConfig("sparsegpt", 0.5), tiny_windows, progress=False)
     _assert_untouched(model, before)
 
