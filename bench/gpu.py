@@ -21,10 +21,10 @@ Writes bench/results/gpu-<config>.json and .md.
 Without CUDA (and without ``--device cpu``) it says so and exits 0.
 
 For a GPU lent for minutes: the runs go most wanted first (SparseGPT plain and its opt-in variants right
-after the seconds-long magnitude run), a run that fails is reported while the others go on, each warm-up is a
-pass over the first two blocks only (``--warm-blocks``), ``--budget S`` starts no run after S seconds, and
-the JSON and Markdown are rewritten (atomically) after every run, so a command killed at its time limit
-keeps every run it finished:
+after the seconds-long magnitude run), a run that fails is reported while the others go on, each warm-up
+is a pass over the first two blocks only (``--warm-blocks``), ``--budget S`` starts no run after S
+seconds, and the JSON and Markdown are rewritten (atomically) after every run, so a command killed at its
+time limit keeps every run it finished:
 
     PYTHONPATH=. PYTHONUNBUFFERED=1 timeout 500 python bench/gpu.py --budget 330 --out "$OUT"
 """

@@ -279,7 +279,8 @@ def prune_model(
         raise ConfigError(f"{config.method} needs calibration windows")
     device = torch.device(offload_device) if offload_device is not None else next(blocks[0].parameters()).device
     if config.method == "sparsegpt":
-        sweep_backend(device)  # a bad DLP_SPARSEGPT_SWEEP (or _HESSIAN) fails here, before any work
+        # a bad DLP_SPARSEGPT_SWEEP or DLP_SPARSEGPT_HESSIAN fails here, before any work
+        sweep_backend(device)
         hessian_mode()
 
     seconds = {"capture": 0.0, "statistics": 0.0, "pruning": 0.0, "propagation": 0.0}
