@@ -5,8 +5,9 @@ sweep with lazy block updates, an adaptive per-block mask (or N:M chosen inside 
 compensation of the not-yet-pruned columns. Everything runs in fp32, with TF32 off on CUDA.
 
 The per-column sweep inside each block has interchangeable implementations, all with the same arithmetic:
-a NumPy loop (CPU), a PyTorch loop (other devices; the default on CUDA) and, opt-in on CUDA through
-``DLP_SPARSEGPT_SWEEP`` (see ``SWEEPS``), the PyTorch loop captured as CUDA graphs or one Triton kernel.
+a C loop compiled on first use (CPU; a NumPy loop where no C compiler is found), a PyTorch loop (other
+devices; the default on CUDA) and, opt-in on CUDA through ``DLP_SPARSEGPT_SWEEP`` (see ``SWEEPS``), the
+PyTorch loop captured as CUDA graphs or one Triton kernel.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from .config import ConfigError
 from .masks import kth_smallest
+from .sparsegpt_c import c_sweep, compiled_sweep
 from .sparsegpt_triton import interpreted, triton_available, triton_sweep
 from .stats import no_tf32
 
@@ -88,16 +90,18 @@ def sparsegpt_prune(
 # --- which column loop sweeps a block -------------------------------------------------------------------
 SWEEP_ENV = "DLP_SPARSEGPT_SWEEP"
 SWEEPS = {
-    "plain": "NumPy loop on a CPU, PyTorch loop elsewhere (the default)",
+    "plain": "C loop on a CPU (NumPy where no C compiler is found), PyTorch loop elsewhere (the default)",
+    "numpy": "on a CPU, the NumPy loop (the C loop's results, without compiling it); PyTorch loop elsewhere",
     "cuda-graph": "on CUDA, the PyTorch loop captured once per block shape as a CUDA graph and replayed",
     "triton": "on CUDA (or in Triton's CPU interpreter, TRITON_INTERPRET=1), one Triton kernel per block",
 }
 
 
 def sweep_backend(device) -> str:
-    """The column loop that sweeps blocks on ``device``: "numpy", "torch", "cuda-graph" or "triton", from
-    ``DLP_SPARSEGPT_SWEEP`` (checked here, before any work). Opt-in loops apply on CUDA only (Triton's
-    also in its interpreter); a CPU otherwise keeps the NumPy loop."""
+    """The column loop that sweeps blocks on ``device``: "c", "numpy", "torch", "cuda-graph" or "triton",
+    from ``DLP_SPARSEGPT_SWEEP`` (checked here, before any work; on a CPU the C loop is built here too).
+    The CUDA loops apply on CUDA only (Triton's also in its interpreter); a CPU otherwise takes the C loop,
+    or the NumPy loop if it is asked for or no C compiler is found."""
     mode = os.environ.get(SWEEP_ENV, "plain")
     if mode not in SWEEPS:
         raise ConfigError(f"{SWEEP_ENV}={mode!r} is not one of {', '.join(SWEEPS)}")
@@ -111,7 +115,9 @@ def sweep_backend(device) -> str:
         return "triton"
     if mode == "cuda-graph" and cuda:
         return "cuda-graph"
-    return "numpy" if device.type == "cpu" else "torch"
+    if device.type != "cpu":
+        return "torch"
+    return "numpy" if mode == "numpy" or compiled_sweep() is None else "c"
 
 
 def _solve(weight, H, sparsity, nm, blocksize, percdamp, groups, sweep):
@@ -160,14 +166,17 @@ def _sweep(W1, U1, d1, mask1, nm, sweep):
 
     On a CPU the loop runs on NumPy views of the same memory: its calls cost a fraction of PyTorch's
     dispatch, which dominates on narrow layers, and its float32 multiply, subtract and divide round
-    exactly as PyTorch's do (no fused multiply-add). Elsewhere it stays in PyTorch, without a host
-    synchronisation per column. ``sweep`` (from :func:`sweep_backend`) may hand the block to a CUDA graph
-    or a Triton kernel instead.
+    exactly as PyTorch's do (no fused multiply-add); the C loop (``sparsegpt_c``, the CPU's default)
+    does the same operations compiled. Elsewhere it stays in PyTorch, without a host synchronisation per
+    column. ``sweep`` (from :func:`sweep_backend`) may hand the block to a CUDA graph or a Triton kernel
+    instead.
     """
     if sweep == "cuda-graph":
         return _graphed_sweep(W1, U1, d1, mask1, nm)
     if sweep == "triton":
         return triton_sweep(W1, U1, d1, mask1, nm)
+    if sweep == "c":
+        return c_sweep(W1, U1, d1, mask1, nm)
     W1 = W1.t().contiguous()
     Err1 = torch.empty_like(W1)
     product = torch.empty_like(W1)  # the rank-1 update's terms, written in place (no allocation per column)

@@ -246,7 +246,7 @@ def test_calibration_methods_need_windows(method):
 @pytest.mark.parametrize(
     "variable, value, known",
     [
-        ("DLP_SPARSEGPT_SWEEP", "fastest", "plain, cuda-graph, triton"),
+        ("DLP_SPARSEGPT_SWEEP", "fastest", "plain, numpy, cuda-graph, triton"),
         ("DLP_SPARSEGPT_HESSIAN", "tf32", "fp32, tensor-cores"),
     ],
 )

@@ -10,6 +10,7 @@ from dlp_lib.config import ConfigError
 from dlp_lib.masks import nm_mask, per_row_mask
 from dlp_lib.scores import wanda_score
 from dlp_lib.sparsegpt import inverse_hessian_cholesky, sparsegpt_prune
+from dlp_lib.sparsegpt_c import compiled_sweep
 from dlp_lib.stats import Hessian, InputNorms
 
 ROWS, COLS, TOKENS, WINDOWS = 64, 128, 2048, 16
@@ -209,12 +210,21 @@ def _reference_solve(weight, H, sparsity, nm=None, blocksize=128, percdamp=0.01)
     return W
 
 
-@pytest.fixture(params=["numpy", "torch"])
+def _use_column_loop(patch, loop):
+    """Select a column loop on the CPU: "c" (the default, compiled), "numpy", or "torch" (what a GPU
+    runs, forced on the CPU here, so the GPU's arithmetic is checked too)."""
+    if loop == "c" and compiled_sweep() is None:
+        pytest.skip("no C compiler: the C column loop cannot be built")
+    patch.setenv(sparsegpt.SWEEP_ENV, "plain" if loop == "c" else "numpy")
+    if loop == "torch":
+        patch.setattr(sparsegpt, "_numpy_columns", sparsegpt._torch_columns)
+    assert sparsegpt.sweep_backend("cpu") == ("c" if loop == "c" else "numpy")
+
+
+@pytest.fixture(params=["c", "numpy", "torch"])
 def column_loop(request, monkeypatch):
-    """Both column loops of the sweep: NumPy (what a CPU runs) and PyTorch (what a GPU runs), the
-    latter forced on the CPU here, so the GPU's arithmetic is checked too."""
-    if request.param == "torch":
-        monkeypatch.setattr(sparsegpt, "_numpy_columns", sparsegpt._torch_columns)
+    """Each column loop of the sweep in turn (see ``_use_column_loop``)."""
+    _use_column_loop(monkeypatch, request.param)
     return request.param
 
 
@@ -242,21 +252,69 @@ def test_row_groups_must_cover_the_rows(layer):
 
 
 def test_column_loops_agree_on_a_wide_layer_with_dead_inputs(layer):
-    """The NumPy and PyTorch column loops on one layer wider than a block, with dead input columns and
-    a per-block N:M mask chosen inside the sweep: the same weights and the same loss."""
+    """The C, NumPy and PyTorch column loops on one layer wider than a block, with dead input columns
+    and a per-block N:M mask chosen inside the sweep: the same weights and the same loss."""
     W, _, _, H = layer
     H = H.clone()
     H[:, 5] = 0
     H[5, :] = 0
     results = {}
-    for loop in ("numpy", "torch"):
+    for loop in ("c", "numpy", "torch"):
         with pytest.MonkeyPatch.context() as patch:
-            if loop == "torch":
-                patch.setattr(sparsegpt, "_numpy_columns", sparsegpt._torch_columns)
+            _use_column_loop(patch, loop)
             results[loop] = [sparsegpt_prune(W, H, 0.6, nm, blocksize=48) for nm in (None, (2, 4))]
-    for (numpy_w, numpy_loss), (torch_w, torch_loss) in zip(results["numpy"], results["torch"]):
-        assert torch.equal(numpy_w, torch_w) and numpy_loss == torch_loss
-        assert bool((numpy_w[:, 5] == 0).all())
+    for loop in ("c", "torch"):
+        for (numpy_w, numpy_loss), (other_w, other_loss) in zip(results["numpy"], results[loop]):
+            assert torch.equal(numpy_w, other_w) and numpy_loss == other_loss
+            assert bool((numpy_w[:, 5] == 0).all())
+
+
+@pytest.mark.parametrize("rows", [1, 31, 33, 100])
+@pytest.mark.parametrize(
+    "sparsity, nm, blocksize", [(0.7, None, 128), (0.35, None, 40), (0.5, (2, 4), 128), (0.5, (4, 8), 36)]
+)
+def test_c_sweep_equals_the_numpy_loop_bit_for_bit(rows, sparsity, nm, blocksize):
+    """The compiled loop against the NumPy loop on layers whose row counts are not multiples of its
+    32-row passes, with a last partial block (and a partial 4:8 group), weights with exact zeros of
+    both signs, and a Hessian scaled so that products and differences round (a fused multiply-add,
+    which rounds once, would change the last bits of many weights)."""
+    if compiled_sweep() is None:
+        pytest.skip("no C compiler: the C column loop cannot be built")
+    g = torch.Generator().manual_seed(rows)
+    cols = 150
+    W = torch.randn(rows, cols, generator=g) * 3.1
+    W[:, ::7] = 0.0
+    W[::2, ::11] = -0.0
+    X = torch.randn(600, cols, generator=g) @ torch.randn(cols, cols, generator=g) / cols**0.5
+    H = (X.t() @ X) * 1.7
+    results = {}
+    for loop in ("c", "numpy"):
+        with pytest.MonkeyPatch.context() as patch:
+            _use_column_loop(patch, loop)
+            results[loop] = sparsegpt_prune(W, H, sparsity, nm, blocksize)
+    (c_w, c_loss), (numpy_w, numpy_loss) = results["c"], results["numpy"]
+    assert torch.equal(c_w.view(torch.int32), numpy_w.view(torch.int32)), "bit patterns, signed zeros included"
+    assert c_loss == numpy_loss
+
+
+def test_without_a_c_compiler_the_numpy_loop_runs_and_says_so(layer, monkeypatch, tmp_path, caplog):
+    """No compiler (or one that fails): one warning, then the NumPy loop with the same results."""
+    W, _, _, H = layer
+    monkeypatch.setenv("DLP_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(sparsegpt.SWEEP_ENV, raising=False)
+    expected = _reference_solve(W, H, 0.6, None, 48)
+    try:
+        for cc in (str(tmp_path / "no-such-cc"), "false"):
+            compiled_sweep.cache_clear()
+            monkeypatch.setenv("CC", cc)
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="dlp_lib.sparsegpt_c"):
+                assert sparsegpt.sweep_backend("cpu") == "numpy"
+                assert torch.equal(sparsegpt_prune(W, H, 0.6, blocksize=48)[0], expected)
+            assert [r.message for r in caplog.records if "NumPy loop" in r.message], caplog.text
+        assert not list((tmp_path / "kernels").glob("*.so")), "a failed build leaves no library behind"
+    finally:
+        compiled_sweep.cache_clear()
 
 
 class _EagerGraph:
@@ -302,19 +360,22 @@ def test_sweep_backend_is_plain_by_default_and_opt_in_loops_apply_on_cuda_only(m
     monkeypatch.delenv(sparsegpt.SWEEP_ENV, raising=False)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     backend = sparsegpt.sweep_backend
-    assert (backend("cpu"), backend("cuda"), backend("meta")) == ("numpy", "torch", "torch")
+    monkeypatch.setattr(sparsegpt, "compiled_sweep", lambda: print)  # as if the C loop were built
+    assert (backend("cpu"), backend("cuda"), backend("meta")) == ("c", "torch", "torch")
+    monkeypatch.setenv(sparsegpt.SWEEP_ENV, "numpy")
+    assert (backend("cpu"), backend("cuda")) == ("numpy", "torch")
     monkeypatch.setenv(sparsegpt.SWEEP_ENV, "cuda-graph")
-    assert (backend("cpu"), backend("cuda:1")) == ("numpy", "cuda-graph")  # a CPU keeps the NumPy loop
+    assert (backend("cpu"), backend("cuda:1")) == ("c", "cuda-graph")  # a CPU keeps its own loop
     monkeypatch.setenv(sparsegpt.SWEEP_ENV, "triton")
     monkeypatch.setattr(sparsegpt, "triton_available", lambda: True)
-    assert (backend("cpu"), backend("cuda")) == ("numpy", "triton")
+    assert (backend("cpu"), backend("cuda")) == ("c", "triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert backend("cpu") == "triton"  # Triton's interpreter runs the kernel on a CPU
     monkeypatch.setattr(sparsegpt, "triton_available", lambda: False)
     with pytest.raises(ConfigError, match="needs the triton package"):
         backend("cuda")
     monkeypatch.setenv(sparsegpt.SWEEP_ENV, "graph")
-    with pytest.raises(ConfigError, match="'graph' is not one of plain, cuda-graph, triton"):
+    with pytest.raises(ConfigError, match="'graph' is not one of plain, numpy, cuda-graph, triton"):
         backend("cpu")
 
 

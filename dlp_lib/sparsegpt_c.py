@@ -1,0 +1,116 @@
+"""SparseGPT's column sweep on a CPU as a small C function (``sweep.c``), compiled on first use.
+
+The NumPy loop spends most of its time in call overhead and in passes over memory: four calls and
+five passes over the block's later columns per column. The C loop does the same float32 operations
+on 32 rows at a time in a cache-resident buffer, so it is about 4-5x faster and bit-identical to the
+NumPy loop (no fused multiply-add, no reassociation: ``COMPILE_FLAGS``).
+
+The shared library is built with the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``)
+into the cache directory, once per source and compiler. Without a compiler, or if the build fails,
+SparseGPT keeps the NumPy loop (same results, slower) and says so once in the log.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+from .cache import atomic_path, cache_root
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("sweep.c")
+# -ffp-contract=off: a product rounded before the subtraction, as NumPy does (GCC's default fuses them)
+COMPILE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared"]
+CHUNK = 32  # rows per pass, as in sweep.c
+
+
+def compiler() -> str | None:
+    """The C compiler to build with: ``$CC`` if set, else the first of cc, gcc, clang on the PATH."""
+    if os.environ.get("CC"):
+        return os.environ["CC"]
+    return next((path for name in ("cc", "gcc", "clang") if (path := shutil.which(name))), None)
+
+
+def _library_path(cc: str) -> Path:
+    """Where the build of this source with this compiler lives (a new source or compiler: a new file)."""
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), cc.encode(), version.encode(), " ".join(COMPILE_FLAGS).encode()):
+        key.update(part)
+    key.update(platform.machine().encode())
+    suffix = ".dylib" if platform.system() == "Darwin" else ".so"
+    return cache_root() / "kernels" / f"sweep-{key.hexdigest()[:16]}{suffix}"
+
+
+def _build(cc: str, target: Path) -> None:
+    with atomic_path(target, keep_existing=True) as tmp:
+        result = subprocess.run(
+            [cc, *COMPILE_FLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True, timeout=120
+        )
+        if result.returncode != 0:
+            raise OSError(f"{cc} exited with {result.returncode}: {result.stderr.strip()[-500:]}")
+
+
+@functools.cache
+def compiled_sweep():
+    """The C sweep (a ctypes function), built if needed; None, with one warning, if it cannot be built."""
+    cc = compiler()
+    if cc is None:
+        log.warning("no C compiler found (set CC): SparseGPT uses its NumPy column loop, same results, slower")
+        return None
+    try:
+        path = _library_path(cc)
+        if not path.exists():
+            _build(cc, path)
+        function = ctypes.CDLL(str(path)).sweep_columns
+    except (OSError, subprocess.SubprocessError) as error:
+        log.warning("could not build SparseGPT's C column loop (%s): using the NumPy loop, same results, slower", error)
+        return None
+    pointer, integer = ctypes.c_void_p, ctypes.c_long
+    function.argtypes = [pointer, integer, pointer, integer, pointer, integer, pointer, integer, pointer]
+    function.argtypes += [integer] * 5 + [pointer]
+    function.restype = None
+    return function
+
+
+def c_sweep(W1: torch.Tensor, U1: torch.Tensor, d1: torch.Tensor, mask1: torch.Tensor, nm) -> tuple:
+    """One block's sweep (``W1``: rows x width, a view of the weight, float32 on a CPU) in place, with the
+    C loop. Returns ``(W1, errors)``. For N:M the N smallest ``w**2 / d**2`` of each row's group of M
+    columns are chosen just before the group is swept, with the same PyTorch call as the NumPy loop."""
+    sweep = compiled_sweep()
+    rows, width = W1.shape
+    if W1.dtype != torch.float32 or W1.stride(1) != 1 or mask1.dtype != torch.bool or mask1.stride(1) != 1:
+        raise ValueError("the C sweep needs float32 weights and a bool mask, each row's columns contiguous")
+    U1 = U1 if U1.stride(1) == 1 else U1.contiguous()
+    d1 = d1.contiguous()
+    errors = torch.empty(rows, width, dtype=torch.float32)
+    scratch = torch.empty(width * CHUNK, dtype=torch.float32)
+
+    def run(first, last):
+        sweep(
+            W1.data_ptr(), W1.stride(0), errors.data_ptr(), width, mask1.data_ptr(), mask1.stride(0),
+            U1.data_ptr(), U1.stride(0), d1.data_ptr(), width, first, last, 0, rows, scratch.data_ptr(),
+        )  # fmt: skip
+
+    if nm is None:
+        run(0, width)
+        return W1, errors
+    n, m = nm
+    for i in range(0, width, m):
+        group = (W1[:, i : i + m] ** 2 / d1[i : i + m].unsqueeze(0) ** 2).contiguous()
+        mask1.scatter_(1, i + torch.topk(group, n, dim=1, largest=False).indices, True)
+        run(i, min(i + m, width))
+    return W1, errors
