@@ -315,6 +315,23 @@ def test_sparsegpt_reaches_target_and_updates_kept_weights(arch, tiny_windows):
     assert all(changed)
 
 
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+def test_pruning_never_writes_into_the_loaded_weights(method, tiny_windows, tmp_path):
+    """from_pretrained memory-maps a safetensors file's weights, where every written page costs a page
+    fault: each pruned linear gets new memory of its own, and the loaded tensors keep the dense values."""
+    from transformers import AutoModelForCausalLM
+
+    make_tiny_model("llama").save_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    loaded = [(lin.weight.data, lin.weight.detach().clone()) for _, _, lin in _linears(model)]
+    prune_model(model, PruneConfig(method, 0.5), tiny_windows, progress=False)
+    pruned = [lin.weight for _, _, lin in _linears(model)]
+    assert all(float((w == 0).float().mean()) >= 0.5 for w in pruned)
+    assert all(torch.equal(tensor, dense) for tensor, dense in loaded)
+    storages = {w.untyped_storage().data_ptr() for w in pruned}
+    assert len(storages) == len(pruned), "no two linears share memory (q/k/v are solved stacked)"
+
+
 # ------------------------------------------------------------------------------ dense-statistics cache
 def test_cached_dense_norms_and_allocation(tiny_model, tiny_windows, tmp_path, monkeypatch):
     monkeypatch.setenv("DLP_CACHE_DIR", str(tmp_path))

@@ -20,10 +20,11 @@ def random_windows(vocab_size: int, n: int = 4, length: int = 16) -> torch.Tenso
     return torch.randint(0, vocab_size, (n, length), generator=g)
 
 
-def pruned_tiny(arch: str, vocab_size: int | None = None, sparsities=(0.3, 0.5, 0.7)):
-    """A tiny model pruned by Wanda with different targets per block, and a record like pipeline.run's."""
+def pruned_tiny(arch: str, vocab_size: int | None = None, sparsities=(0.3, 0.5, 0.7), method="wanda"):
+    """A tiny model pruned (by default with Wanda) with different targets per block, and a record like
+    pipeline.run's."""
     model = make_tiny_model(arch, vocab_size=vocab_size)
-    config = PruneConfig("wanda", 0.5, allocation="dlp")
+    config = PruneConfig(method, 0.5, allocation="dlp")
     calibration = random_windows(model.config.vocab_size, n=4)
     report = prune_model(model, config, calibration, block_sparsities=list(sparsities), progress=False)
     record = {
@@ -35,11 +36,13 @@ def pruned_tiny(arch: str, vocab_size: int | None = None, sparsities=(0.3, 0.5, 
     return model, record
 
 
-@pytest.mark.parametrize("arch", ["llama", "opt"])
-def test_reload_gives_identical_weights_and_perplexity(arch, tmp_path):
+@pytest.mark.parametrize("arch, method", [("llama", "wanda"), ("opt", "wanda"), ("llama", "sparsegpt")])
+def test_reload_gives_identical_weights_and_perplexity(arch, method, tmp_path):
+    """SparseGPT solves q/k/v stacked: each must still get a tensor of its own (safetensors refuses to
+    save tensors that share memory)."""
     from transformers import AutoModelForCausalLM
 
-    model, record = pruned_tiny(arch)
+    model, record = pruned_tiny(arch, method=method)
     out = save_pruned_model(model, None, tmp_path / "pruned", record)
     assert out == tmp_path / "pruned"
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
