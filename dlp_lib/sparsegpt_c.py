@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,34 +35,36 @@ COMPILE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared
 CHUNK = 32  # rows per pass, as in sweep.c
 
 
-def compiler() -> str | None:
-    """The C compiler to build with: ``$CC`` if set, else the first of cc, gcc, clang on the PATH."""
-    if os.environ.get("CC"):
-        return os.environ["CC"]
-    return next((path for name in ("cc", "gcc", "clang") if (path := shutil.which(name))), None)
+def compiler() -> list[str] | None:
+    """The C compiler command to build with: ``$CC`` if set (it may carry options), else the first of cc,
+    gcc, clang on the PATH."""
+    if os.environ.get("CC", "").strip():
+        return shlex.split(os.environ["CC"])
+    path = next((path for name in ("cc", "gcc", "clang") if (path := shutil.which(name))), None)
+    return [path] if path else None
 
 
-def _library_path(cc: str) -> Path:
+def _library_path(cc: list[str]) -> Path:
     """Where the build of this source with this compiler lives (a new source or compiler: a new file)."""
     try:
-        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+        version = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         version = ""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), cc.encode(), version.encode(), " ".join(COMPILE_FLAGS).encode()):
+    for part in (SOURCE.read_bytes(), " ".join(cc).encode(), version.encode(), " ".join(COMPILE_FLAGS).encode()):
         key.update(part)
     key.update(platform.machine().encode())
     suffix = ".dylib" if platform.system() == "Darwin" else ".so"
     return cache_root() / "kernels" / f"sweep-{key.hexdigest()[:16]}{suffix}"
 
 
-def _build(cc: str, target: Path) -> None:
+def _build(cc: list[str], target: Path) -> None:
     with atomic_path(target, keep_existing=True) as tmp:
         result = subprocess.run(
-            [cc, *COMPILE_FLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True, timeout=120
+            [*cc, *COMPILE_FLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True, timeout=120
         )
         if result.returncode != 0:
-            raise OSError(f"{cc} exited with {result.returncode}: {result.stderr.strip()[-500:]}")
+            raise OSError(f"{' '.join(cc)} exited with {result.returncode}: {result.stderr.strip()[-500:]}")
 
 
 @functools.cache

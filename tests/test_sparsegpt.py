@@ -304,7 +304,8 @@ def test_without_a_c_compiler_the_numpy_loop_runs_and_says_so(layer, monkeypatch
     monkeypatch.delenv(sparsegpt.SWEEP_ENV, raising=False)
     expected = _reference_solve(W, H, 0.6, None, 48)
     try:
-        for cc in (str(tmp_path / "no-such-cc"), "false"):
+        # missing; failing; $CC with options whose build fails
+        for cc in (str(tmp_path / "no-such-cc"), "false", "cc -include no-such-header.h"):
             compiled_sweep.cache_clear()
             monkeypatch.setenv("CC", cc)
             caplog.clear()
