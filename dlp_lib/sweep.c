@@ -10,9 +10,9 @@
  */
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__has_attribute)
+#if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute)
 #if __has_attribute(target_clones)
-/* one build for every x86-64 CPU: the loader picks the widest vectors the CPU has */
+/* one build for every x86-64 CPU: the loader picks the widest vectors the CPU has (an ELF ifunc) */
 #define VECTOR_VARIANTS __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 #endif
