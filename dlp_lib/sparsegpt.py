@@ -21,7 +21,7 @@ import torch
 
 from .config import ConfigError
 from .masks import kth_smallest
-from .sparsegpt_c import c_sweep, compiled_sweep
+from .sparsegpt_c import compiled_sweep, sweep_columns
 from .sparsegpt_triton import interpreted, triton_available, triton_sweep
 from .stats import no_tf32
 
@@ -176,7 +176,7 @@ def _sweep(W1, U1, d1, mask1, nm, sweep):
     if sweep == "triton":
         return triton_sweep(W1, U1, d1, mask1, nm)
     if sweep == "c":
-        return c_sweep(W1, U1, d1, mask1, nm)
+        return _c_sweep(W1, U1, d1, mask1, nm)
     W1 = W1.t().contiguous()
     Err1 = torch.empty_like(W1)
     product = torch.empty_like(W1)  # the rank-1 update's terms, written in place (no allocation per column)
@@ -192,11 +192,34 @@ def _sweep_columns(W1, Err1, product, mask_t, U1, d1, nm, make_step):
     step = make_step(W1, Err1, product, mask_t, U1, d1)
     for i in range(W1.shape[0]):
         if nm is not None and i % nm[1] == 0:  # N:M: the group's N smallest scores, chosen now
-            group = (W1[i : i + nm[1]] ** 2 / d1[i : i + nm[1]].unsqueeze(1) ** 2).t().contiguous()
-            lowest = torch.topk(group, nm[0], dim=1, largest=False).indices
+            lowest = _lowest_in_group(W1[i : i + nm[1]].t(), d1[i : i + nm[1]], nm[0])
             mask_t.scatter_(0, (i + lowest).t(), True)
         step(i)
     W1.masked_fill_(mask_t, 0)
+
+
+def _lowest_in_group(group, d, n):
+    """N:M inside the sweep: for each row of ``group`` (rows x M, the group's columns as they are now),
+    the indices within the group of its ``n`` smallest ``w**2 / d**2``. The scores are made contiguous
+    before ``torch.topk``, so every column loop hands it the same tensor and gets the same choice."""
+    scores = (group**2 / d.unsqueeze(0) ** 2).contiguous()
+    return torch.topk(scores, n, dim=1, largest=False).indices
+
+
+def _c_sweep(W1, U1, d1, mask1, nm):
+    """The sweep with the compiled C loop, in place on the block as it lies in the weight (``W1``: rows
+    x width). For N:M each group's mask is chosen just before the C loop sweeps that group."""
+    rows, width = W1.shape
+    errors = torch.empty(rows, width, dtype=torch.float32)
+    U1, d1 = U1 if U1.stride(1) == 1 else U1.contiguous(), d1.contiguous()
+    if nm is None:
+        sweep_columns(W1, errors, mask1, U1, d1, 0, width)
+        return W1, errors
+    n, m = nm
+    for i in range(0, width, m):
+        mask1.scatter_(1, i + _lowest_in_group(W1[:, i : i + m], d1[i : i + m], n), True)
+        sweep_columns(W1, errors, mask1, U1, d1, i, min(i + m, width))
+    return W1, errors
 
 
 def _torch_columns(W1, Err1, product, mask_t, U1, d1):

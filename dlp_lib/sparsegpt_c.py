@@ -89,31 +89,16 @@ def compiled_sweep():
     return function
 
 
-def c_sweep(W1: torch.Tensor, U1: torch.Tensor, d1: torch.Tensor, mask1: torch.Tensor, nm) -> tuple:
-    """One block's sweep (``W1``: rows x width, a view of the weight, float32 on a CPU) in place, with the
-    C loop. Returns ``(W1, errors)``. For N:M the N smallest ``w**2 / d**2`` of each row's group of M
-    columns are chosen just before the group is swept, with the same PyTorch call as the NumPy loop."""
-    sweep = compiled_sweep()
-    rows, width = W1.shape
+def sweep_columns(W1, errors, mask1, U1, d1, first: int, last: int) -> None:
+    """Sweep columns ``[first, last)`` of one block with the C loop, in place: ``W1`` (rows x width, a view
+    of the float32 weight), ``errors`` (rows x width), ``mask1`` (bool, rows x width), ``U1`` (width x
+    width) with its rows' elements contiguous, ``d1`` contiguous. The pruned entries of the swept
+    columns are zeroed."""
     if W1.dtype != torch.float32 or W1.stride(1) != 1 or mask1.dtype != torch.bool or mask1.stride(1) != 1:
         raise ValueError("the C sweep needs float32 weights and a bool mask, each row's columns contiguous")
-    U1 = U1 if U1.stride(1) == 1 else U1.contiguous()
-    d1 = d1.contiguous()
-    errors = torch.empty(rows, width, dtype=torch.float32)
+    rows, width = W1.shape
     scratch = torch.empty(width * CHUNK, dtype=torch.float32)
-
-    def run(first, last):
-        sweep(
-            W1.data_ptr(), W1.stride(0), errors.data_ptr(), width, mask1.data_ptr(), mask1.stride(0),
-            U1.data_ptr(), U1.stride(0), d1.data_ptr(), width, first, last, 0, rows, scratch.data_ptr(),
-        )  # fmt: skip
-
-    if nm is None:
-        run(0, width)
-        return W1, errors
-    n, m = nm
-    for i in range(0, width, m):
-        group = (W1[:, i : i + m] ** 2 / d1[i : i + m].unsqueeze(0) ** 2).contiguous()
-        mask1.scatter_(1, i + torch.topk(group, n, dim=1, largest=False).indices, True)
-        run(i, min(i + m, width))
-    return W1, errors
+    compiled_sweep()(
+        W1.data_ptr(), W1.stride(0), errors.data_ptr(), errors.stride(0), mask1.data_ptr(), mask1.stride(0),
+        U1.data_ptr(), U1.stride(0), d1.data_ptr(), width, first, last, 0, rows, scratch.data_ptr(),
+    )  # fmt: skip
