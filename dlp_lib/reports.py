@@ -501,7 +501,8 @@ def float_sensitivity_runs(frame: pd.DataFrame) -> pd.DataFrame:
     run), the perturbation size and the perplexity."""
     frame = frame.assign(perturb=frame["perturb"].fillna(0.0), perturb_seed=frame["perturb_seed"].fillna(0).astype(int))
     columns = ["method", "allocation", "sparsity", "seed", "perturb", "perturb_seed", "perplexity", "key"]
-    return frame[columns].sort_values(["method", "sparsity", "perturb_seed"], kind="stable").reset_index(drop=True)
+    order = ["method", "sparsity", "allocation", "perturb_seed"]
+    return frame[columns].sort_values(order, kind="stable").reset_index(drop=True)
 
 
 def tolerance_display(tolerance: pd.DataFrame) -> pd.DataFrame:
