@@ -900,7 +900,7 @@ def spearman(x, y) -> float:
     return float(x.corr(y))
 
 
-# rough seconds per run of the quick profile on a 2-core CPU (AMD EPYC, AVX2), for planning only:
+# rough seconds per run of the quick profile on a 2-core CPU, for planning only:
 # "dense" is one perplexity evaluation; "zero_shot" replaces it in a run that evaluates zero-shot
 # accuracy instead (7 tasks, limit 12); "lora_1k_tokens" is LoRA recovery per 1024 training tokens (a
 # forward and backward pass; a recovery run also evaluates twice more); "speedup" is notebook 09's live
