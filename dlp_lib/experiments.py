@@ -293,8 +293,7 @@ PROFILES: dict[str, dict] = {
             "cells": [
                 {"method": m, "allocation": a, "sparsity": s}
                 for m in ("wanda", "sparsegpt")
-                for s in (0.7, 0.8)
-                for a in (("uniform", "dlp") if s == 0.7 else ("uniform",))
+                for a, s in (("uniform", 0.7), ("dlp", 0.7), ("uniform", 0.8))
             ],
             "draws": 5,
             "scale": 1e-6,
@@ -900,16 +899,15 @@ def spearman(x, y) -> float:
     return float(x.corr(y))
 
 
-# rough seconds per run of the quick profile on a 2-core CPU, for planning only:
-# "dense" is one perplexity evaluation; "zero_shot" replaces it in a run that evaluates zero-shot
-# accuracy instead (7 tasks, limit 12); "lora_1k_tokens" is LoRA recovery per 1024 training tokens (a
-# forward and backward pass; a recovery run also evaluates twice more); "speedup" is notebook 09's live
-# measurement; "setup" is the virtual environment and the notebooks' kernels
+# rough seconds per run of the quick profile on a 2-core CPU, for planning only: an Intel Xeon (AVX-512,
+# MKL), from the records of a fresh-clone `make reproduce` (2026-12-03); the AMD EPYC of earlier runs
+# was about 1.25x slower. "dense" is one perplexity evaluation; "zero_shot" replaces it in a run that
+# evaluates zero-shot accuracy instead (7 tasks, limit 12); "lora_1k_tokens" is LoRA recovery per 1024
+# training tokens (a forward and backward pass; a recovery run also evaluates twice more); "speedup" is
+# notebook 09's live measurement; "setup" is the virtual environment plus the notebooks' own time, set
+# so that the estimate of that run's profile equals its 34 min 17 s
 QUICK_SECONDS = {
-    # per run on a 2-core Intel Xeon (AVX-512, MKL), from the records of a fresh-clone `make reproduce`
-    # (2026-12-03); `setup` is the virtual environment plus the notebooks' own time, so the estimate
-    # of that run's profile equals its 34 min 17 s. The AMD EPYC of earlier runs was about 1.25x slower.
-    "dense": 8,  # the perplexity evaluation, which zero-shot runs skip
+    "dense": 8,
     "magnitude": 9,
     "wanda": 12,
     "sparsegpt": 17,
