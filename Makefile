@@ -34,12 +34,12 @@ test-fast: $(STAMP) ## unit tests only (skips the embedded-model integration tes
 	$(PY) -m pytest -q -m "not integration"
 
 lint: $(STAMP) ## ruff lint and format check
-	$(VENV)/bin/ruff check dlp_lib tests bench
-	$(VENV)/bin/ruff format --check dlp_lib tests bench
+	$(VENV)/bin/ruff check dlp_lib tests bench notebooks
+	$(VENV)/bin/ruff format --check dlp_lib tests bench notebooks
 
 format: $(STAMP) ## apply ruff formatting
-	$(VENV)/bin/ruff check --fix dlp_lib tests bench
-	$(VENV)/bin/ruff format dlp_lib tests bench
+	$(VENV)/bin/ruff check --fix dlp_lib tests bench notebooks
+	$(VENV)/bin/ruff format dlp_lib tests bench notebooks
 
 # ---------------------------------------------------------------------------------------- notebooks
 # Each numbered notebook runs through papermill with the profile (and model) as parameters; the executed

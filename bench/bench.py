@@ -29,8 +29,7 @@ from dlp_lib.layers import batches, capture_block_inputs, decoder_blocks, run_bl
 from dlp_lib.models import load_model
 from dlp_lib.pipeline import block_allocation
 from dlp_lib.prune import dense_input_norms, prune_model
-from dlp_lib.results import hardware as machine
-from dlp_lib.results import package_versions
+from dlp_lib.results import hardware as machine, package_versions
 
 TARGETS = {"magnitude": 2.5, "wanda": 2.5, "sparsegpt": 2.8}  # x the floor; SparseGPT: issue 11
 

@@ -768,6 +768,34 @@ def dsa_verdicts(versus: pd.DataFrame) -> list[str]:
     return lines
 
 
+def dsa_search_summary(result: dict, settings, config) -> str:
+    """Markdown bullets for a DSA search (``ex.dsa_search``'s result with its ``ex.dsa_search_settings``):
+    the best expression and the ``dlp-prune`` command that applies it, the evolution's settings and
+    counts, and what the proxy fitness measured."""
+    candidates = result["candidates"]
+    shared = sum(c["shared_with"] is not None for c in candidates)
+    invalid = sum(c["fitness"] is None for c in candidates)
+    best = result["best"]
+    if best.get("fitness") is None:
+        found = "- **best expression**: none; every candidate was invalid\n"
+    else:
+        graph = best["expression"]
+        found = (
+            f"- **best expression**: `{graph}` (proxy perplexity {best['fitness']:.2f})\n"
+            f'- **use it**: `dlp-prune --prune_method {settings.method} --allocation dsa --dsa_graph "{graph}" '
+            f"--Lamda {settings.dsa_lambda:g} --sparsity_ratio {settings.sparsity:g}`\n"
+        )
+    return (
+        found + f"- **search**: population {config.population} × {config.generations} generations, "
+        f"elite {config.elite}, tournament {config.tournament}, crossover {config.crossover:g}, "
+        f"mutation {config.mutation:g}, seed {config.seed}; {len(candidates)} expressions evaluated "
+        f"({shared} shared an earlier one's densities, {invalid} invalid), {result['seconds']:.0f} s when it ran\n"
+        f"- **fitness**: {settings.method} at {settings.sparsity:g}, {settings.nsamples} × {settings.seqlen} "
+        f"calibration tokens, perplexity on {settings.windows} search windows of {settings.seqlen} tokens "
+        f"(calibration side), λ = {settings.dsa_lambda:g}"
+    )
+
+
 def proxy_check_caption(prof: dict, check: pd.DataFrame, rho_searched: float, rho_all: float) -> str:
     search = prof["dsa_search"]
     searched = int((check["kind"] == "searched").sum())

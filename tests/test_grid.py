@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dlp_lib import experiments as ex
-from dlp_lib import grid
+from dlp_lib import experiments as ex, grid
 from dlp_lib.config import ConfigError
 from dlp_lib.results import config_key, record_path
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dlp_lib import experiments as ex
-from dlp_lib import pipeline, plots, reports, reproduction, spread
+from dlp_lib import experiments as ex, pipeline, plots, reports, reproduction, spread
 from dlp_lib.config import ConfigError
 from dlp_lib.results import record_path
 

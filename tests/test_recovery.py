@@ -308,8 +308,7 @@ def _recovery_record(allocation: str, before: float, adapter: float, merged: flo
 def test_recovery_table_factor_orderings_and_curves():
     import pandas as pd
 
-    from dlp_lib import experiments as ex
-    from dlp_lib import reports
+    from dlp_lib import experiments as ex, reports
 
     prof = ex.profile("smoke")
     records = [_recovery_record("dlp", 300.0, 120.0, 130.0), _recovery_record("uniform", 600.0, 150.0, 170.0)]

@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dlp_lib import experiments as ex
-from dlp_lib import reports, search_cli
+from dlp_lib import experiments as ex, reports, search_cli
 from dlp_lib.allocation import parse_dsa_graph
 from dlp_lib.config import ConfigError
 from dlp_lib.search import (
@@ -394,3 +393,23 @@ def test_dsa_versus_claims_an_ordering_only_beyond_spread_and_tolerance():
     assert "min–max ranges apart, within the ±10% reproduction tolerance" in lines[2]
     assert lines[2].endswith("no claimed ordering.")
     assert reports.dsa_versus(runs[runs["allocation"] != "dsa"], prof, "wanda").empty
+
+
+def test_dsa_search_summary_names_the_best_expression_and_its_command():
+    settings, config = ex.dsa_search_settings(ex.profile("quick"))
+    candidates = [
+        {"expression": "W:()-(MEAN)-()", "fitness": 41.234, "shared_with": None},
+        {"expression": "W:()-(VAR)-()", "fitness": 50.0, "shared_with": "W:()-(MEAN)-()"},
+        {"expression": "W:(LOG)-(VAR)-()", "fitness": None, "shared_with": None},
+    ]
+    result = {"best": candidates[0], "candidates": candidates, "seconds": 12.4}
+    text = reports.dsa_search_summary(result, settings, config)
+    assert "- **best expression**: `W:()-(MEAN)-()` (proxy perplexity 41.23)\n" in text
+    assert (
+        '`dlp-prune --prune_method wanda --allocation dsa --dsa_graph "W:()-(MEAN)-()" --Lamda 0.08 '
+        "--sparsity_ratio 0.7`" in text
+    )
+    assert "3 expressions evaluated (1 shared an earlier one's densities, 1 invalid), 12 s when it ran" in text
+    assert "population 10 × 6 generations" in text and "4 × 128 calibration tokens" in text
+    nothing = reports.dsa_search_summary({**result, "best": candidates[2]}, settings, config)
+    assert "none; every candidate was invalid" in nothing and "dlp-prune" not in nothing

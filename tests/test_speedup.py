@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dlp_lib import experiments as ex
-from dlp_lib import speedup
+from dlp_lib import experiments as ex, speedup
 
 
 def test_live_shapes_of_every_profile():
