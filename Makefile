@@ -33,11 +33,11 @@ test: $(STAMP) ## run the test suite (unit tests on tiny models + integration/pa
 test-fast: $(STAMP) ## unit tests only (skips the embedded-model integration tests)
 	$(PY) -m pytest -q -m "not integration"
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check of dlp_lib, tests, bench and the source notebooks
 	$(VENV)/bin/ruff check dlp_lib tests bench notebooks
 	$(VENV)/bin/ruff format --check dlp_lib tests bench notebooks
 
-format: $(STAMP) ## apply ruff formatting
+format: $(STAMP) ## apply ruff fixes and formatting to the same files
 	$(VENV)/bin/ruff check --fix dlp_lib tests bench notebooks
 	$(VENV)/bin/ruff format dlp_lib tests bench notebooks
 
