@@ -80,6 +80,9 @@ _DEFAULTS = dict(
     allocations=["uniform", "owl", "dlp"],
     # single runs on the profile's seed; the 70% points are the main table's (with their seed range)
     sweep={"wanda": [0.6, 0.7, 0.8], "sparsegpt": [0.5, 0.6, 0.7, 0.8]},
+    # the sweep's allocations: Uniform against DLP (OWL's curve costs 2.5 min of a 2-core AVX2 CPU here;
+    # the paper profile sweeps all of `allocations`)
+    sweep_allocations=["uniform", "dlp"],
     # allocation-only sensitivity: densities from the cached dense statistics, no pruning
     hyper_grid={
         "dlp_alpha": [0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3],
@@ -107,9 +110,10 @@ _DEFAULTS = dict(
             {"method": "sparsegpt", "allocation": "dlp", "sparsity": 0.7},
             {"method": "wanda", "allocation": "uniform", "sparsity": 0.8},
         ],
-        # six: the standard deviation of 3 runs (2 draws) comes out under half the true one one time in
-        # five (of 7 runs: one in 25); SparseGPT's ±12% from 3 runs missed an Intel CPU's x0.80-x1.23
-        "draws": 6,
+        # four: the standard deviation of 3 runs (2 draws) comes out under half the true one one time in
+        # five, of 5 runs one in 11 (of 7: one in 25, but 10 more runs: 4.5 min of a 2-core AVX2 CPU);
+        # SparseGPT's ±12% from 3 runs missed an Intel CPU's x0.80-x1.23
+        "draws": 4,
         # a larger ε samples no wider: 6 draws each at 1e-5, 1e-4 and 1e-3 gave SparseGPT-Uniform 70% a σ
         # of ln ppl of 0.043, 0.044 and 0.026 and Wanda's 0.078, 0.054 and 0.045 (1e-6: 0.048, 0.053)
         "scale": 1e-6,
@@ -123,6 +127,9 @@ _DEFAULTS = dict(
         "add_bos_token": False,  # the papers' code passed no special tokens
         "source": "local",  # the shipped task data (dlp_lib.zeroshot); "hub" downloads lm-eval's
         "methods": ["wanda"],
+        # Uniform against DLP: 12 examples per task pin an OWL row down too little for its 2.7 min of a
+        # 2-core AVX2 CPU (paper: every allocation)
+        "allocations": ["uniform", "dlp"],
     },
     # LoRA recovery (notebook 08): each pruner x allocation at the main sparsity on the profile's seed,
     # then a LoRA adapter trained on the calibration side of the data (dlp_lib.recovery.RecoveryConfig
@@ -130,7 +137,7 @@ _DEFAULTS = dict(
     # learning rate than the papers' (their 234 steps of 128 x 1024 tokens take ~12 GPU-hours on LLaMA-7B).
     recovery={
         "methods": ["wanda"],
-        "allocations": ["uniform", "owl", "dlp"],
+        "allocations": ["uniform", "dlp"],  # paper: OWL too (here 2.7 min of a 2-core AVX2 CPU)
         "zero_shot": False,  # also measure zero-shot accuracy after recovery (profile's zero_shot settings)
         "settings": {
             "steps": 12,
@@ -248,6 +255,7 @@ PROFILES: dict[str, dict] = {
         eval_windows=None,
         device="cuda",
         sweep={m: [0.5, 0.6, 0.7, 0.8] for m in ("magnitude", "wanda", "sparsegpt")},
+        sweep_allocations=["uniform", "owl", "dlp"],
         hyper_pruned={
             "method": "wanda",
             "dlp_alpha": [0.05, 0.1, 0.15, 0.2, 0.25],
@@ -258,7 +266,13 @@ PROFILES: dict[str, dict] = {
             m: {"patterns": ["2:4", "4:8"], "allocations": ["uniform", "owl", "dlp"]}
             for m in ("magnitude", "wanda", "sparsegpt")
         },
-        zero_shot={**_DEFAULTS["zero_shot"], "limit": None, "source": "hub", "methods": ["wanda", "sparsegpt"]},
+        zero_shot={
+            **_DEFAULTS["zero_shot"],
+            "limit": None,
+            "source": "hub",
+            "methods": ["wanda", "sparsegpt"],
+            "allocations": ["uniform", "owl", "dlp"],
+        },
         # Wanda's lora_ft recipe: RecoveryConfig's defaults (234 steps of 128 x 1024 C4 tokens, lr 1e-4)
         recovery={
             "methods": ["wanda", "sparsegpt"],
@@ -613,15 +627,18 @@ def dense_spec(prof: dict) -> dict:
     return {"method": None}
 
 
-def main_specs(prof: dict, methods: list[str] | None = None, dsa_graph: str | None = None) -> list[dict]:
-    """Dense, then every pruner (default: the profile's main methods) x allocation at the main
-    sparsity (unstructured); with ``dsa_graph`` (the searched expression, ``dsa_search``) each pruner
-    also gets a DSA row."""
+def main_specs(
+    prof: dict, methods: list[str] | None = None, dsa_graph: str | None = None, allocations: list[str] | None = None
+) -> list[dict]:
+    """Dense, then every pruner (default: the profile's main methods) x allocation (default: the
+    profile's) at the main sparsity (unstructured); with ``dsa_graph`` (the searched expression,
+    ``dsa_search``) each pruner also gets a DSA row."""
     s = prof["main_sparsity"]
     methods = prof["main_methods"] if methods is None else methods
+    allocations = prof["allocations"] if allocations is None else allocations
     specs = [dense_spec(prof)]
     for m in methods:
-        specs += [{"method": m, "sparsity": s, "allocation": a} for a in prof["allocations"]]
+        specs += [{"method": m, "sparsity": s, "allocation": a} for a in allocations]
         if dsa_graph is not None:
             specs.append({"method": m, "sparsity": s, "allocation": "dsa", "dsa_graph": dsa_graph})
     return specs
@@ -664,10 +681,11 @@ def float_sensitivity_specs(prof: dict) -> list[dict]:
 
 
 def sweep_specs(prof: dict) -> list[dict]:
+    """Each sweep pruner x sweep allocation x sparsity (single runs on the profile seed)."""
     return [
         {"method": m, "sparsity": s, "allocation": a}
         for m, sparsities in prof["sweep"].items()
-        for a in prof["allocations"]
+        for a in prof.get("sweep_allocations", prof["allocations"])
         for s in sparsities
     ]
 
@@ -738,7 +756,8 @@ def zero_shot_profile(prof: dict) -> dict:
 
 def zero_shot_specs(prof: dict) -> list[dict]:
     """Dense, then each zero-shot pruner x allocation at the main sparsity (run with zero_shot_profile)."""
-    return main_specs(prof, prof["zero_shot"]["methods"])
+    zs = prof["zero_shot"]
+    return main_specs(prof, zs["methods"], allocations=zs.get("allocations", prof["allocations"]))
 
 
 # ------------------------------------------------------------------------------- DSA's allocation search
@@ -900,8 +919,8 @@ def spearman(x, y) -> float:
 
 
 # rough seconds per run of the quick profile on a 2-core CPU, for planning only: an Intel Xeon (AVX-512,
-# MKL), from the records of a fresh-clone `make reproduce` (2026-12-03); the AMD EPYC of earlier runs
-# was about 1.25x slower. "dense" is one perplexity evaluation; "zero_shot" replaces it in a run that
+# MKL), from the records of a fresh-clone `make reproduce` (2026-12-03); an AMD EPYC with AVX-512 was
+# about 1.25x slower, one with AVX2 kernels only 1.9x (the slowest seen: size the profile for it). "dense" is one perplexity evaluation; "zero_shot" replaces it in a run that
 # evaluates zero-shot accuracy instead (7 tasks, limit 12); "lora_1k_tokens" is LoRA recovery per 1024
 # training tokens (a forward and backward pass; a recovery run also evaluates twice more); "speedup" is
 # notebook 09's live measurement; "setup" is the virtual environment plus the notebooks' own time, set
