@@ -920,8 +920,9 @@ def spearman(x, y) -> float:
 
 # rough seconds per run of the quick profile on a 2-core CPU, for planning only: an Intel Xeon (AVX-512,
 # MKL), from the records of a fresh-clone `make reproduce` (2026-12-03); an AMD EPYC with AVX-512 was
-# about 1.25x slower, one with AVX2 kernels only 1.9x (the slowest seen: size the profile for it). "dense" is one perplexity evaluation; "zero_shot" replaces it in a run that
-# evaluates zero-shot accuracy instead (7 tasks, limit 12); "lora_1k_tokens" is LoRA recovery per 1024
+# about 1.25x slower, one with AVX2 kernels only 1.9x (the slowest seen: size the profile for it).
+# "dense" is one perplexity evaluation; "zero_shot" replaces it in a run that evaluates zero-shot
+# accuracy instead (7 tasks, limit 12); "lora_1k_tokens" is LoRA recovery per 1024
 # training tokens (a forward and backward pass; a recovery run also evaluates twice more); "speedup" is
 # notebook 09's live measurement; "setup" is the virtual environment plus the notebooks' own time, set
 # so that the estimate of that run's profile equals its 34 min 17 s
