@@ -373,7 +373,12 @@ def _zero_shot_record(prof, method, allocation, accs):
 def test_zero_shot_specs_table_and_caption():
     prof = ex.profile("smoke", zero_shot={**ex.profile("smoke")["zero_shot"], "tasks": ["boolq", "hellaswag"]})
     specs = ex.zero_shot_specs(prof)
-    assert specs[0] == {"method": None} and [s["allocation"] for s in specs[1:]] == ["uniform", "owl", "dlp"]
+    assert specs[0] == {"method": None} and [s["allocation"] for s in specs[1:]] == ["uniform", "dlp"]
+    # the paper profile's zero-shot table has every allocation, for both of its pruners
+    paper = ex.zero_shot_specs(ex.profile("paper"))
+    assert [(s["method"], s["allocation"]) for s in paper[1:]] == [
+        (m, a) for m in ("wanda", "sparsegpt") for a in ("uniform", "owl", "dlp")
+    ]
     zs = ex.zero_shot_profile(prof)
     config = ex.run_config(zs, **specs[1])
     assert config.eval is None and config.zero_shot_tasks == ("boolq", "hellaswag") and config.zero_shot_limit == 2
