@@ -922,10 +922,10 @@ def spearman(x, y) -> float:
 # MKL), from the records of a fresh-clone `make reproduce` (2026-12-03); an AMD EPYC with AVX-512 was
 # about 1.25x slower, one with AVX2 kernels only 1.9x (the slowest seen: size the profile for it).
 # "dense" is one perplexity evaluation; "zero_shot" replaces it in a run that evaluates zero-shot
-# accuracy instead (7 tasks, limit 12); "lora_1k_tokens" is LoRA recovery per 1024
-# training tokens (a forward and backward pass; a recovery run also evaluates twice more); "speedup" is
-# notebook 09's live measurement; "setup" is the virtual environment plus the notebooks' own time, set
-# so that the estimate of that run's profile equals its 34 min 17 s
+# accuracy instead (7 tasks, limit 12); "lora_1k_tokens" is LoRA recovery per 1024 training tokens (a
+# forward and backward pass; a recovery run also evaluates twice more); "speedup" is notebook 09's live
+# measurement; "setup" is the virtual environment plus the notebooks' own time, set so that the
+# estimate of that run's profile equals its 34 min 17 s
 QUICK_SECONDS = {
     "dense": 8,
     "magnitude": 9,

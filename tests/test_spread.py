@@ -301,4 +301,4 @@ def test_each_cpus_tolerance_covers_the_other_cpus_run_an_independent_check():
         magnitude = compared["cell"].str.contains("method=magnitude") & ~compared["cell"].str.contains("=dsa")
         assert (compared.loc[magnitude, "log_ratio"].abs() < 1e-5).all()
         missing = result[result["status"].str.startswith("missing")]  # only what the profiles run differently
-        assert missing["cell"].str.contains("float_sensitivity:|allocation=owl").all()
+        assert missing["cell"].str.contains("float_sensitivity:|sparsity_sweep: method=\\w+, allocation=owl").all()
