@@ -15,7 +15,8 @@ REF ?= HEAD
 # (logits of 1024 x 49152 floats are 200 MB): on a 2-core VM that was up to half of a LoRA step in system
 # time. Keep freed memory in the process heap instead: a Wanda run with 4 LoRA steps took 100 s instead of
 # 128 (peak RSS 4.4 GiB instead of 4.2), same numbers to the last bit (torch aligns every tensor to 64
-# bytes either way). Set either variable to override.
+# bytes either way). Set either variable to override. dlp-prune and dlp-search do the same on their own
+# (dlp_lib/heap.py, through mallopt) when neither variable is set.
 export MALLOC_MMAP_MAX_ ?= 0
 export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 

@@ -133,12 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     from .config import ConfigError
+    from .heap import keep_freed_memory
 
     try:
         fitness_settings, config, save = build_settings(args)
     except ConfigError as err:
         print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    keep_freed_memory()  # the Makefile's MALLOC_* settings, for a user who runs the command directly
 
     from .search import ProxyFitness, save_result, search
 

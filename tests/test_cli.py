@@ -175,6 +175,18 @@ BAD = {
 }
 
 
+def test_keeps_freed_memory_in_the_heap_only_for_a_valid_run(tiny_args, tmp_path, capsys, monkeypatch):
+    """The Makefile's MALLOC_* settings, applied by the command itself once its settings are valid."""
+    from dlp_lib import heap
+
+    calls = []
+    monkeypatch.setattr(heap, "keep_freed_memory", lambda: calls.append(1) or True)
+    assert main([*tiny_args, "--eval_windows", "0"]) == 2
+    assert calls == []
+    run_ok([*tiny_args, "--prune_method", "dense"], capsys)
+    assert calls == [1]
+
+
 @pytest.mark.parametrize("flags, expected", BAD.values(), ids=BAD.keys())
 def test_invalid_settings_exit_2_before_loading(flags, expected, tiny_args, tmp_path, capsys, no_loading):
     out_path = tmp_path / "out.json"

@@ -291,6 +291,7 @@ def test_cli_refuses_bad_flags_before_loading_the_model(monkeypatch, capsys):
         raise AssertionError("the model must not be loaded")
 
     monkeypatch.setattr("dlp_lib.models.load_model", no_loading)
+    monkeypatch.setattr("dlp_lib.heap.keep_freed_memory", no_loading)  # nor the process's heap changed
     for flags, message in [
         (["--population", "1"], "population must be at least 2"),
         (["--prune_method", "wanda_dlp"], "unknown prune method"),
@@ -308,9 +309,12 @@ def test_cli_refuses_bad_flags_before_loading_the_model(monkeypatch, capsys):
 
 def test_cli_runs_a_search_and_prints_the_command_that_applies_it(tiny_model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DLP_CACHE_DIR", str(tmp_path / "cache"))
+    heap_settings = []
+    monkeypatch.setattr("dlp_lib.heap.keep_freed_memory", lambda: heap_settings.append(1) or True)
     flags = ["--model", str(tiny_model_dir), "--sparsity_ratio", "0.6", "--nsamples", "2", "--seqlen", "16"]
     flags += ["--search_windows", "2", "--population", "3", "--generations", "2", "--elite", "1", "--quiet"]
     assert search_cli.main([*flags, "--save", str(tmp_path / "out" / "search.json")]) == 0
+    assert heap_settings == [1]  # the Makefile's MALLOC_* settings, applied by the command itself
     out = capsys.readouterr().out
     saved = json.loads((tmp_path / "out" / "search.json").read_text())
     best = saved["best"]["expression"]
