@@ -2,7 +2,6 @@
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ import pytest
 
 from dlp_lib import heap
 
-GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+GLIBC = heap.on_glibc()
 
 # Allocates and frees 64 MiB through libc and reports glibc's own accounting (mallinfo2, glibc >= 2.33).
 PROBE = r"""
