@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import pipeline
+from . import heap, pipeline
 from .allocation import DIRECTION, allocate, dlp_unimportance, dsa_value, largest_width, owl_outlier_ratio
 from .cache import read_cache, stable_hash, write_json_atomic
 from .config import DSA_README_GRAPH, ConfigError, PruneConfig, parse_sparsity_type
@@ -500,13 +500,17 @@ def records_only() -> bool:
     return os.environ.get(RECORDS_ONLY_ENV, "") not in ("", "0")
 
 
-def refuse_to_compute(what: str) -> None:
-    """Raise ConfigError if computing is switched off (``DLP_RECORDS_ONLY=1``); ``what`` says what is missing."""
+def before_computing(what: str) -> None:
+    """Called where a result is missing and is about to be computed (a run, the DSA search, the dense
+    statistics): raise ConfigError if computing is switched off (``DLP_RECORDS_ONLY=1``; ``what`` says
+    what is missing); else keep freed memory in the process heap (``dlp_lib.heap``), as ``make`` does for
+    the notebooks it runs, so a notebook opened in Jupyter runs at the same speed."""
     if records_only():
         raise ConfigError(
             f"{what}, and {RECORDS_ONLY_ENV}=1 forbids computing it; run the grid first "
             "(python -m dlp_lib.grid, or make grid) or unset the variable"
         )
+    heap.keep_freed_memory()
 
 
 def cached_run(config: pipeline.RunConfig, results_dir: str | os.PathLike = "results", progress: bool = True) -> dict:
@@ -520,7 +524,7 @@ def cached_run(config: pipeline.RunConfig, results_dir: str | os.PathLike = "res
     record = _stored_record(path, config)
     if record is not None:
         return record
-    refuse_to_compute(f"no record of {run_label(config)} in {path.parent}")
+    before_computing(f"no record of {run_label(config)} in {path.parent}")
     record = pipeline.run(config, progress=progress)
     save_record(path, record)
     return record
@@ -818,7 +822,7 @@ def dsa_search(prof: dict, results_dir: str | os.PathLike = "results", progress:
     if stored is not None:
         return stored
     path = dsa_search_path(prof, results_dir)
-    refuse_to_compute(f"no DSA search result in {path}")
+    before_computing(f"no DSA search result in {path}")
     fitness_settings, config = dsa_search_settings(prof)
     fitness = ProxyFitness(fitness_settings, progress=progress)
     result = search(fitness, config, progress=progress).to_dict()
@@ -1131,7 +1135,7 @@ def dense_statistics(
         stored = None if refresh else read_cache(path, load_dense_statistics, "dense statistics table")
         if stored is not None:
             return stored
-        refuse_to_compute(f"no dense statistics table in {path}")
+        before_computing(f"no dense statistics table in {path}")
     stats = _compute_dense_statistics(prof, _owl_ms(prof, owl_ms), progress)
     if path is not None:
         blocks = stats.blocks.to_dict("list")

@@ -3,8 +3,9 @@
 glibc hands every freed block over its mmap threshold (32 MB at most) back to the operating system, so a
 forward pass that allocates and frees 200 MB of logits pays its page faults again on every call: on a
 2-core VM that was up to half of a LoRA step in system time. The Makefile sets ``MALLOC_MMAP_MAX_`` and
-``MALLOC_TRIM_THRESHOLD_`` for every process it starts; the command-line tools call
-:func:`keep_freed_memory` so that a user who runs them directly gets the same behaviour. The numbers do
+``MALLOC_TRIM_THRESHOLD_`` for every process it starts; the command-line tools, and the notebooks'
+runs (``experiments.before_computing``), call :func:`keep_freed_memory` so that a user who runs them
+directly, or opens a notebook in Jupyter, gets the same behaviour. The numbers do
 not change (torch aligns every tensor to 64 bytes either way); only where freed memory waits does.
 """
 

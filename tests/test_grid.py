@@ -291,6 +291,7 @@ def test_records_only_mode_refuses_to_compute(tmp_path, monkeypatch):
 
     monkeypatch.setenv(ex.RECORDS_ONLY_ENV, "1")
     monkeypatch.setattr(pipeline, "run", lambda *a, **k: pytest.fail("a run was computed"))
+    monkeypatch.setattr("dlp_lib.heap.keep_freed_memory", lambda: pytest.fail("the heap was set up to compute"))
     prof = ex.profile("smoke")
     with pytest.raises(ConfigError, match="no record of wanda · DLP .* DLP_RECORDS_ONLY=1 forbids computing it"):
         ex.run_specs(prof, [{"method": "wanda", "allocation": "dlp"}], tmp_path)

@@ -233,6 +233,18 @@ def test_cached_run_reads_the_stored_record_instead_of_running_again(tmp_path, f
     assert len(fake_run) == 2
 
 
+def test_cached_run_keeps_freed_memory_in_the_heap_only_when_it_computes(tmp_path, fake_run, monkeypatch):
+    """A notebook opened in Jupyter (no Makefile MALLOC_* settings) gets them from its first run."""
+    from dlp_lib import heap
+
+    calls = []
+    monkeypatch.setattr(heap, "keep_freed_memory", lambda: calls.append(len(fake_run)) or True)
+    config = _config()
+    ex.cached_run(config, tmp_path, progress=False)
+    ex.cached_run(config, tmp_path, progress=False)  # read back: nothing computed
+    assert calls == [0]  # once, before the run started
+
+
 @pytest.mark.parametrize(
     "content",
     [b'{"config": {"model": "smollm2', b"\xff\xfe\x00garbage", b"[]", b'{"config": {"model": "another"}}'],
