@@ -146,3 +146,37 @@ def test_sparsegpt_options_set_both_variables_for_the_run_and_put_them_back(gpu_
         with gpu_bench.sparsegpt_options(options):
             sparsegpt.sweep_backend("cpu")
             stats.hessian_mode()
+
+
+# What the lent GPU machine's image lacks (../shared: torch, transformers, accelerate, peft; no gguf,
+# datasets or lm-eval): the prepared run must not need them, or the device minutes are lost to an ImportError.
+ABSENT_ON_THE_GPU_IMAGE = ("gguf", "datasets", "lm_eval")
+
+
+def test_runs_in_a_fresh_process_without_the_packages_the_gpu_image_lacks(tmp_path):
+    import subprocess
+    import sys
+
+    program = (
+        "import runpy, sys\n"
+        f"for name in {ABSENT_ON_THE_GPU_IMAGE!r}:\n"
+        "    sys.modules[name] = None  # import raises ImportError, as where the package is not installed\n"
+        "try:\n"
+        "    import datasets\n"
+        "    sys.exit('the block did not take: datasets imported')\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "sys.argv = ['gpu.py', *sys.argv[1:]]\n"
+        "runpy.run_path('bench/gpu.py', run_name='__main__')\n"
+    )
+    args = ["--device", "cpu", "--config", "tiny", "--dtype", "float32", "--nsamples", "2", "--seqlen", "16"]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # no minutes-long interpreter
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", program, *args, "--runs", "sparsegpt,wanda DLP", "--out", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "gpu-tiny-on-cpu.json").read_text())
+    assert [r["run"] for r in result["runs"]] == ["sparsegpt", "wanda DLP"] and result["failed"] == {}
+    assert all(r["weights_equal"] for r in result["device_parity"])
