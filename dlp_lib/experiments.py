@@ -504,7 +504,7 @@ def before_computing(what: str) -> None:
     """Called where a result is missing and is about to be computed (a run, the DSA search, the dense
     statistics): raise ConfigError if computing is switched off (``DLP_RECORDS_ONLY=1``; ``what`` says
     what is missing); else keep freed memory in the process heap (``dlp_lib.heap``), as ``make`` does for
-    the notebooks it runs, so a notebook opened in Jupyter runs at the same speed."""
+    the notebooks it runs, so a notebook opened in Jupyter gets the same behaviour."""
     if records_only():
         raise ConfigError(
             f"{what}, and {RECORDS_ONLY_ENV}=1 forbids computing it; run the grid first "
