@@ -447,7 +447,8 @@ def run_config(
 
 
 def run_label(config: pipeline.RunConfig) -> str:
-    """``wanda · DLP (α=0.15) · 70% unstructured``, or ``dense``."""
+    """``wanda · DLP (α=0.15) · 70% unstructured``, or ``dense``; unique per run in a profile's grid, so
+    DSA's names its expression (the proxy check runs several at the same λ and seed)."""
     p = config.prune
     if p is None:
         return "dense"
@@ -455,7 +456,7 @@ def run_label(config: pipeline.RunConfig) -> str:
         "uniform": "Uniform",
         "owl": f"OWL (λ={p.owl_lambda:g}, M={p.owl_m:g})",
         "dlp": f"DLP (α={p.dlp_alpha:g})",
-        "dsa": f"DSA (λ={p.dsa_lambda:g})",
+        "dsa": f"DSA {p.dsa_graph} (λ={p.dsa_lambda:g})",
     }[p.allocation]
     pattern = p.sparsity_type if p.nm else f"{percent(p.sparsity)} unstructured"
     clipped = " · clipped" if p.clip_densities else ""

@@ -68,6 +68,10 @@ def test_plan_after_the_search_lists_the_dsa_rows_and_the_proxy_check(tmp_path, 
     graphs = [(j.spec["dsa_graph"], j.spec.get("seed")) for j in third]
     # the DSA row of each seed (its seed-0 run is also the proxy check's best pick), then the other picks
     assert graphs == [("sqrt(x)+0", 0), ("sqrt(x)+0", 1), ("sqrt(x)+2", None), ("sqrt(x)+3", None)]
+    # the job list names each run apart: the proxy check's picks differ only in their expression
+    labels = [j.label for j in jobs if not j.pending]
+    assert len(set(labels)) == len(labels)
+    assert "DSA sqrt(x)+2 (λ=" in third[2].label
 
 
 def test_plan_leaves_out_the_hyper_parameter_runs_the_statistics_show_infeasible(tmp_path, monkeypatch):
