@@ -448,7 +448,7 @@ def run_config(
 
 def run_label(config: pipeline.RunConfig) -> str:
     """``wanda · DLP (α=0.15) · 70% unstructured``, or ``dense``; unique per run in a profile's grid, so
-    DSA's names its expression (the proxy check runs several at the same λ and seed)."""
+    a DSA run's label names its expression (the proxy check runs several at the same λ and seed)."""
     p = config.prune
     if p is None:
         return "dense"
