@@ -11,14 +11,33 @@ _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)  # no bfloat16 in 
 def kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k``-th smallest value (1-based, like ``torch.kthvalue``) along the last dimension, kept as a
     dimension of size 1. The k-th order statistic is one value whichever algorithm finds it, so this
-    equals ``torch.kthvalue`` bit for bit; on a CPU, with finite values, it uses NumPy's introselect,
-    3-10x faster. NaN rows, bfloat16 and other devices (MPS has no kthvalue: its values go through the CPU) take
-    ``torch.kthvalue``."""
+    equals ``torch.kthvalue`` (as values: of two tied zeros either sign may come back). On a CPU, with
+    finite values, it uses NumPy's introselect, 3-10x faster; on CUDA :func:`kth_smallest_by_topk`, 50-150x
+    faster than ``torch.kthvalue`` there; NaN rows and bfloat16 on a CPU, and other devices, take
+    ``torch.kthvalue`` (MPS has none: its values go through the CPU)."""
     if values.device.type == "cpu" and values.dtype in _NUMPY_FLOATS and bool(torch.isfinite(values).all()):
         selected = np.partition(values.detach().numpy(), k - 1, axis=-1)[..., k - 1 : k]
         return torch.from_numpy(np.ascontiguousarray(selected))
+    if values.device.type == "cuda":
+        return kth_smallest_by_topk(values, k)
     source = values.cpu() if values.device.type == "mps" else values
     return torch.kthvalue(source, k, dim=-1, keepdim=True).values.to(values.device)
+
+
+def kth_smallest_by_topk(values: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`kth_smallest` by ``torch.topk``: the smallest of the ``n - k + 1`` largest values. CUDA's
+    ``torch.kthvalue`` works a long slice in one thread block (an H200: 158 ms on a 4096 x 11008 bf16
+    matrix, 1.07 ms for a sort, 0.62 ms for topk; a SparseGPT block of 4096 x 128 fp32: 2.4 / 0.08 / 0.11 ms).
+    NaN counts as larger than every number, as in ``torch.sort`` and ``torch.kthvalue``: the answer is NaN
+    when all of the ``n - k + 1`` largest are, else the smallest number among them. Any device (the tests
+    run it on a CPU against ``torch.kthvalue``)."""
+    n = values.shape[-1]
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} is outside 1..{n}, the length of the last dimension")
+    largest = torch.topk(values, n - k + 1, dim=-1, largest=True, sorted=False).values
+    nan = torch.isnan(largest)
+    smallest = largest.masked_fill(nan, float("inf")).amin(dim=-1, keepdim=True)
+    return smallest.masked_fill(nan.all(dim=-1, keepdim=True), float("nan"))
 
 
 def per_row_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:

@@ -8,6 +8,7 @@ import torch
 from dlp_lib.masks import (
     cumulative_score_mask,
     kth_smallest,
+    kth_smallest_by_topk,
     nm_mask,
     per_row_mask,
     variant_mask,
@@ -192,3 +193,71 @@ def test_kth_smallest_with_nan_takes_kthvalue():
     values = torch.tensor([[3.0, float("nan"), 1.0, 2.0], [4.0, 3.0, 2.0, 1.0]])
     expected = torch.kthvalue(values, 2, dim=-1, keepdim=True).values
     assert torch.equal(kth_smallest(values, 2), expected)
+
+
+# ------------------------------------------------------------- kth_smallest on CUDA: by topk (checked on a CPU)
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal as values (NaN equal to NaN; of tied zeros either sign may be selected)."""
+    return a.shape == b.shape and a.dtype == b.dtype and bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("shape", [(1,), (257,), (6, 40), (3, 5, 17)])
+def test_kth_smallest_by_topk_equals_kthvalue_for_every_k(dtype, shape):
+    """The CUDA selection against ``torch.kthvalue`` at every k: many ties (a few levels), negative and
+    positive zeros, infinities of both signs, rows with some NaN and a row of NaN only."""
+    g = torch.Generator().manual_seed(len(shape))
+    values = (torch.randn(shape, generator=g) * 3).round().to(dtype)
+    zeros = values == 0
+    values[zeros] = torch.where(torch.rand(shape, generator=g)[zeros] < 0.5, -0.0, 0.0).to(dtype)
+    if shape[-1] > 3:
+        values[..., 1] = float("inf")
+        values[..., 2] = -float("inf")
+    if len(shape) > 1:
+        values[0, ..., torch.rand(shape[-1], generator=g) < 0.3] = float("nan")  # some NaN in the first row(s)
+        values[1] = float("nan")  # a row of NaN only
+    for k in range(1, shape[-1] + 1):
+        expected = torch.kthvalue(values, k, dim=-1, keepdim=True).values
+        assert _same_values(kth_smallest_by_topk(values, k), expected), k
+
+
+def test_kth_smallest_by_topk_hand_case_with_nan():
+    """NaN counts as larger than every number (torch.sort's order): k = 3 of [3, NaN, 1, 2] is 3, k = 4 is NaN."""
+    values = torch.tensor([[3.0, float("nan"), 1.0, 2.0]])
+    assert [kth_smallest_by_topk(values, k).item() for k in (1, 2, 3)] == [1.0, 2.0, 3.0]
+    assert kth_smallest_by_topk(values, 4).isnan().all()
+
+
+@pytest.mark.parametrize("k", [0, 5])
+def test_kth_smallest_by_topk_refuses_a_k_outside_the_row(k):
+    with pytest.raises(ValueError, match=f"k={k} is outside 1..4"):
+        kth_smallest_by_topk(torch.zeros(2, 4), k)
+
+
+def test_on_cuda_kth_smallest_takes_topk_not_kthvalue(monkeypatch):
+    """The dispatch: a CUDA tensor goes to kth_smallest_by_topk (stood in for by a tensor whose device
+    says CUDA), never to torch.kthvalue, whose CUDA kernel is 50-150x slower on these sizes."""
+    import dlp_lib.masks as masks
+
+    calls = []
+
+    class OnCuda:
+        device = torch.device("cuda")
+        dtype = torch.float32
+
+    monkeypatch.setattr(masks, "kth_smallest_by_topk", lambda values, k: calls.append(k) or "topk")
+    monkeypatch.setattr(torch, "kthvalue", lambda *args, **kwargs: pytest.fail("torch.kthvalue on CUDA"))
+    assert masks.kth_smallest(OnCuda(), 3) == "topk" and calls == [3]
+
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.7])
+def test_masks_from_the_topk_selection_equal_the_cpus(monkeypatch, sparsity):
+    """Wanda's per-row and magnitude's whole-matrix masks (and so SparseGPT's per-block ones) built on the
+    topk selection, as on CUDA, equal the CPU's bit for bit, ties and all."""
+    import dlp_lib.masks as masks
+
+    score = (_rand(16, 64, seed=4) * 8).round()
+    expected = (per_row_mask(score, sparsity), whole_matrix_mask(score, sparsity))
+    monkeypatch.setattr(masks, "kth_smallest", kth_smallest_by_topk)
+    assert torch.equal(masks.per_row_mask(score, sparsity), expected[0])
+    assert torch.equal(masks.whole_matrix_mask(score, sparsity), expected[1])
