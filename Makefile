@@ -2,6 +2,7 @@
 #   make reproduce            regenerate tables/ and figures/ (default profile: quick)
 #   make reproduce PROFILE=smoke            the CI-sized run (a few minutes)
 #   make reproduce PROFILE=paper MODEL=meta-llama/Llama-2-7b-hf   the papers' protocol (GPU)
+#   make reproduce ... SPARSEGPT_HESSIAN=fp32   SparseGPT's arithmetic (also SPARSEGPT_SWEEP; default: auto)
 #   make test                 create .venv if needed, then run the test suite
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -10,6 +11,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= quick
 MODEL ?=
+# SparseGPT's arithmetic (dlp_lib/config.py: SPARSEGPT_SWEEPS, SPARSEGPT_HESSIANS); empty: the profile's, "auto"
+SPARSEGPT_SWEEP ?=
+SPARSEGPT_HESSIAN ?=
 REF ?= HEAD
 # glibc gives every freed block over 32 MB back to the OS, so each forward pays its page faults again
 # (logits of 1024 x 49152 floats are 200 MB): on a 2-core VM that was up to half of a LoRA step in system
@@ -59,10 +63,14 @@ NOTEBOOKS := 01_dense_baseline 02_layerwise_allocation 03_perplexity_table 04_sp
 	05_hyperparameters 06_nm_sparsity 07_zero_shot 08_lora_recovery 09_speedup 10_dsa_search
 EXECUTED := notebooks/executed
 PARAMETERS := $(EXECUTED)/.parameters
+ARITHMETIC := $(if $(strip $(SPARSEGPT_SWEEP)),--sparsegpt_sweep $(SPARSEGPT_SWEEP)) \
+	$(if $(strip $(SPARSEGPT_HESSIAN)),--sparsegpt_hessian $(SPARSEGPT_HESSIAN))
 PAPERMILL := $(VENV)/bin/papermill --cwd notebooks --log-output --no-progress-bar -k python3 \
-	-p profile $(PROFILE) $(if $(strip $(MODEL)),-p model $(MODEL))
+	-p profile $(PROFILE) $(if $(strip $(MODEL)),-p model $(MODEL)) \
+	$(if $(strip $(SPARSEGPT_SWEEP)),-p sparsegpt_sweep $(SPARSEGPT_SWEEP)) \
+	$(if $(strip $(SPARSEGPT_HESSIAN)),-p sparsegpt_hessian $(SPARSEGPT_HESSIAN))
 
-reproduce: $(EXECUTED)/10_dsa_search.ipynb ## run every notebook in order through papermill (PROFILE=quick|smoke|paper, MODEL=hub id)
+reproduce: $(EXECUTED)/10_dsa_search.ipynb ## run every notebook in order through papermill (PROFILE=quick|smoke|paper, MODEL=hub id, SPARSEGPT_HESSIAN=fp32|half)
 	@echo "tables/ and figures/ are up to date for profile $(PROFILE); executed notebooks in $(EXECUTED)/"
 
 figures: reproduce ## alias of reproduce: regenerate tables/ and figures/
@@ -70,18 +78,20 @@ figures: reproduce ## alias of reproduce: regenerate tables/ and figures/
 # the grid computes every record as its own job (submitit: local workers or Slurm); render then runs the
 # notebooks with DLP_RECORDS_ONLY=1, so a missing record is an error instead of unplanned computing
 grid: $(STAMP) ## every missing run of PROFILE as its own job via submitit (ARGS="--executor slurm --partition gpu"; "--dry-run")
-	$(PY) -m dlp_lib.grid --profile $(PROFILE) $(if $(strip $(MODEL)),--model $(MODEL)) $(ARGS)
+	$(PY) -m dlp_lib.grid --profile $(PROFILE) $(if $(strip $(MODEL)),--model $(MODEL)) $(ARITHMETIC) $(ARGS)
 
 render: export DLP_RECORDS_ONLY := 1
 render: reproduce ## the notebooks from the stored records only (after make grid); refuses to compute a run
 
-# rewritten only when PROFILE or MODEL change, so that executed notebooks of another profile are redone;
+# rewritten only when PROFILE, MODEL or SparseGPT's arithmetic change, so that executed notebooks of other
+# settings are redone;
 # first the profile, model, data and output directories are checked (one line and exit 2 if one is bad)
 $(PARAMETERS): FORCE | $(STAMP)
 	@mkdir -p $(EXECUTED)
-	@$(PY) -m dlp_lib.preflight --profile $(PROFILE) $(if $(strip $(MODEL)),--model $(MODEL)) \
+	@$(PY) -m dlp_lib.preflight --profile $(PROFILE) $(if $(strip $(MODEL)),--model $(MODEL)) $(ARITHMETIC) \
 		--outputs results tables figures $(EXECUTED)
-	@echo "profile=$(PROFILE) model=$(MODEL)" | cmp -s - $@ || echo "profile=$(PROFILE) model=$(MODEL)" > $@
+	@echo "$(strip profile=$(PROFILE) model=$(MODEL) $(ARITHMETIC))" | cmp -s - $@ \
+		|| echo "$(strip profile=$(PROFILE) model=$(MODEL) $(ARITHMETIC))" > $@
 
 NOTEBOOK_CODE := dlp_lib/experiments.py dlp_lib/reports.py dlp_lib/plots.py dlp_lib/spread.py dlp_lib/search.py \
 	dlp_lib/speedup.py
@@ -131,8 +141,11 @@ FORCE:
 bench: $(STAMP) ## benchmark: pruning cost vs the floor, peak memory, perplexity throughput (bench/results/)
 	$(PY) bench/bench.py $(if $(strip $(MODEL)),--model $(MODEL))
 
-bench-gpu: $(STAMP) ## GPU benchmark on the LLaMA-2-7B shape, random weights (CUDA only; says so and exits 0 elsewhere; ARGS="--budget 330")
+bench-gpu: $(STAMP) ## GPU benchmark on the LLaMA-2-7B shape, random weights (CUDA only; says so and exits 0 elsewhere; ARGS="--budget 290")
 	$(PY) bench/gpu.py $(ARGS)
+
+bench-hessian: $(STAMP) ## SparseGPT's fp32 vs half Hessians on the embedded model in bf16 (CPU, ~30 min; bench/results/hessian-cpu.md)
+	$(PY) bench/hessian.py $(ARGS)
 
 bench-speedup: $(STAMP) ## inference speed of sparse weights: CPU sparse formats (CSR/CSC/COO), on CUDA 2:4 kernels; pruning-only seconds (ARGS="--quick")
 	$(PY) bench/speedup.py $(ARGS)
@@ -150,4 +163,4 @@ clean: ## remove executed notebooks, caches and build files (keeps .venv and com
 distclean: clean ## also remove .venv and the dlp_lib cache (~/.cache/dlp_lib or DLP_CACHE_DIR)
 	rm -rf $(VENV) "$${DLP_CACHE_DIR:-$$HOME/.cache/dlp_lib}"
 
-.PHONY: help venv test test-fast lint format bench bench-gpu bench-speedup bench-kill-resume bench-memory clean distclean reproduce figures check-reproduction dsa-search FORCE $(NOTEBOOKS)
+.PHONY: help venv test test-fast lint format bench bench-gpu bench-hessian bench-speedup bench-kill-resume bench-memory clean distclean reproduce figures check-reproduction dsa-search FORCE $(NOTEBOOKS)

@@ -47,6 +47,29 @@ def add_model_arguments(parser: argparse.ArgumentParser):
     return g
 
 
+def add_sparsegpt_arguments(group, default: str | None = "auto") -> None:
+    """SparseGPT's arithmetic (``PruneConfig.sparsegpt_sweep`` and ``sparsegpt_hessian``), for dlp-prune,
+    dlp-search and the grid alike (the grid's ``default=None``: the profile's)."""
+    from .config import SPARSEGPT_HESSIANS, SPARSEGPT_SWEEPS
+
+    shown = default or "the profile's"
+    group.add_argument(
+        "--sparsegpt_sweep",
+        default=default,
+        choices=list(SPARSEGPT_SWEEPS),
+        help="SparseGPT's column loop; every one gives the same weights. auto: C on a CPU, Triton on CUDA "
+        f"(default: {shown})",
+    )
+    group.add_argument(
+        "--sparsegpt_hessian",
+        default=default,
+        choices=list(SPARSEGPT_HESSIANS),
+        help="SparseGPT's Hessian arithmetic: fp32 (the reference's) or half (x^T x from bf16/fp16 activations, exact "
+        "products, fp32 sums; tensor cores on CUDA); auto: half on CUDA, fp32 elsewhere "
+        f"(default: {shown})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -110,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--percdamp", type=float, default=None, help="SparseGPT's Hessian dampening (0.01)")
     g.add_argument("--blocksize", type=int, default=None, help="SparseGPT's column block size (128)")
+    add_sparsegpt_arguments(g)
     g.add_argument(
         "--perturb",
         type=float,
@@ -260,6 +284,8 @@ def build_prune_config(args):
         allocation=allocation or "uniform",
         clip_densities=args.clip_densities,
         use_variant=args.use_variant,
+        sparsegpt_sweep=args.sparsegpt_sweep,
+        sparsegpt_hessian=args.sparsegpt_hessian,
     )
     optional = {
         "owl_lambda": args.Lamda,

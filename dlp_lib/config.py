@@ -12,6 +12,44 @@ DLP_STATISTICS = ("mean", "median")
 MAX_PERTURB = 1e-2  # beyond this a "perturbation" is no longer float-level noise
 DSA_README_GRAPH = "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"  # the one expression DSA's README gives
 
+# SparseGPT's arithmetic, as options of a run. Every sweep gives the PyTorch loop's weights bit for bit (the
+# tests compare them; "auto" takes Triton only after a check on the device itself), so the sweep is an
+# execution choice like --offload and stays out of a record's key. The Hessian arithmetic changes the
+# rounding, so a run that does not use the reference's carries it in its key.
+SPARSEGPT_SWEEPS = {
+    "auto": "the fastest loop equal to the PyTorch loop on the device: C on a CPU, Triton on CUDA (checked on "
+    "the device first), else the PyTorch loop",
+    "torch": "the PyTorch loop, a few small kernels per column (any device)",
+    "c": "the C loop, compiled on first use by the system C compiler (CPU only)",
+    "triton": "one Triton kernel per block of columns (CUDA only)",
+}
+SPARSEGPT_HESSIANS = {
+    "auto": "half on CUDA, fp32 elsewhere",
+    "fp32": "the reference's: the inputs cast to fp32 and scaled, then x^T x with TF32 off",
+    "half": "x^T x from bf16/fp16 activations as they are (every product exact, fp32 sums; tensor cores on CUDA), "
+    "scaled once afterwards; fp32 activations take fp32",
+}
+REFERENCE_HESSIAN = "fp32"
+
+
+def hessian_for_device(requested: str, device) -> str:
+    """The Hessian arithmetic ``requested`` means on ``device`` ("cpu", "cuda:1", a torch.device): "auto" is
+    "half" on CUDA and the reference's "fp32" elsewhere; an explicit choice stays as it is."""
+    if requested != "auto":
+        return requested
+    return "half" if str(device).split(":")[0] == "cuda" else REFERENCE_HESSIAN
+
+
+def without_reference_arithmetic(settings: dict) -> dict:
+    """``settings`` (a dict with "method", "sparsegpt_sweep" and "sparsegpt_hessian") without the SparseGPT
+    fields that do not change the results: the sweep always (each gives the same weights), the Hessian
+    arithmetic unless the method is SparseGPT and the arithmetic not the reference's. Keys of records and
+    searches made before these fields existed stay as they were."""
+    settings.pop("sparsegpt_sweep")
+    if settings["method"] != "sparsegpt" or settings["sparsegpt_hessian"] == REFERENCE_HESSIAN:
+        settings.pop("sparsegpt_hessian")
+    return settings
+
 
 class ConfigError(ValueError):
     """A setting that cannot work; the message says what to do instead."""
@@ -79,6 +117,8 @@ class PruneConfig:
     # SparseGPT
     percdamp: float = 0.01
     blocksize: int = 128
+    sparsegpt_sweep: str = "auto"  # SPARSEGPT_SWEEPS
+    sparsegpt_hessian: str = "auto"  # SPARSEGPT_HESSIANS
     extra: dict = field(default_factory=dict)
     # float-sensitivity probe: multiply every pruning statistic (Wanda's input norms, SparseGPT's
     # Hessian) by (1 + perturb * N(0, 1)) drawn from ``perturb_seed``; 0 = off (the normal run)
@@ -112,6 +152,9 @@ class PruneConfig:
                 f"SparseGPT prunes {n}:{m} groups inside column blocks, so its blocksize must be a multiple of "
                 f"M={m}; got {self.blocksize}: pass --blocksize {hint} (blocksize= in PruneConfig)"
             )
+        for name, choices in (("sparsegpt_sweep", SPARSEGPT_SWEEPS), ("sparsegpt_hessian", SPARSEGPT_HESSIANS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}; use one of {', '.join(choices)}")
         if self.use_variant and (self.method != "wanda" or nm):
             raise ConfigError("use_variant applies to unstructured Wanda only")
         if not 0.0 <= self.perturb <= MAX_PERTURB:
@@ -131,11 +174,18 @@ class PruneConfig:
         """Whether a non-uniform allocation needs the dense calibration statistics."""
         return self.allocation != "uniform"
 
+    def on_device(self, device) -> PruneConfig:
+        """This configuration with its "auto" Hessian arithmetic made concrete for ``device``
+        (:func:`hessian_for_device`), as a record's key needs it."""
+        return dataclasses.replace(self, sparsegpt_hessian=hessian_for_device(self.sparsegpt_hessian, device))
+
     def to_dict(self) -> dict:
-        """The settings as a dict; the perturbation fields only when a perturbation is on, so the
-        records (and record hashes) of normal runs stay as they were before those fields."""
+        """The settings as a dict, without the fields that leave the results as they were before them, so
+        the records (and record hashes) of those runs stay as they were: the perturbation fields unless a
+        perturbation is on, the SparseGPT sweep (every one gives the same weights), and the Hessian
+        arithmetic unless the run is SparseGPT's with another than the reference's."""
         d = dataclasses.asdict(self)
         if not self.perturb:
             d.pop("perturb")
             d.pop("perturb_seed")
-        return d
+        return without_reference_arithmetic(d)

@@ -37,7 +37,14 @@ import pandas as pd
 from . import heap, pipeline
 from .allocation import DIRECTION, allocate, dlp_unimportance, dsa_value, largest_width, owl_outlier_ratio
 from .cache import read_cache, stable_hash, write_json_atomic
-from .config import DSA_README_GRAPH, ConfigError, PruneConfig, parse_sparsity_type
+from .config import (
+    DSA_README_GRAPH,
+    REFERENCE_HESSIAN,
+    ConfigError,
+    PruneConfig,
+    hessian_for_device,
+    parse_sparsity_type,
+)
 from .recovery import RecoveryConfig
 from .results import config_key, load_record, record_path, save_record
 from .search import FitnessSettings, ProxyFitness, SearchConfig, search
@@ -47,6 +54,7 @@ log = logging.getLogger(__name__)
 
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(pipeline.RunConfig) if f.name not in ("prune", "recovery"))
 HYPER_FIELDS = ("owl_lambda", "owl_m", "dlp_alpha", "dlp_statistic", "dsa_graph", "dsa_lambda")
+ARITHMETIC_FIELDS = ("sparsegpt_sweep", "sparsegpt_hessian")  # SparseGPT's arithmetic (PruneConfig fields)
 _FLOAT_FIELDS = ("owl_lambda", "owl_m", "dlp_alpha", "dsa_lambda")  # 5 and 5.0 must hash alike
 
 # ------------------------------------------------------------------------------------------- profiles
@@ -74,6 +82,10 @@ _DEFAULTS = dict(
     dlp_statistic="mean",
     dsa_graph=DSA_README_GRAPH,
     dsa_lambda=0.08,
+    # SparseGPT's arithmetic (config.SPARSEGPT_SWEEPS / SPARSEGPT_HESSIANS): "auto" is the reference's on a
+    # CPU; on CUDA the Triton sweep (the same weights) and Hessians from the half-precision activations
+    sparsegpt_sweep="auto",
+    sparsegpt_hessian="auto",
     # experiment grids
     main_sparsity=0.7,
     main_methods=["magnitude", "wanda", "sparsegpt"],
@@ -331,6 +343,7 @@ def profile(name: str, **overrides) -> dict:
         if key not in prof:
             raise ConfigError(f"unknown profile setting {key!r}; known: {', '.join(sorted(prof))}")
         prof[key] = value
+    PruneConfig(**{field: prof[field] for field in ARITHMETIC_FIELDS})  # an unknown choice fails here, not in a run
     prof["name"] = name
     return prof
 
@@ -389,7 +402,27 @@ def describe(prof: dict) -> str:
             f"{source_name(prof['eval'], long=True)}",
             f"- **device**: {prof['device']}, dtype {prof['dtype']}",
         ]
+        + [f"- **SparseGPT**: {sparsegpt_arithmetic(prof)}"] * _arithmetic_worth_saying(prof)
     )
+
+
+_HESSIAN_WORDS = {
+    "fp32": "Hessians in the reference's fp32 arithmetic",
+    "half": "Hessians from the bf16/fp16 activations as they are (exact products, fp32 sums; tensor cores on CUDA)",
+}
+
+
+def sparsegpt_arithmetic(prof: dict) -> str:
+    """SparseGPT's arithmetic in a profile, in words (the Hessian's as it runs on the profile's device)."""
+    hessian = hessian_for_device(prof["sparsegpt_hessian"], prof["device"])
+    return f"{_HESSIAN_WORDS[hessian]}; column loop `{prof['sparsegpt_sweep']}`"
+
+
+def _arithmetic_worth_saying(prof: dict) -> bool:
+    """Whether ``describe`` names SparseGPT's arithmetic: off the defaults, or on a device where "auto" is
+    not the reference's."""
+    chosen = any(prof[name] != "auto" for name in ARITHMETIC_FIELDS)
+    return chosen or hessian_for_device("auto", prof["device"]) != REFERENCE_HESSIAN
 
 
 def percent(sparsity: float) -> str:
@@ -423,7 +456,7 @@ def run_config(
         settings["seed"] = int(seed)
     if method is None or method == "dense":
         return pipeline.RunConfig(prune=None, **settings)
-    params = {name: prof[name] for name in HYPER_FIELDS}
+    params = {name: prof[name] for name in HYPER_FIELDS + ARITHMETIC_FIELDS}
     unknown = set(hyper) - set(HYPER_FIELDS)
     if unknown:
         raise ConfigError(f"unknown hyper-parameter(s) {sorted(unknown)}; known: {', '.join(HYPER_FIELDS)}")
@@ -463,7 +496,8 @@ def run_label(config: pipeline.RunConfig) -> str:
     perturbed = f" · statistics × (1 + {p.perturb:g}·noise #{p.perturb_seed})" if p.perturb else ""
     seed = f" · seed {config.seed}" if uses_calibration(p.method, p.allocation) else ""
     recovered = f" · LoRA {config.recovery.steps} steps" if config.recovery is not None else ""
-    return f"{p.method} · {alloc} · {pattern}{clipped}{seed}{perturbed}{recovered}"
+    arithmetic = f" · {p.sparsegpt_hessian} Hessian" if "sparsegpt_hessian" in p.to_dict() else ""  # off the reference
+    return f"{p.method} · {alloc} · {pattern}{clipped}{seed}{perturbed}{arithmetic}{recovered}"
 
 
 def _json_object(path: Path) -> dict:
@@ -789,6 +823,7 @@ def dsa_search_settings(prof: dict) -> tuple[FitnessSettings, SearchConfig]:
         device=prof["device"],
         dtype=prof["dtype"],
         trust_remote_code=prof["trust_remote_code"],
+        **{name: prof[name] for name in ARITHMETIC_FIELDS},
     )
     return fitness, SearchConfig(**{k: v for k, v in setting.items() if k in SEARCH_FIELDS})
 

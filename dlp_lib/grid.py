@@ -35,6 +35,7 @@ from pathlib import Path
 
 from . import experiments as ex
 from .cache import read_cache
+from .cli import add_sparsegpt_arguments
 from .config import ConfigError
 from .results import config_key
 
@@ -359,17 +360,21 @@ def run_grid(prof: dict, results_dir: str | os.PathLike, backend: Backend, wait:
 
 
 # ---------------------------------------------------------------------------------------- estimating
-# GPU seconds on one H200 for the LLaMA-2-7B shape (bf16, 128 x 2048 calibration), from
-# ../shared/gpu-notes.md and issue 11's measurements; bench/results/gpu-7b.json (make bench-gpu) replaces
-# the pruning figures when present. Loading, evaluation, zero-shot and LoRA figures are derived from the
-# measured forward (the floor) and token counts: estimates, not measurements.
+# GPU seconds on one H200 for the LLaMA-2-7B shape (bf16, 128 x 2048 calibration), from the bench/gpu.py
+# run of 2026-12-04 (../shared/gpu-results/2026-12-04-h200/); bench/results/gpu-7b.json (make bench-gpu)
+# replaces the pruning figures when present. Loading, evaluation, zero-shot and LoRA figures are derived
+# from the measured forward (the floor) and token counts: estimates, not measurements.
 GPU_7B_SECONDS = {
-    "floor": 8.3,  # one forward of 128 x 2048 tokens through every block (measured, cold)
+    "floor": 7.24,  # one forward of 128 x 2048 tokens through every block (measured, warm)
     "load": 30.0,  # reading 13.5 GB of bf16 weights from a local disk (estimate)
-    "dense_statistics": 8.1,  # measured
-    "magnitude": 2.0,  # a sort per linear (estimate)
-    "wanda": 15.1,  # DLP allocation, 70% (measured; uniform is the same pruning)
-    "sparsegpt": 250.8,  # uniform 70% (measured before issue 11's faster solver)
+    "dense_statistics": 8.0,  # measured
+    "magnitude": 2.0,  # a topk per linear (estimate: the measured 46.5 s was torch.kthvalue's)
+    "wanda": 13.9,  # uniform 70% (measured; DLP's pruning costs the same)
+    # SparseGPT uniform 70% with the CUDA defaults (estimate from the measured parts: tensor-core Hessians
+    # 9.1 s, the Triton sweep's solver 37.9 s less the ~30 s its 8,900 selections took in torch.kthvalue,
+    # propagation 6.4 s) and with the reference's fp32 Hessians (41.1 s of statistics instead of 9.1)
+    "sparsegpt": 24.5,
+    "sparsegpt fp32 Hessian": 56.5,
 }
 LLAMA2_7B_PARAMS = 6.74e9
 BENCH_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
@@ -400,14 +405,14 @@ def model_parameters(spec: str) -> float:
 
 def gpu_seconds_7b(bench_dir: str | os.PathLike | None = None) -> tuple[dict, str]:
     """Per-step GPU seconds for the 7B shape and where they come from."""
-    seconds, source = dict(GPU_7B_SECONDS), "H200 measurements of issue 11 (dlp_lib.grid.GPU_7B_SECONDS)"
+    seconds, source = dict(GPU_7B_SECONDS), "an H200's measurements and estimates (dlp_lib.grid.GPU_7B_SECONDS)"
     path = Path(bench_dir or BENCH_RESULTS) / "gpu-7b.json"
     if path.is_file():
         bench = json.loads(path.read_text())
         seconds["floor"] = bench["floor_seconds"]
         seconds["dense_statistics"] = bench["dense_statistics_seconds"]
         for row in bench["runs"]:  # a run labelled by its method alone: uniform, unstructured, defaults
-            if row["run"] in ("magnitude", "wanda", "sparsegpt"):
+            if row["run"] in ("magnitude", "wanda", "sparsegpt", "sparsegpt fp32 Hessian"):
                 seconds[row["run"]] = row["seconds"]
         source = f"{path} ({bench['hardware'].get('gpu', 'GPU')})"
     return seconds, source
@@ -445,6 +450,8 @@ def job_seconds(job: GridJob, prof: dict, scale: float, gpu: dict) -> tuple[str,
         return kind, ex.run_seconds(config)
     forward_per_token = gpu["floor"] / (128 * 2048)
     calibration = config.nsamples * config.seqlen / (128 * 2048)
+    if method == "sparsegpt" and config.prune.sparsegpt_hessian == "fp32":
+        method = "sparsegpt fp32 Hessian"  # the reference's Hessians on CUDA cores
     total = gpu["load"] + (0.0 if config.prune is None else gpu[method] * calibration)
     eval_tokens = WIKITEXT2_TEST_TOKENS if config.eval_windows is None else config.eval_windows * config.seqlen
     if config.eval:
@@ -527,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
     p.add_argument("--model", default=None, help="model spec instead of the profile's (e.g. meta-llama/Llama-2-7b-hf)")
+    add_sparsegpt_arguments(p, default=None)
     p.add_argument("--results", default="results", help="records directory (shared file system on a cluster)")
     p.add_argument("--logs", default=None, help="submitit's job folder (default: <results>/grid_logs)")
     p.add_argument("--executor", choices=["local", "slurm"], default="local")
@@ -551,7 +559,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     ex.setup_logging()
     try:
-        prof = ex.profile(args.profile, model=args.model)
+        arithmetic = {"sparsegpt_sweep": args.sparsegpt_sweep, "sparsegpt_hessian": args.sparsegpt_hessian}
+        prof = ex.profile(args.profile, model=args.model, **arithmetic)
         for name, value in (("--workers", args.workers), ("--time", args.time), ("--gpus", args.gpus)):
             if value is not None and value < (0 if name == "--gpus" else 1):
                 raise ConfigError(f"{name} must be at least {0 if name == '--gpus' else 1}; got {value}")
@@ -565,7 +574,7 @@ def main(argv=None) -> int:
             return 0
         from .preflight import check
 
-        check(args.profile, args.model, (args.results,))  # the model and data reachable, results writable
+        check(args.profile, args.model, (args.results,), **arithmetic)  # model and data reachable, results writable
         folder = Path(args.logs or Path(args.results) / "grid_logs")
         if args.executor == "slurm":
             backend = slurm_backend(
@@ -595,8 +604,11 @@ def main(argv=None) -> int:
     if summary.failed:
         return 1
     if not args.no_wait and not summary.stopped:
-        print(f"every record is stored; render the notebooks with: make render PROFILE={args.profile}"
-              + (f" MODEL={args.model}" if args.model else ""))  # fmt: skip
+        options = [f"MODEL={args.model}"] * bool(args.model) + [
+            f"{name.upper()}={value}" for name, value in arithmetic.items() if value is not None
+        ]
+        print(f"every record is stored; render the notebooks with: make render PROFILE={args.profile} "
+              + " ".join(options))  # fmt: skip
     return 0
 
 

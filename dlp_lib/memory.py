@@ -157,7 +157,7 @@ def estimate_peak_memory(
     est = MemoryEstimate(host={"weights": model if offload else 0})
     weights = block + outer if offload else model
     if method == "magnitude":
-        # |W| in fp32, kthvalue's working copy and int64 indices, the mask
+        # |W| in fp32, the selection's working copy and int64 indices (CUDA's topk keeps 30% of them), the mask
         est.prune = {"weights": weights, "solve": s.largest_linear * (4 + 4 + 8 + 1)}
     else:
         calibration = 2 * nsamples * seqlen * s.hidden * b  # inputs and recomputed outputs

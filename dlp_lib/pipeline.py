@@ -32,6 +32,7 @@ from .prune import decoder_sparsity, dense_input_norms, prune_model
 from .recovery import RecoveryConfig, check_recovery, merge_masked, recover
 from .results import hardware, package_versions
 from .scores import block_statistics
+from .sparsegpt import check_no_legacy_environment, sweep_backend
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class RunConfig:
     recovery: RecoveryConfig | None = None
 
     def __post_init__(self):
+        if self.prune is not None:  # the record's key names the Hessian arithmetic that runs on this device
+            object.__setattr__(self, "prune", self.prune.on_device(self.device))
         for name in ("nsamples", "batch_size", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive; got {getattr(self, name)}")
@@ -131,6 +134,9 @@ def validate(config: RunConfig) -> None:
     work. (A RunConfig for CUDA can be made without a GPU: the grid plans GPU jobs on a login node.)"""
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {config.device!r} requested but CUDA is not available; use --device cpu")
+    if config.prune is not None and config.prune.method == "sparsegpt":
+        check_no_legacy_environment()
+        sweep_backend(config.device, config.prune.sparsegpt_sweep, config.prune.nm)  # one that cannot run here
     check_model_spec(config.model, network=True)
     if config.prune is not None and (config.prune.method != "magnitude" or config.prune.needs_dense_statistics):
         check_source(config.calibration)

@@ -3,6 +3,7 @@ the data sources (a hub one: cached or reachable) and the output directories. A 
 in one line with exit status 2, instead of a traceback inside a notebook after minutes of work::
 
     python -m dlp_lib.preflight --profile quick [--model meta-llama/Llama-2-7b-hf] [--outputs results tables]
+        [--sparsegpt_sweep auto] [--sparsegpt_hessian fp32]
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from .cache import check_writable
 from .config import ConfigError
 
 
-def check(profile: str, model: str | None = None, outputs: tuple[str, ...] = ()) -> dict:
-    """The profile (with ``model`` if given), after checking everything it will need; raises ConfigError."""
+def check(profile: str, model: str | None = None, outputs: tuple[str, ...] = (), **overrides) -> dict:
+    """The profile (with ``model`` and other ``overrides`` of its settings if given, e.g. SparseGPT's
+    arithmetic), after checking everything it will need; raises ConfigError."""
     from . import experiments
     from .data import check_source
     from .models import check_model_spec
 
-    prof = experiments.profile(profile, model=model or None)
+    prof = experiments.profile(profile, model=model or None, **overrides)
     check_model_spec(prof["model"], network=True)
     for source in {prof["calibration"], prof["eval"]}:
         check_source(source)
@@ -39,9 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", required=True, help="smoke, quick or paper")
     parser.add_argument("--model", default=None, help="a model instead of the profile's")
     parser.add_argument("--outputs", nargs="*", default=[], help="directories the notebooks write")
+    parser.add_argument("--sparsegpt_sweep", default=None, help="SparseGPT's column loop instead of the profile's")
+    parser.add_argument(
+        "--sparsegpt_hessian", default=None, help="SparseGPT's Hessian arithmetic instead of the profile's"
+    )
     args = parser.parse_args(argv)
     try:
-        prof = check(args.profile, args.model, tuple(args.outputs))
+        arithmetic = {
+            "sparsegpt_sweep": args.sparsegpt_sweep or None,
+            "sparsegpt_hessian": args.sparsegpt_hessian or None,
+        }
+        prof = check(args.profile, args.model, tuple(args.outputs), **arithmetic)
     except ConfigError as err:
         print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

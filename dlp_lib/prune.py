@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import torch
 from tqdm.auto import tqdm
@@ -27,8 +28,8 @@ from .layers import (
 )
 from .masks import nm_mask, per_row_mask, variant_mask, whole_matrix_mask
 from .scores import magnitude_score, wanda_score
-from .sparsegpt import clear_sweep_graphs, sparsegpt_prune, sweep_backend
-from .stats import Hessian, InputNorms, hessian_mode, record_inputs
+from .sparsegpt import check_no_legacy_environment, sparsegpt_prune, sweep_backend
+from .stats import HALF_DTYPES, Hessian, InputNorms, record_inputs
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class PruneReport:
     linear_achieved: dict[str, float]
     overall_achieved: float
     seconds: dict = field(default_factory=dict)
+    # SparseGPT only: the column loop that ran ("c", "torch", "triton") and the Hessian arithmetic applied
+    sparsegpt: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,14 +76,14 @@ def decoder_sparsity(model) -> tuple[list[float], dict[str, float], float]:
     return per_block, per_linear, zeros_total / numel_total
 
 
-def _prune_sparsegpt(linears: list, config: PruneConfig, sparsity: float, stat, nm) -> None:
+def _prune_sparsegpt(linears: list, config: PruneConfig, sparsity: float, stat, nm, sweep: str) -> None:
     """SparseGPT on linears that share one Hessian (q/k/v; gate/up; or one linear alone), swept together
     as stacked rows: one column loop instead of one per linear, the same result (``row_groups``)."""
     weights = [linear.weight for linear in linears]
     rows = [w.shape[0] for w in weights]
     stacked = weights[0] if len(weights) == 1 else torch.cat(weights)
     new_weight, _ = sparsegpt_prune(
-        stacked, stat.matrix, sparsity, nm, config.blocksize, config.percdamp, row_groups=rows
+        stacked, stat.matrix, sparsity, nm, config.blocksize, config.percdamp, row_groups=rows, sweep=sweep
     )
     for weight, part in zip(weights, new_weight.split(rows)):
         # each its own storage: safetensors cannot save views of one stacked tensor
@@ -198,14 +201,20 @@ def _now(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def _prune_block(block, inputs: BlockInputs | None, config: PruneConfig, sparsity, nm, seconds, propagate, index=0):
-    """Statistics on the dense block, prune every linear, then recompute the block's outputs in place."""
+def _prune_block(
+    block, inputs: BlockInputs | None, config: PruneConfig, sparsity, nm, seconds, propagate, index=0, sweeps=None
+):
+    """Statistics on the dense block, prune every linear, then recompute the block's outputs in place.
+    ``sweeps``: SparseGPT's column loop per N:M pattern (None: unstructured), from ``sweep_backend``."""
     linears = linear_sublayers(block)
     device = next(iter(linears.values())).weight.device
     stats = {}
     t0 = _now(device)
     if inputs is not None:
-        accumulator = Hessian if config.method == "sparsegpt" else InputNorms
+        if config.method == "sparsegpt":
+            accumulator = partial(Hessian, half=config.sparsegpt_hessian == "half")
+        else:
+            accumulator = InputNorms
         stats, _ = _run_with_statistics(block, inputs, linears, accumulator, keep_outputs=False)
         if config.perturb:
             perturb_statistics(stats, config.perturb, config.perturb_seed, index)
@@ -217,7 +226,7 @@ def _prune_block(block, inputs: BlockInputs | None, config: PruneConfig, sparsit
         for name, linear in linears.items():
             shared.setdefault(id(stats[name]), (stats[name], []))[1].append(linear)
         for stat, group in shared.values():
-            _prune_sparsegpt(group, config, sparsity, stat, nm)
+            _prune_sparsegpt(group, config, sparsity, stat, nm, sweeps[nm])
     else:
         for name, linear in linears.items():
             _prune_linear(linear, config, sparsity, stats.get(name), nm)
@@ -264,7 +273,8 @@ def prune_model(
 
     Args:
         model: a causal LM of a supported architecture (see layers.ARCHITECTURES).
-        config: method, sparsity, pattern and hyper-parameters.
+        config: method, sparsity, pattern and hyper-parameters; SparseGPT's "auto" arithmetic is made
+            concrete for the device here (``PruneConfig.on_device``).
         calibration: windows x tokens token ids; needed by Wanda and SparseGPT.
         block_sparsities: one target sparsity per decoder block (an allocation); uniform if None.
             Ignored for N:M sparsity, which uses ``block_nm``.
@@ -288,10 +298,14 @@ def prune_model(
     if needs_data and calibration is None:
         raise ConfigError(f"{config.method} needs calibration windows")
     device = torch.device(offload_device) if offload_device is not None else next(blocks[0].parameters()).device
-    if config.method == "sparsegpt":
-        # a bad DLP_SPARSEGPT_SWEEP or DLP_SPARSEGPT_HESSIAN fails here, before any work
-        sweep_backend(device)
-        hessian_mode()
+    config = config.on_device(device)
+    sweeps, arithmetic = None, None
+    if config.method == "sparsegpt":  # a loop that cannot run here fails now, before any work
+        check_no_legacy_environment()
+        pruned = {nm for nm in patterns if not (nm and nm[0] == 0)}  # a 0:M block is left as it is
+        sweeps = {nm: sweep_backend(device, config.sparsegpt_sweep, nm) for nm in pruned}
+        half = config.sparsegpt_hessian == "half" and next(blocks[0].parameters()).dtype in HALF_DTYPES
+        arithmetic = {"sweep": sorted(set(sweeps.values())), "hessian": "half" if half else "fp32"}
 
     seconds = {"capture": 0.0, "statistics": 0.0, "pruning": 0.0, "propagation": 0.0}
     start = _now(device)
@@ -310,8 +324,8 @@ def prune_model(
                     seconds,
                     propagate=index + 1 < len(blocks),
                     index=index,
+                    sweeps=sweeps,
                 )
-    clear_sweep_graphs()  # SparseGPT's captured sweeps (CUDA graphs, opt-in) hold GPU buffers
     seconds["total"] = _now(device) - start
     per_block, per_linear, overall = decoder_sparsity(model)
     log.info("pruned with %s to %.4f sparsity in %.1f s", config.method, overall, seconds["total"])
@@ -325,4 +339,5 @@ def prune_model(
         linear_achieved=per_linear,
         overall_achieved=overall,
         seconds=seconds,
+        sparsegpt=arithmetic,
     )

@@ -44,7 +44,14 @@ from tqdm.auto import tqdm
 
 from .allocation import DSA_PREPROCESS, DSA_REDUCTION, DSA_TRANSFORM, allocate, dsa_value, parse_dsa_graph
 from .cache import cache_root, stable_hash, write_json_atomic
-from .config import DSA_README_GRAPH, METHODS, ConfigError, PruneConfig
+from .config import (
+    DSA_README_GRAPH,
+    METHODS,
+    ConfigError,
+    PruneConfig,
+    hessian_for_device,
+    without_reference_arithmetic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +276,8 @@ class FitnessSettings:
     of ``seqlen`` tokens drawn from the calibration side of ``calibration`` (seed ``seed`` +
     WINDOW_SEED_OFFSET; they may overlap the calibration windows, never the evaluation text), after
     pruning with ``method`` at ``sparsity`` (calibration: ``nsamples`` windows, seed ``seed``) with the
-    DSA template of width ``dsa_lambda``. The dense statistics come from the same calibration windows."""
+    DSA template of width ``dsa_lambda``. The dense statistics come from the same calibration windows.
+    ``sparsegpt_sweep``/``sparsegpt_hessian``: SparseGPT's arithmetic, as in PruneConfig."""
 
     model: str = "smollm2-135m"
     method: str = "wanda"
@@ -285,8 +293,12 @@ class FitnessSettings:
     device: str = "cpu"
     dtype: str = "auto"
     trust_remote_code: bool = False
+    sparsegpt_sweep: str = "auto"
+    sparsegpt_hessian: str = "auto"
 
     def __post_init__(self):
+        # the candidates' cache key names the Hessian arithmetic that runs on this device (PruneConfig.on_device)
+        object.__setattr__(self, "sparsegpt_hessian", hessian_for_device(self.sparsegpt_hessian, self.device))
         if self.method not in METHODS:
             raise ConfigError(f"unknown prune method {self.method!r}; use one of {', '.join(METHODS)}")
         for name in ("nsamples", "windows", "batch_size", "eval_batch_size"):
@@ -296,17 +308,23 @@ class FitnessSettings:
             raise ConfigError(f"seqlen must be > 1; got {self.seqlen}")
         self.prune_config(DSA_README_GRAPH)  # sparsity and lambda checked by PruneConfig
 
-    def prune_config(self, expression: str) -> PruneConfig:
+    def prune_config(self, expression: str, allocation: str = "dsa", **hyper) -> PruneConfig:
+        """The pruning of a candidate: the DSA ``expression`` (or another ``allocation`` with ``hyper``)."""
+        if allocation == "dsa":
+            hyper = {"dsa_graph": expression, "dsa_lambda": self.dsa_lambda, **hyper}
         return PruneConfig(
             method=self.method,
             sparsity=self.sparsity,
-            allocation="dsa",
-            dsa_graph=expression,
-            dsa_lambda=self.dsa_lambda,
+            allocation=allocation,
+            sparsegpt_sweep=self.sparsegpt_sweep,
+            sparsegpt_hessian=self.sparsegpt_hessian,
+            **hyper,
         )
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as a dict; SparseGPT's arithmetic by PruneConfig's rule (the sweep never, the Hessian's
+        only where a SparseGPT search does not use the reference's), so other searches keep their cache keys."""
+        return without_reference_arithmetic(dataclasses.asdict(self))
 
 
 class ProxyFitness(CachedFitness):
@@ -377,7 +395,7 @@ class ProxyFitness(CachedFitness):
 
         s = self.settings
         self.restore()
-        prune = PruneConfig(method=s.method, sparsity=s.sparsity)  # the per-block targets carry the allocation
+        prune = s.prune_config("", allocation="uniform")  # the per-block targets carry the allocation
         calibration = self.calibration if s.method != "magnitude" else None
         targets = [1.0 - d for d in densities]
         prune_log = logging.getLogger("dlp_lib.prune")
@@ -394,9 +412,7 @@ class ProxyFitness(CachedFitness):
         PruneConfig fields), for comparison with the searched expressions; cached like them."""
         from .scores import block_statistics
 
-        prune = PruneConfig(
-            method=self.settings.method, sparsity=self.settings.sparsity, allocation=allocation, **hyper
-        )
+        prune = self.settings.prune_config("", allocation=allocation, **hyper)
         label = f"{allocation}:{json.dumps(hyper, sort_keys=True)}"
         cached = self.cached(label)
         if cached is not None:

@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .cli import _one_line, add_model_arguments, resolve_device
+from .cli import _one_line, add_model_arguments, add_sparsegpt_arguments, resolve_device
 
 PROG = "dlp-search"
 
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--calibration_seed", type=int, default=0, help="seed of the calibration and search windows (0)")
     g.add_argument("--batch_size", type=int, default=8, help="calibration windows per forward (default: %(default)s)")
     g.add_argument("--eval_batch_size", type=int, default=4, help="search windows per forward (default: %(default)s)")
+    add_sparsegpt_arguments(g)
 
     g = parser.add_argument_group("evolution")
     g.add_argument("--population", type=int, default=16, help="expressions per generation (default: %(default)s)")
@@ -96,6 +97,8 @@ def build_settings(args):
         device=args.device,
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
+        sparsegpt_sweep=args.sparsegpt_sweep,
+        sparsegpt_hessian=args.sparsegpt_hessian,
     )
     config = SearchConfig(
         population=args.population,

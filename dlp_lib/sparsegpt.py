@@ -4,22 +4,20 @@ Follows methods-spec §2.3: dead-input handling, damping, Cholesky of the invers
 sweep with lazy block updates, an adaptive per-block mask (or N:M chosen inside the sweep), and OBS
 compensation of the not-yet-pruned columns. Everything runs in fp32, with TF32 off on CUDA.
 
-The per-column sweep inside each block has interchangeable implementations, all with the same arithmetic:
-a C loop compiled on first use (CPU; a NumPy loop where no C compiler is found), a PyTorch loop (other
-devices; the default on CUDA) and, opt-in on CUDA through ``DLP_SPARSEGPT_SWEEP`` (see ``SWEEPS``), the
-PyTorch loop captured as CUDA graphs or one Triton kernel.
+The per-column sweep inside each block has three implementations with the same arithmetic, so the same
+weights bit for bit (``PruneConfig.sparsegpt_sweep``, chosen by :func:`sweep_backend`): the PyTorch loop
+(any device), a C loop compiled on first use (CPU) and one Triton kernel per block (CUDA).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections import OrderedDict
 
-import numpy as np
 import torch
 
-from .config import ConfigError
+from .config import SPARSEGPT_SWEEPS, ConfigError
 from .masks import kth_smallest
 from .sparsegpt_c import compiled_sweep, sweep_columns
 from .sparsegpt_triton import interpreted, triton_available, triton_sweep
@@ -67,6 +65,7 @@ def sparsegpt_prune(
     blocksize: int = 128,
     percdamp: float = 0.01,
     row_groups: list[int] | None = None,
+    sweep: str = "auto",
 ) -> tuple[torch.Tensor, float]:
     """Prune ``weight`` (rows x cols) to ``sparsity`` (or N:M) and update the kept weights to
     compensate, given the layer's input Hessian ``H`` (cols x cols).
@@ -76,48 +75,103 @@ def sparsegpt_prune(
     per linear, while each keeps its own adaptive mask threshold and its own lazy block update, so the
     result equals solving each linear alone, bit for bit.
 
+    ``sweep``: the column loop, one of ``config.SPARSEGPT_SWEEPS`` (every one gives the same result).
+
     Returns the new weight (fp32; pruned entries exactly 0) and the OBS loss sum((w-q)^2 / U_ii^2) / 2.
     """
     rows = weight.shape[0]
     groups = [rows] if row_groups is None else list(row_groups)
     if sum(groups) != rows or min(groups) <= 0:
         raise ValueError(f"row_groups {groups} must be positive and add up to the weight's {rows} rows")
-    sweep = sweep_backend(weight.device)
+    loop = sweep_backend(weight.device, sweep, nm)
     with no_tf32():
-        return _solve(weight, H, sparsity, nm, blocksize, percdamp, groups, sweep)
+        return _solve(weight, H, sparsity, nm, blocksize, percdamp, groups, loop)
 
 
 # --- which column loop sweeps a block -------------------------------------------------------------------
-SWEEP_ENV = "DLP_SPARSEGPT_SWEEP"
-SWEEPS = {
-    "plain": "C loop on a CPU (NumPy where no C compiler is found), PyTorch loop elsewhere (the default)",
-    "numpy": "on a CPU, the NumPy loop (the C loop's results, without compiling it); PyTorch loop elsewhere",
-    "cuda-graph": "on CUDA, the PyTorch loop captured once per block shape as a CUDA graph and replayed",
-    "triton": "on CUDA (or in Triton's CPU interpreter, TRITON_INTERPRET=1), one Triton kernel per block",
-}
+# environment variables that chose SparseGPT's arithmetic before it became PruneConfig fields
+LEGACY_ENVIRONMENT = {"DLP_SPARSEGPT_SWEEP": "sparsegpt_sweep", "DLP_SPARSEGPT_HESSIAN": "sparsegpt_hessian"}
+LEGACY_VALUES = {"plain": "auto", "numpy": "auto", "cuda-graph": "auto", "tensor-cores": "half"}  # the rest: as is
 
 
-def sweep_backend(device) -> str:
-    """The column loop that sweeps blocks on ``device``: "c", "numpy", "torch", "cuda-graph" or "triton",
-    from ``DLP_SPARSEGPT_SWEEP`` (checked here, before any work; on a CPU the C loop is built here too).
-    The CUDA loops apply on CUDA only (Triton's also in its interpreter); a CPU otherwise takes the C loop,
-    or the NumPy loop if it is asked for or no C compiler is found."""
-    mode = os.environ.get(SWEEP_ENV, "plain")
-    if mode not in SWEEPS:
-        raise ConfigError(f"{SWEEP_ENV}={mode!r} is not one of {', '.join(SWEEPS)}")
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    if mode == "triton" and (cuda or interpreted()):
-        if not triton_available():
+def check_no_legacy_environment() -> None:
+    """A ConfigError if a variable of ``LEGACY_ENVIRONMENT`` is set: it is no longer read, and a run that
+    silently ignored it would not be the run its user asked for."""
+    for name, option in LEGACY_ENVIRONMENT.items():
+        if name in os.environ:
+            value = LEGACY_VALUES.get(os.environ[name], os.environ[name])
             raise ConfigError(
-                f"{SWEEP_ENV}=triton needs the triton package (CUDA builds of torch ship it): pip install triton"
+                f"{name} is no longer read: SparseGPT's arithmetic is an option of the run, recorded with it. Unset "
+                f"it and pass --{option} {value} to dlp-prune or dlp-search ({option}= in PruneConfig, the "
+                f"notebooks' {option} parameter, make reproduce {option.upper()}={value})"
             )
-        return "triton"
-    if mode == "cuda-graph" and cuda:
-        return "cuda-graph"
-    if device.type != "cpu":
+
+
+def sweep_backend(device, requested: str = "auto", nm: tuple[int, int] | None = None) -> str:
+    """The column loop that sweeps blocks on ``device``: "c", "torch" or "triton", for the requested
+    ``PruneConfig.sparsegpt_sweep`` (see ``config.SPARSEGPT_SWEEPS``). The one place a loop is chosen;
+    ``prune_model`` calls it before any work, so a loop that cannot run here fails first.
+
+    "auto" takes the C loop on a CPU (the PyTorch loop if it cannot be built) and, on CUDA, the Triton
+    kernel once :func:`triton_check` has seen it give the PyTorch loop's results bit for bit on this device
+    (on an H200 a 7B solve took 37.9 s with it, 54.8 s without); else the PyTorch loop, with a warning.
+    An explicit loop that cannot run on ``device`` is a ConfigError."""
+    if requested not in SPARSEGPT_SWEEPS:
+        raise ConfigError(f"unknown SparseGPT sweep {requested!r}; use one of {', '.join(SPARSEGPT_SWEEPS)}")
+    device = torch.device(device)
+    if requested == "torch":
         return "torch"
-    return "numpy" if mode == "numpy" or compiled_sweep() is None else "c"
+    if requested == "c":
+        if device.type != "cpu":
+            raise ConfigError(f"the C sweep runs on a CPU, not {device}; use --sparsegpt_sweep auto or torch")
+        if compiled_sweep() is None:
+            raise ConfigError("the C sweep could not be built (see the warning above: set CC to a C compiler), or "
+                              "use --sparsegpt_sweep torch")  # fmt: skip
+        return "c"
+    if requested == "triton":
+        if device.type != "cuda" and not interpreted():
+            raise ConfigError(f"the Triton sweep runs on CUDA, not {device}; use --sparsegpt_sweep auto or torch")
+        if not triton_available():
+            raise ConfigError("the Triton sweep needs the triton package (CUDA builds of torch ship it): "
+                              "pip install triton, or use --sparsegpt_sweep torch")  # fmt: skip
+        problem = triton_check(str(device), nm)
+        if problem:
+            raise ConfigError(f"the Triton sweep {problem} on {device}; use --sparsegpt_sweep torch")
+        return "triton"
+    if device.type == "cpu":
+        return "c" if compiled_sweep() is not None else "torch"
+    if device.type == "cuda" and triton_available():
+        problem = triton_check(str(device), nm)
+        if not problem:
+            return "triton"
+        log.warning(
+            "SparseGPT: the Triton sweep %s on %s; using the PyTorch loop (same results, slower)", problem, device
+        )
+    return "torch"
+
+
+@functools.cache
+def triton_check(device: str, nm: tuple[int, int] | None) -> str | None:
+    """None if the Triton sweep gives the PyTorch loop's weights and errors bit for bit on a random
+    64 x 128 block on ``device`` (unstructured or ``nm``), else what went wrong. Once per device and pattern:
+    it compiles the kernel, and a compiler that fused a multiply-add would show here, before any work."""
+    generator = torch.Generator().manual_seed(0)
+    W1 = torch.randn(64, 128, generator=generator)
+    U1 = torch.randn(128, 128, generator=generator).triu(1) * 0.1 + torch.diag(
+        torch.rand(128, generator=generator) + 0.5
+    )
+    mask1 = torch.rand(64, 128, generator=generator) < (0 if nm else 0.6)
+    results = []
+    try:
+        for loop in ("torch", "triton"):
+            W, U, d, mask = W1.to(device), U1.to(device), torch.diag(U1).to(device), mask1.to(device)
+            results.append(_sweep(W, U, d, mask, nm, loop))
+    except Exception as error:  # noqa: BLE001 - any failure to compile or run means: do not use it
+        return f"failed ({type(error).__name__}: {error})"
+    (w_torch, e_torch), (w_triton, e_triton) = results
+    if not (torch.equal(w_torch, w_triton) and torch.equal(e_torch, e_triton)):
+        return "differs from the PyTorch loop"
+    return None
 
 
 def _solve(weight, H, sparsity, nm, blocksize, percdamp, groups, sweep):
@@ -157,22 +211,16 @@ def _sweep(W1, U1, d1, mask1, nm, sweep):
     """One block's column sweep: prune column i (its mask entries to 0) and push the error onto the
     block's later columns, one column at a time. Returns the pruned block and its errors (rows x width).
 
-    It works on the block transposed, so that each column is a contiguous row (2x faster on a CPU), and
-    writes every result in place: the error straight into its row, the rank-1 update's products into
-    one buffer. The arithmetic is the reference's, element by element, so the result is bit-identical
-    to it: ``err = (w - q) / d`` is ``w / d`` where pruned and 0 elsewhere, column i needs no update of
-    its own, and the pruned entries are zeroed once at the end (no later step reads them: column j's
-    update uses only the errors, and an N:M group is scored from the columns not yet swept).
-
-    On a CPU the loop runs on NumPy views of the same memory: its calls cost a fraction of PyTorch's
-    dispatch, which dominates on narrow layers, and its float32 multiply, subtract and divide round
-    exactly as PyTorch's do (no fused multiply-add); the C loop (``sparsegpt_c``, the CPU's default)
-    does the same operations compiled. Elsewhere it stays in PyTorch, without a host synchronisation per
-    column. ``sweep`` (from :func:`sweep_backend`) may hand the block to a CUDA graph or a Triton kernel
-    instead.
+    The PyTorch loop works on the block transposed, so that each column is a contiguous row (2x faster on a
+    CPU), and writes every result in place: the error straight into its row, the rank-1 update's products
+    into one buffer. The arithmetic is the reference's, element by element, so the result is bit-identical
+    to it: ``err = (w - q) / d`` is ``w / d`` where pruned and 0 elsewhere, column i needs no update of its
+    own, and the pruned entries are zeroed once at the end (no later step reads them: column j's update
+    uses only the errors, and an N:M group is scored from the columns not yet swept). Multiply, subtract and
+    divide are separate operations, each rounded (no fused multiply-add), which the C loop
+    (``sparsegpt_c``) and the Triton kernel (``sparsegpt_triton``) do too. ``sweep``: "torch", "c" or
+    "triton", from :func:`sweep_backend`.
     """
-    if sweep == "cuda-graph":
-        return _graphed_sweep(W1, U1, d1, mask1, nm)
     if sweep == "triton":
         return triton_sweep(W1, U1, d1, mask1, nm)
     if sweep == "c":
@@ -181,21 +229,14 @@ def _sweep(W1, U1, d1, mask1, nm, sweep):
     Err1 = torch.empty_like(W1)
     product = torch.empty_like(W1)  # the rank-1 update's terms, written in place (no allocation per column)
     mask_t = mask1.t().contiguous()
-    # "numpy" only on a CPU (sweep_backend), and _solve works in float32
-    _sweep_columns(W1, Err1, product, mask_t, U1, d1, nm, _numpy_columns if sweep == "numpy" else _torch_columns)
-    return W1.t(), Err1.t().contiguous()
-
-
-def _sweep_columns(W1, Err1, product, mask_t, U1, d1, nm, make_step):
-    """The sweep on the transposed block (``W1``: width x rows), in place; ``make_step`` builds the
-    per-column step (NumPy or PyTorch)."""
-    step = make_step(W1, Err1, product, mask_t, U1, d1)
+    step = _torch_column_step(W1, Err1, product, mask_t, U1, d1)
     for i in range(W1.shape[0]):
         if nm is not None and i % nm[1] == 0:  # N:M: the group's N smallest scores, chosen now
             lowest = _lowest_in_group(W1[i : i + nm[1]].t(), d1[i : i + nm[1]], nm[0])
             mask_t.scatter_(0, (i + lowest).t(), True)
         step(i)
     W1.masked_fill_(mask_t, 0)
+    return W1.t(), Err1.t().contiguous()
 
 
 def _lowest_in_group(group, d, n):
@@ -222,8 +263,9 @@ def _c_sweep(W1, U1, d1, mask1, nm):
     return W1, errors
 
 
-def _torch_columns(W1, Err1, product, mask_t, U1, d1):
-    """Column i's step in PyTorch: the error row, then the later columns minus its rank-1 products."""
+def _torch_column_step(W1, Err1, product, mask_t, U1, d1):
+    """Column i's step on the transposed block: the error row, then the later columns minus its rank-1
+    products (in place, without a host synchronisation)."""
     zero = torch.zeros((), dtype=W1.dtype, device=W1.device)
     columns, errors, masks, diagonal = W1.unbind(0), Err1.unbind(0), mask_t.unbind(0), d1.unbind(0)
     U1_columns = U1.unsqueeze(2)  # U1_columns[i, i + 1 :] is U1[i, i + 1 :] as a column
@@ -237,82 +279,3 @@ def _torch_columns(W1, Err1, product, mask_t, U1, d1):
         W1[i + 1 :].sub_(later)
 
     return step
-
-
-def _numpy_columns(W1, Err1, product, mask_t, U1, d1):
-    """Column i's step on NumPy views of the same tensors (CPU, float32), the same operations."""
-    W, E, P, M = W1.numpy(), Err1.numpy(), product.numpy(), mask_t.numpy()
-    U_columns, d = U1.numpy()[:, :, None], d1.numpy()
-
-    def step(i):
-        err = E[i]
-        np.multiply(W[i], M[i], out=err)  # w where pruned, 0 elsewhere (the mask read live: N:M sets it)
-        np.divide(err, d[i], out=err)
-        later = P[i + 1 :]
-        np.multiply(U_columns[i, i + 1 :], err, out=later)
-        np.subtract(W[i + 1 :], later, out=W[i + 1 :])
-
-    return step
-
-
-# --- the sweep as a CUDA graph (opt-in) ----------------------------------------------------------------
-# On a GPU the sweep is four small kernels per column, so its cost is kernel launches: a 7B model has
-# about 750,000 columns to sweep. Captured once per block shape as a CUDA graph, one replay launches a
-# whole 128-column block. The graph runs the very same PyTorch kernels on static buffers, so its
-# results are those of the PyTorch loop; it stays opt-in (DLP_SPARSEGPT_SWEEP=cuda-graph) until a GPU run
-# has measured it (bench/gpu.py reports both, with the weights compared).
-MAX_GRAPHS = 6  # one per block shape in use (q/k/v, o, gate/up, down, a last partial block)
-_graphs: OrderedDict = OrderedDict()
-
-
-def _capture(run):
-    """A CUDA graph of ``run()``: one warm-up on a side stream (capture needs one), then the capture."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        run()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        run()
-    return graph
-
-
-class _SweepGraph:
-    """One block shape's sweep (width x rows, float32, N:M or not) on static buffers, captured once and
-    replayed for every block of that shape: copy the block in, replay, read the results out."""
-
-    def __init__(self, width: int, rows: int, nm, device):
-        self.W = torch.zeros(width, rows, device=device)
-        self.Err = torch.zeros_like(self.W)
-        self.product = torch.zeros_like(self.W)
-        self.mask = torch.zeros(width, rows, dtype=torch.bool, device=device)
-        self.U = torch.eye(width, device=device)
-        self.d = torch.ones(width, device=device)
-        self.nm = nm
-        self.graph = _capture(self._run)
-
-    def _run(self):
-        _sweep_columns(self.W, self.Err, self.product, self.mask, self.U, self.d, self.nm, _torch_columns)
-
-    def __call__(self, W1, U1, d1, mask1):
-        self.W.copy_(W1.t())
-        self.mask.copy_(mask1.t())
-        self.U.copy_(U1)
-        self.d.copy_(d1)
-        self.graph.replay()
-        return self.W.t(), self.Err.t().contiguous()  # read before the next replay overwrites them
-
-
-def _graphed_sweep(W1, U1, d1, mask1, nm):
-    key = (W1.shape[1], W1.shape[0], nm, W1.device)
-    sweep = _graphs.pop(key, None) or _SweepGraph(*key)
-    _graphs[key] = sweep
-    while len(_graphs) > MAX_GRAPHS:
-        _graphs.popitem(last=False)  # the least recently used
-    return sweep(W1, U1, d1, mask1)
-
-
-def clear_sweep_graphs() -> None:
-    """Free the captured sweeps and their buffers (prune_model calls it when done)."""
-    _graphs.clear()

@@ -1,34 +1,18 @@
 """Calibration statistics as pure accumulators, and a context manager for the hooks that feed them.
 
-Everything is accumulated in fp32 whatever the model's dtype, and the Hessian with TF32 off (or, opt-in
-on CUDA, from half-precision inputs on tensor cores: ``DLP_SPARSEGPT_HESSIAN``).
+Everything is accumulated in fp32 whatever the model's dtype, and the Hessian with TF32 off (or, with
+``half=True``, from half-precision inputs as they are: tensor cores on CUDA).
 """
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from typing import Callable
 
 import torch
 from torch import nn
 
-from .config import ConfigError
-
-HESSIAN_ENV = "DLP_SPARSEGPT_HESSIAN"
-HESSIAN_MODES = {
-    "fp32": "the inputs cast to fp32 and scaled, then x^T x with TF32 off, as the reference (the default)",
-    "tensor-cores": "on CUDA with bf16/fp16 inputs, x^T x from them on tensor cores (every product exact, "
-    "fp32 sums), scaled afterwards; fp32 elsewhere",
-}
-
-
-def hessian_mode() -> str:
-    """SparseGPT's Hessian arithmetic, from ``DLP_SPARSEGPT_HESSIAN`` (see ``HESSIAN_MODES``), checked."""
-    mode = os.environ.get(HESSIAN_ENV, "fp32")
-    if mode not in HESSIAN_MODES:
-        raise ConfigError(f"{HESSIAN_ENV}={mode!r} is not one of {', '.join(HESSIAN_MODES)}")
-    return mode
+HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 @contextmanager
@@ -85,26 +69,28 @@ class Hessian:
     with MKL's AVX-512, AVX2 and SSE4.2 code paths); on an Intel Xeon, MKL picks other kernels by shape
     and most entries differ in their last bits, no further from the exact values (tests/test_stats.py).
 
-    Opt-in, ``DLP_SPARSEGPT_HESSIAN=tensor-cores``: on CUDA, with bf16/fp16 inputs (a half-precision
-    model's activations), each update adds ``(2/N) * x^T x`` with ``x^T x`` formed from the inputs as
-    they are, on tensor cores. Every product of two bf16 (or fp16) numbers is exact in fp32 and the sums
-    are fp32, so it differs from the reference only in rounding: the scale applied once to each sum
-    instead of to every input, and the GPU's order of summation. fp32 without TF32, the reference's
+    ``half=True`` (``PruneConfig.sparsegpt_hessian="half"``), with bf16/fp16 inputs (a half-precision
+    model's activations): each update adds ``(2/N) * x^T x`` with ``x^T x`` formed from the inputs as
+    they are, on tensor cores on CUDA. Every product of two bf16 (or fp16) numbers is exact in fp32 and the
+    sums are fp32, so it differs from the reference only in rounding: the scale applied once to each sum
+    instead of to every input, and the order of summation. fp32 without TF32, the reference's
     arithmetic, runs on an H100/H200's CUDA cores at about a tenth of their half-precision tensor-core
-    rate, and on the LLaMA-2-7B shape the Hessians are about 1.7 PFLOP.
+    rate, and on the LLaMA-2-7B shape the Hessians are about 1.7 PFLOP. On a CPU the same products are
+    formed from exact fp32 copies of the inputs (how the effect on perplexity is measured without a GPU).
+    fp32 inputs keep the reference's arithmetic.
     """
 
-    def __init__(self, d_in: int, device: torch.device | str = "cpu"):
+    def __init__(self, d_in: int, device: torch.device | str = "cpu", half: bool = False):
         self.matrix = torch.zeros(d_in, d_in, dtype=torch.float32, device=device)
         self.windows = 0
-        self.tensor_cores = hessian_mode() == "tensor-cores"
+        self.half = half
 
     def add(self, x: torch.Tensor) -> None:
         windows = x.shape[0] if x.dim() == 3 else 1
         x = x.reshape(-1, x.shape[-1])
         self.matrix *= self.windows / (self.windows + windows)
         self.windows += windows
-        if self.tensor_cores and on_tensor_cores(x):
+        if self.half and x.dtype in HALF_DTYPES:
             symmetric_rank_update(self.matrix, x, alpha=2.0 / self.windows)
             return
         x = x.to(torch.float32) * (2.0 / self.windows) ** 0.5
@@ -119,22 +105,20 @@ class Hessian:
         self.matrix *= (1.0 + scale * symmetric).to(self.matrix)
 
 
-def on_tensor_cores(x: torch.Tensor) -> bool:
-    """Whether ``x^T x`` can be formed from ``x`` as it is, in fp32 (``half_product``)."""
-    return x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)
-
-
 def half_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` of bf16/fp16 matrices, returned in fp32 (cuBLAS on tensor cores, fp32 accumulation)."""
-    return torch.mm(a, b, out_dtype=torch.float32)
+    """``a @ b`` of bf16/fp16 matrices in fp32: every product exact, the sums in fp32. On CUDA cuBLAS forms it
+    on tensor cores from the half-precision inputs; elsewhere (no such kernel) from their exact fp32 copies."""
+    if a.is_cuda:
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return torch.mm(a.float(), b.float())
 
 
 def symmetric_rank_update(H: torch.Tensor, x: torch.Tensor, alpha: float | None = None) -> None:
     """``H += x^T x`` for a symmetric ``H`` (d x d) and ``x`` (tokens x d), in place: the upper
     triangle in bands of rows (band a: rows a..a+b, columns a..d), then the lower one as its mirror.
     Bands about a sixth of ``d`` wide (a multiple of 64, at least 128) keep each product large enough
-    to run at full speed; a narrow ``H`` is one plain product. With ``alpha`` (``x`` in half precision,
-    on CUDA): ``H += alpha * x^T x``, the product formed in fp32 by :func:`half_product`."""
+    to run at full speed; a narrow ``H`` is one plain product. With ``alpha`` (``x`` in half precision):
+    ``H += alpha * x^T x``, the product formed in fp32 by :func:`half_product`."""
 
     def add_product(out, a, b):
         if alpha is None:

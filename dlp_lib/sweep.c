@@ -1,7 +1,7 @@
-/* SparseGPT's column sweep on a CPU: the NumPy loop of dlp_lib/sparsegpt.py, compiled.
+/* SparseGPT's column sweep on a CPU: the PyTorch loop of dlp_lib/sparsegpt.py, compiled.
  *
  * Compiled by dlp_lib/sparsegpt_c.py with -ffp-contract=off (no fused multiply-add) and without
- * -ffast-math, so every element sees the NumPy loop's float32 operations in the same order, each
+ * -ffast-math, so every element sees the PyTorch loop's float32 operations in the same order, each
  * rounded the same way: the results are bit-identical to it at any vector width.
  *
  * The rows of a block are independent, so the sweep runs on CHUNK rows at a time, copied into a

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 torch.set_num_threads(2)
-# Triton kernels (SparseGPT's opt-in sweep) run in Triton's CPU interpreter in the tests: the flag is read
-# when triton is first imported, so it is set before anything can import it. Only DLP_SPARSEGPT_SWEEP=triton
-# puts a kernel to use; the default sweeps never touch triton.
+# Triton kernels (SparseGPT's sweep on CUDA) run in Triton's CPU interpreter in the tests: the flag is read
+# when triton is first imported, so it is set before anything can import it. Only sparsegpt_sweep="triton"
+# puts a kernel to use on a CPU; "auto" takes the C loop there and never touches triton.
 os.environ["TRITON_INTERPRET"] = "1"
 
 TINY = dict(

@@ -208,6 +208,8 @@ def test_profile_parameters():
         (["--profile", "paper"], "cannot reach the Hugging Face hub"),
         (["--profile", "quick", "--model", "./no-such-dir"], "unknown model"),
         (["--profile", "quick", "--outputs", "/proc/nope"], "does not accept new files"),
+        (["--profile", "quick", "--sparsegpt_hessian", "tf32"], "unknown sparsegpt_hessian 'tf32'"),
+        (["--profile", "quick", "--sparsegpt_sweep", "cuda-graph"], "unknown sparsegpt_sweep 'cuda-graph'"),
     ],
 )
 def test_preflight_refuses_in_one_line(argv, expected, capsys, no_network):
@@ -219,6 +221,7 @@ def test_preflight_refuses_in_one_line(argv, expected, capsys, no_network):
 
 def test_preflight_accepts_the_default_profile(tmp_path, capsys):
     assert preflight.main(["--profile", "quick", "--outputs", str(tmp_path / "new" / "tables")]) == 0
+    assert preflight.main(["--profile", "quick", "--sparsegpt_hessian", "fp32", "--sparsegpt_sweep", "torch"]) == 0
     assert "ready" in capsys.readouterr().out
     assert not (tmp_path / "new").exists()  # probed, not created
 

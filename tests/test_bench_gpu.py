@@ -11,17 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlp_lib import sparsegpt, stats
-from dlp_lib.sparsegpt import SWEEP_ENV
-from dlp_lib.stats import HESSIAN_ENV
+from dlp_lib import sparsegpt
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
 def no_triton_interpreter(monkeypatch):
-    """A CPU keeps the NumPy loop whatever the sweep: Triton's interpreter would take minutes on these
-    models (tests/test_sparsegpt.py checks the Triton sweep on small layers)."""
+    """Triton's interpreter off: it would take minutes on these models (tests/test_sparsegpt.py checks the
+    Triton sweep on small layers); "auto" takes the C loop on a CPU either way."""
     monkeypatch.setattr(sparsegpt, "interpreted", lambda: False)
 
 
@@ -40,19 +38,22 @@ def test_without_cuda_it_says_so_and_exits_0(gpu_bench, tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
-def test_the_whole_path_runs_on_a_tiny_model_on_cpu(gpu_bench, tmp_path, monkeypatch):
-    runs = (
-        "wanda,wanda DLP,wanda --offload,sparsegpt 2:4,sparsegpt,sparsegpt Triton,sparsegpt CUDA graph,"
-        "sparsegpt Triton + tensor-core Hessian"
-    )
-    args = ["--device", "cpu", "--config", "tiny", "--dtype", "float32", "--nsamples", "2", "--seqlen", "16"]
-    assert gpu_bench.main([*args, "--runs", runs, "--out", str(tmp_path)]) == 0
+def test_the_whole_path_runs_on_a_tiny_model_on_cpu(gpu_bench, tmp_path):
+    runs = "wanda,wanda DLP,wanda --offload,sparsegpt 2:4,sparsegpt,sparsegpt fp32 Hessian,sparsegpt PyTorch loop"
+    args = ["--device", "cpu", "--config", "tiny", "--dtype", "bfloat16", "--nsamples", "3", "--seqlen", "16"]
+    assert gpu_bench.main([*args, "--batch_size", "2", "--runs", runs, "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "gpu-tiny-on-cpu.json").read_text())
     assert [r["run"] for r in result["runs"]] == [
-        "sparsegpt", "sparsegpt Triton", "sparsegpt CUDA graph", "sparsegpt Triton + tensor-core Hessian", "wanda",
-        "wanda DLP", "wanda --offload", "sparsegpt 2:4",
-    ]  # fmt: skip
+        "sparsegpt",
+        "sparsegpt fp32 Hessian",
+        "wanda",
+        "sparsegpt 2:4",
+        "wanda DLP",
+        "wanda --offload",
+        "sparsegpt PyTorch loop",
+    ]  # fmt: skip  (RUNS' order, most wanted first)
     assert result["skipped"] == [] and result["failed"] == {}
+    runs = {row["run"]: row for row in result["runs"]}
     for row in result["runs"]:
         assert row["seconds"] > 0 and 0 <= row["solver_seconds"] <= row["seconds"]
         assert row["achieved_sparsity"] == pytest.approx(0.7 if "2:4" not in row["run"] else 0.5, abs=0.02)
@@ -61,17 +62,34 @@ def test_the_whole_path_runs_on_a_tiny_model_on_cpu(gpu_bench, tmp_path, monkeyp
     table = (tmp_path / "gpu-tiny-on-cpu.md").read_text()
     assert "| sparsegpt 2:4 |" in table and "Wanda paper, A100" in table
     assert "The Wanda paper's column stays empty: its figures are for the whole 7B model at 128 x 2048." in table
-    # on a CPU the opt-in arithmetic changes nothing (the NumPy loop, fp32 Hessians): the weights compare equal
-    for row in result["runs"][1:4]:
-        assert row["weights_equal"] and row["mask_disagreement"] == 0 == row["max_weight_difference"]
-    assert "sparsegpt Triton against plain sparsegpt, first and last block: weights equal True, mask" in table
+    # what ran: on a CPU "auto" is the C loop and the reference's Hessian; the runs that name others did use them
+    assert runs["sparsegpt"]["sparsegpt"] == {"sweep": ["c"], "hessian": "fp32"} and runs["wanda"]["sparsegpt"] is None
+    assert runs["sparsegpt PyTorch loop"]["sparsegpt"] == {"sweep": ["torch"], "hessian": "fp32"}
+    assert "| c loop, fp32 Hessian |" in table and "| torch loop, fp32 Hessian |" in table
+    # against the default run: the PyTorch loop bit for bit; the fp32 Hessian too, as it is the default on a CPU
+    for label in ("sparsegpt fp32 Hessian", "sparsegpt PyTorch loop"):
+        assert (
+            runs[label]["weights_equal"]
+            and runs[label]["mask_disagreement"] == 0 == runs[label]["max_weight_difference"]
+        )
+    assert "sparsegpt PyTorch loop against the default sparsegpt run, first and last block: weights equal True" in table
     assert "| statistics (s) | solver only (s) |" in table
+    # the targets are checked against what ran, and the table says they are for the 7B shape
+    assert [(a["run"], a["measure"]) for a in result["acceptance"]] == [
+        (run, measure) for run, measure, _ in gpu_bench.TARGETS if run in runs
+    ]
+    assert all(a["met"] == (a["value"] <= a["at_most"]) for a in result["acceptance"])
+    assert "Targets of the GPU path (the targets are for the 7B shape; this is another):" in table
+    # the selection: kth_smallest equals torch.kthvalue on every selection the pruners make, NaN and ties included
+    assert len(result["selection"]) == 2 * len(gpu_bench.selections(gpu_bench.CONFIGS["tiny"]))
+    assert all(r["equal"] and r["kth_smallest_ms"] > 0 and r["kthvalue_ms"] > 0 for r in result["selection"])
+    assert "| magnitude: whole 128 x 344 | bfloat16 |" in table
     # the parity check ran every pruner twice; on one CPU the two runs agree bit for bit
     assert [(r["method"], r["sparsity_type"], r["sweep"]) for r in result["device_parity"]] == gpu_bench.PARITY_RUNS
     assert all(r["weights_equal"] and r["mask_disagreement"] == 0 for r in result["device_parity"])
     assert (
         "CPU vs cpu: each pruner on the same fp32 4-block LLaMA" in table
-        and "| sparsegpt | 2:4 | triton | True |" in table
+        and "| sparsegpt | 2:4 | torch | True |" in table
     )
     with pytest.raises(SystemExit):
         gpu_bench.main([*args, "--runs", "nope", "--out", str(tmp_path)])
@@ -88,20 +106,18 @@ def test_a_spent_budget_starts_no_run_and_says_which_were_not_run(gpu_bench, tmp
 
 
 def test_a_failing_run_is_reported_and_the_others_go_on(gpu_bench, tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu_bench, "OPTIONS_OF_RUN", {"sparsegpt CUDA graph": {SWEEP_ENV: "bogus"}})  # fails early
-    monkeypatch.setattr(
-        gpu_bench, "PARITY_RUNS", [("sparsegpt", "unstructured", "bogus"), ("magnitude", "2:4", "plain")]
-    )
+    runs = [(*run[:5], {"sparsegpt_sweep": "triton"}) if run[0] == "sparsegpt" else run for run in gpu_bench.RUNS]
+    monkeypatch.setattr(gpu_bench, "RUNS", runs)  # Triton on a CPU without the interpreter: refused before any work
+    monkeypatch.setattr(gpu_bench, "PARITY_RUNS", [("sparsegpt", "unstructured", "c"), ("magnitude", "2:4", "auto")])
     args = ["--device", "cpu", "--config", "tiny", "--dtype", "float32", "--nsamples", "2", "--seqlen", "16"]
-    assert gpu_bench.main([*args, "--runs", "sparsegpt CUDA graph,magnitude", "--out", str(tmp_path)]) == 0
+    assert gpu_bench.main([*args, "--runs", "sparsegpt,magnitude", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "gpu-tiny-on-cpu.json").read_text())
     assert [r["run"] for r in result["runs"]] == ["magnitude"]
-    assert result["failed"]["sparsegpt CUDA graph"].startswith("ConfigError: DLP_SPARSEGPT_SWEEP='bogus'")
-    assert "ConfigError" in result["device_parity"][0]["error"] and result["device_parity"][1]["weights_equal"]
+    assert result["failed"]["sparsegpt"].startswith("ConfigError: the Triton sweep runs on CUDA, not cpu")
+    # the parity row's device side asks for the C loop on the device: on a CPU that runs (both rows equal)
+    assert all(r["weights_equal"] for r in result["device_parity"])
     table = (tmp_path / "gpu-tiny-on-cpu.md").read_text()
-    assert (
-        "sparsegpt CUDA graph failed: ConfigError" in table and "| sparsegpt | unstructured | bogus | failed:" in table
-    )
+    assert "sparsegpt failed: ConfigError: the Triton sweep runs on CUDA" in table
 
 
 def test_first_blocks_truncates_the_model_for_a_warm_up_and_puts_every_block_back(gpu_bench):
@@ -136,16 +152,14 @@ def test_a_count_below_its_minimum_is_a_usage_error_before_any_work(gpu_bench, t
     assert not any(tmp_path.iterdir())
 
 
-def test_sparsegpt_options_set_both_variables_for_the_run_and_put_them_back(gpu_bench, monkeypatch):
-    monkeypatch.setenv(SWEEP_ENV, "triton")
-    monkeypatch.delenv(HESSIAN_ENV, raising=False)
-    with gpu_bench.sparsegpt_options({HESSIAN_ENV: "tensor-cores"}):
-        assert (os.environ[SWEEP_ENV], os.environ[HESSIAN_ENV]) == ("plain", "tensor-cores")  # unnamed: default
-    assert os.environ[SWEEP_ENV] == "triton" and HESSIAN_ENV not in os.environ
-    for options in gpu_bench.OPTIONS_OF_RUN.values():  # every run's options are valid values
-        with gpu_bench.sparsegpt_options(options):
-            sparsegpt.sweep_backend("cpu")
-            stats.hessian_mode()
+def test_every_run_names_valid_options_and_the_compared_runs_exist(gpu_bench):
+    from dlp_lib.config import PruneConfig
+
+    labels = [run[0] for run in gpu_bench.RUNS]
+    assert len(set(labels)) == len(labels) and set(gpu_bench.COMPARED_WITH_DEFAULT) <= set(labels)
+    assert {run for run, _, _ in gpu_bench.TARGETS} <= set(labels)
+    for _, method, allocation, sparsity_type, _, options in gpu_bench.RUNS:
+        PruneConfig(method, 0.5, sparsity_type, allocation, **options)
 
 
 # What the lent GPU machine's image lacks (../shared: torch, transformers, accelerate, peft; no gguf,

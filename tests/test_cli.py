@@ -90,6 +90,31 @@ def test_perturbation_flags_are_recorded(tiny_args, tmp_path, capsys):
     assert (prune["perturb"], prune["perturb_seed"]) == (1e-6, 3)
 
 
+def test_sparsegpt_arithmetic_flags_are_recorded_where_they_change_the_result(tiny_args, tmp_path, capsys):
+    """--sparsegpt_hessian half is in the record's configuration (and so its key); the sweep, which changes
+    no weight, only in what ran (``pruning.sparsegpt``); an fp32 model applies the fp32 Hessian either way."""
+    out_path = tmp_path / "half.json"
+    args = [*tiny_args, "--prune_method", "sparsegpt", "--sparsegpt_hessian", "half", "--sparsegpt_sweep", "torch",
+            "--eval", "none", "--save", str(out_path)]  # fmt: skip
+    run_ok(args, capsys)
+    record = load_record(out_path)
+    assert (
+        record["config"]["prune"]["sparsegpt_hessian"] == "half" and "sparsegpt_sweep" not in record["config"]["prune"]
+    )
+    assert record["pruning"]["sparsegpt"] == {"sweep": ["torch"], "hessian": "fp32"}
+
+
+def test_a_sparsegpt_loop_this_device_cannot_run_exits_2_before_loading(tiny_args, capsys, no_loading, monkeypatch):
+    from dlp_lib import sparsegpt
+
+    monkeypatch.setattr(sparsegpt, "interpreted", lambda: False)
+    assert main([*tiny_args, "--prune_method", "sparsegpt", "--sparsegpt_sweep", "triton"]) == 2
+    assert "the Triton sweep runs on CUDA, not cpu; use --sparsegpt_sweep auto or torch" in capsys.readouterr().err
+    monkeypatch.setenv("DLP_SPARSEGPT_HESSIAN", "tensor-cores")
+    assert main([*tiny_args, "--prune_method", "sparsegpt"]) == 2
+    assert "DLP_SPARSEGPT_HESSIAN is no longer read" in capsys.readouterr().err
+
+
 def test_dense_records_no_pruning(tiny_args, tmp_path, capsys):
     out_dir = tmp_path / "records"
     run_ok([*tiny_args, "--prune_method", "dense", "--save", f"{out_dir}/"], capsys)

@@ -73,6 +73,11 @@ def test_parse_sparsity_type_refuses_n_not_below_m(text):
         ({"sparsity_type": "2:5", "method": "sparsegpt"}, "pass --blocksize 125"),
         ({"use_variant": True, "method": "sparsegpt"}, "use_variant"),
         ({"use_variant": True, "sparsity_type": "2:4"}, "use_variant"),
+        ({"sparsegpt_sweep": "plain"}, "unknown sparsegpt_sweep 'plain'; use one of auto, torch, c, triton"),
+        (
+            {"sparsegpt_hessian": "tensor-cores"},
+            "unknown sparsegpt_hessian 'tensor-cores'; use one of auto, fp32, half",
+        ),
     ],
 )
 def test_prune_config_refusals(kwargs, needle):
@@ -137,3 +142,47 @@ def test_blocksize_concerns_sparsegpt_only():
     blocksize is theirs to use (the old check blamed a SparseGPT setting the user never gave)."""
     for method in ("wanda", "magnitude"):
         assert PruneConfig(method=method, sparsity_type="2:5").nm == (2, 5)
+
+
+# ---------------------------------------------------------------- SparseGPT's arithmetic, in the record's key
+def test_the_hessian_arithmetic_of_auto_depends_on_the_device_only():
+    from dlp_lib.config import hessian_for_device
+
+    assert [hessian_for_device("auto", d) for d in ("cpu", "cuda", "cuda:1", "mps", "meta")] == [
+        "fp32", "half", "half", "fp32", "fp32",
+    ]  # fmt: skip
+    assert hessian_for_device("fp32", "cuda") == "fp32" and hessian_for_device("half", "cpu") == "half"
+    config = PruneConfig("sparsegpt")
+    assert (config.on_device("cuda:0").sparsegpt_hessian, config.on_device("cpu").sparsegpt_hessian) == ("half", "fp32")
+
+
+def test_only_a_sparsegpt_run_off_the_reference_hessian_names_its_arithmetic():
+    """The sweep never enters the dict (every loop gives the same weights); the Hessian arithmetic only for
+    SparseGPT off the reference's fp32, so every record made before these fields keeps its key."""
+    fields = {"sparsegpt_sweep", "sparsegpt_hessian"}
+    for config in (
+        PruneConfig("sparsegpt", sparsegpt_hessian="fp32", sparsegpt_sweep="torch"),
+        PruneConfig("wanda", sparsegpt_hessian="half"),
+        PruneConfig("magnitude", sparsegpt_sweep="triton"),
+    ):
+        assert not fields & set(config.to_dict()), config
+    assert PruneConfig("sparsegpt", sparsegpt_hessian="half").to_dict()["sparsegpt_hessian"] == "half"
+    assert "sparsegpt_sweep" not in PruneConfig("sparsegpt", sparsegpt_hessian="half").to_dict()
+
+
+def test_a_record_of_one_hessian_arithmetic_is_never_the_key_of_another():
+    """Two runs that differ only in SparseGPT's Hessian arithmetic have different record keys, so a cached
+    record is never served for the other arithmetic (with the environment variable of before, both had one
+    key); a CPU's "auto" is the reference's and keeps the key of a run that predates the option."""
+    from dlp_lib.pipeline import RunConfig
+    from dlp_lib.results import config_key
+
+    def key(device="cpu", **options):
+        return config_key(RunConfig(prune=PruneConfig("sparsegpt", 0.7, **options), device=device).to_dict())
+
+    assert key(sparsegpt_hessian="fp32") != key(sparsegpt_hessian="half")
+    assert key() == key(sparsegpt_hessian="fp32") == key(sparsegpt_sweep="torch")
+    assert key("cuda") == key("cuda", sparsegpt_hessian="half") != key("cuda", sparsegpt_hessian="fp32")
+    # the key of the same run before the fields existed: the dict without them
+    before = RunConfig(prune=PruneConfig("sparsegpt", 0.7)).to_dict()
+    assert key() == config_key(before) and "sparsegpt_hessian" not in before["prune"]

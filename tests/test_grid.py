@@ -123,6 +123,18 @@ def test_estimate_scales_gpu_seconds_by_parameter_count():
     assert e7["kinds"]["wanda"]["seconds_each"] == pytest.approx(gpu["load"] + gpu["wanda"] + perplexity)
 
 
+def test_the_estimate_of_a_sparsegpt_run_follows_its_hessian_arithmetic():
+    """On CUDA "auto" is the half Hessian; the reference's fp32 one costs its own, larger, figure."""
+    gpu = grid.GPU_7B_SECONDS
+    estimates = {}
+    for hessian in ("auto", "fp32"):
+        prof = ex.profile("paper", sparsegpt_hessian=hessian)
+        jobs = [j for j in grid.plan(prof, "/nonexistent") if j.kind == "run" and not j.pending]
+        job = next(j for j in jobs if j.config().prune is not None and j.config().prune.method == "sparsegpt")
+        estimates[hessian] = grid.job_seconds(job, prof, 1.0, gpu)[1]
+    assert estimates["fp32"] - estimates["auto"] == pytest.approx(gpu["sparsegpt fp32 Hessian"] - gpu["sparsegpt"])
+
+
 def test_a_committed_gpu_bench_replaces_the_default_seconds_with_its_plain_runs(tmp_path):
     """bench/gpu.py's JSON, its run labels as written: each method's plain run (uniform, unstructured, no
     offload, default arithmetic) gives that method's seconds; the variants of a run do not."""
@@ -136,9 +148,9 @@ def test_a_committed_gpu_bench_replaces_the_default_seconds_with_its_plain_runs(
     (tmp_path / "gpu-7b.json").write_text(json.dumps(bench))
     seconds, source = grid.gpu_seconds_7b(tmp_path)
     by_label = {r["run"]: r["seconds"] for r in runs}
-    assert {k: seconds[k] for k in ("floor", "dense_statistics", "magnitude", "wanda", "sparsegpt")} == {
-        "floor": 5.5, "dense_statistics": 6.5, "magnitude": by_label["magnitude"], "wanda": by_label["wanda"],
-        "sparsegpt": by_label["sparsegpt"],
+    methods = ("magnitude", "wanda", "sparsegpt", "sparsegpt fp32 Hessian")
+    assert {k: seconds[k] for k in ("floor", "dense_statistics", *methods)} == {
+        "floor": 5.5, "dense_statistics": 6.5, **{method: by_label[method] for method in methods},
     }  # fmt: skip
     assert seconds["load"] == grid.GPU_7B_SECONDS["load"] and source == f"{tmp_path / 'gpu-7b.json'} (H200)"
 

@@ -233,6 +233,22 @@ def test_cached_run_reads_the_stored_record_instead_of_running_again(tmp_path, f
     assert len(fake_run) == 2
 
 
+def test_cached_run_serves_no_record_of_one_hessian_arithmetic_for_another(tmp_path, fake_run):
+    """SparseGPT with the reference's fp32 Hessians, then with the half-precision ones (the profile's
+    ``sparsegpt_hessian``, as a notebook parameter sets it): each is run, neither served the other's record."""
+    reference = ex.run_config(ex.profile("smoke", sparsegpt_hessian="fp32"), "sparsegpt", 0.7)
+    half = ex.run_config(ex.profile("smoke", sparsegpt_hessian="half"), "sparsegpt", 0.7)
+    assert ex.cached_run(reference, tmp_path, progress=False)["perplexity"]["perplexity"] == 43.0
+    assert ex.cached_run(half, tmp_path, progress=False)["perplexity"]["perplexity"] == 44.0
+    assert [c.prune.sparsegpt_hessian for c in fake_run] == ["fp32", "half"]
+    assert (
+        ex.cached_run(ex.run_config(ex.profile("smoke"), "sparsegpt", 0.7), tmp_path)["perplexity"]["perplexity"]
+        == 43.0
+    )
+    with pytest.raises(ConfigError, match="unknown sparsegpt_hessian 'tf32'"):
+        ex.profile("smoke", sparsegpt_hessian="tf32")
+
+
 def test_cached_run_keeps_freed_memory_in_the_heap_only_when_it_computes(tmp_path, fake_run, monkeypatch):
     """A notebook opened in Jupyter (no Makefile MALLOC_* settings) gets them from its first run."""
     from dlp_lib import heap

@@ -244,20 +244,76 @@ def test_calibration_methods_need_windows(method):
 
 
 @pytest.mark.parametrize(
-    "variable, value, known",
+    "options, error",
     [
-        ("DLP_SPARSEGPT_SWEEP", "fastest", "plain, numpy, cuda-graph, triton"),
-        ("DLP_SPARSEGPT_HESSIAN", "tf32", "fp32, tensor-cores"),
+        ({"sparsegpt_sweep": "triton"}, "the Triton sweep runs on CUDA, not cpu"),
+        ({"sparsegpt_sweep": "c", "sparsegpt_hessian": "half"}, None),  # the control: it runs
     ],
 )
-def test_an_unknown_sparsegpt_option_raises_before_any_change(monkeypatch, tiny_windows, variable, value, known):
+def test_a_sparsegpt_loop_that_cannot_run_here_raises_before_any_change(monkeypatch, tiny_windows, options, error):
+    """An explicit loop the device cannot run is refused before calibration starts (Triton's interpreter off:
+    a CPU cannot run the kernel then)."""
+    from dlp_lib import sparsegpt
+
+    monkeypatch.setattr(sparsegpt, "interpreted", lambda: False)
     model = make_tiny_model("llama")
     before = _snapshot(model)
-    monkeypatch.setenv(variable, value)
+    if error is None:
+        prune_model(model, PruneConfig("sparsegpt", 0.5, **options), tiny_windows, progress=False)
+        return
     monkeypatch.setattr(prune_module, "capture_block_inputs", lambda *args: pytest.fail("calibration started"))
-    with pytest.raises(ConfigError, match=f"{variable}='{value}' is not one of {known}"):
+    with pytest.raises(ConfigError, match=error):
+        prune_model(model, PruneConfig("sparsegpt", 0.5, **options), tiny_windows, progress=False)
+    _assert_untouched(model, before)
+
+
+def test_a_retired_environment_variable_raises_before_any_change(monkeypatch, tiny_windows):
+    monkeypatch.setenv("DLP_SPARSEGPT_SWEEP", "plain")
+    prune_model(make_tiny_model("llama"), PruneConfig("wanda", 0.5), tiny_windows, progress=False)  # not read
+    model = make_tiny_model("llama")
+    before = _snapshot(model)
+    monkeypatch.setattr(prune_module, "capture_block_inputs", lambda *args: pytest.fail("calibration started"))
+    with pytest.raises(ConfigError, match="DLP_SPARSEGPT_SWEEP is no longer read.*--sparsegpt_sweep auto"):
         prune_model(model, PruneConfig("sparsegpt", 0.5), tiny_windows, progress=False)
     _assert_untouched(model, before)
+
+
+@pytest.mark.parametrize(
+    "dtype, hessian, applied",
+    [
+        (torch.float32, "auto", "fp32"),  # a CPU: the reference's
+        (torch.float32, "half", "fp32"),  # fp32 activations keep it
+        (torch.bfloat16, "auto", "fp32"),
+        (torch.bfloat16, "half", "half"),
+    ],
+)
+def test_the_report_names_the_loop_and_the_hessian_arithmetic_that_ran(tiny_windows, dtype, hessian, applied):
+    from dlp_lib.sparsegpt_c import compiled_sweep
+
+    model = make_tiny_model("llama").to(dtype)
+    report = prune_model(model, PruneConfig("sparsegpt", 0.5, sparsegpt_hessian=hessian), tiny_windows, progress=False)
+    loop = "c" if compiled_sweep() is not None else "torch"
+    assert report.sparsegpt == {"sweep": [loop], "hessian": applied}
+    assert report.to_dict()["sparsegpt"] == report.sparsegpt
+    assert (
+        prune_model(make_tiny_model("llama"), PruneConfig("wanda", 0.5), tiny_windows, progress=False).sparsegpt is None
+    )
+
+
+def test_the_half_hessian_changes_only_rounding_on_a_bf16_model(tiny_windows):
+    """The same bf16 model pruned with each Hessian arithmetic: nearly the same masks (a float-level
+    difference: the scale applied before or after the sums), the same sparsity."""
+    masks = {}
+    for hessian in ("fp32", "half"):
+        model = make_tiny_model("llama").to(torch.bfloat16)
+        prune_model(
+            model, PruneConfig("sparsegpt", 0.5, sparsegpt_hessian=hessian), tiny_windows, batch_size=3, progress=False
+        )
+        masks[hessian] = torch.cat(
+            [lin.weight.flatten() == 0 for b in decoder_blocks(model) for lin in linear_sublayers(b).values()]
+        )
+    assert float(masks["fp32"].float().mean()) == pytest.approx(float(masks["half"].float().mean()), abs=1e-3)
+    assert float((masks["fp32"] != masks["half"]).float().mean()) < 0.05
 
 
 @pytest.mark.parametrize("sparsity", [1.0, -0.1, 1.5])
@@ -446,7 +502,7 @@ def test_sparsegpt_stacked_linears_give_the_masks_and_weights_of_one_linear_at_a
     # q/k/v share one Hessian (and gate/up in LLaMA): 4 solves per block instead of 7 (LLaMA) or 6 (OPT)
     assert group_sizes == ([3, 1, 2, 1] if arch == "llama" else [3, 1, 1, 1]) * 3
 
-    def one_at_a_time(linears, config, sparsity, stat, nm):
+    def one_at_a_time(linears, config, sparsity, stat, nm, sweep):
         for linear in linears:
             new = _reference_solve(linear.weight, stat.matrix, sparsity, nm, config.blocksize, config.percdamp)
             linear.weight.data.copy_(new)

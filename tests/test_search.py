@@ -113,6 +113,18 @@ def test_fitness_settings_refuse_bad_settings():
         FitnessSettings(windows=0)
     with pytest.raises(ConfigError, match="dsa_lambda must be >= 0"):
         FitnessSettings(dsa_lambda=-0.1)
+    with pytest.raises(ConfigError, match="unknown sparsegpt_hessian 'tf32'"):
+        FitnessSettings(sparsegpt_hessian="tf32")
+
+
+def test_fitness_settings_name_sparsegpts_hessian_arithmetic_only_where_it_is_not_the_reference():
+    """The candidates' cache key: SparseGPT's "auto" on CUDA is the half Hessian and says so; on a CPU, and for
+    Wanda, the settings are those of a search made before the option (cached candidates keep their keys)."""
+    assert FitnessSettings(method="sparsegpt", device="cuda").to_dict()["sparsegpt_hessian"] == "half"
+    for settings in (FitnessSettings(method="sparsegpt"), FitnessSettings(device="cuda", sparsegpt_hessian="half")):
+        assert not {"sparsegpt_hessian", "sparsegpt_sweep"} & set(settings.to_dict())
+    pruning = FitnessSettings(method="sparsegpt", device="cuda", sparsegpt_sweep="torch").prune_config("", "uniform")
+    assert (pruning.sparsegpt_sweep, pruning.sparsegpt_hessian, pruning.allocation) == ("torch", "half", "uniform")
 
 
 # ------------------------------------------------------------------------- the evolution on a stub

@@ -210,21 +210,12 @@ def _reference_solve(weight, H, sparsity, nm=None, blocksize=128, percdamp=0.01)
     return W
 
 
-def _use_column_loop(patch, loop):
-    """Select a column loop on the CPU: "c" (the default, compiled), "numpy", or "torch" (what a GPU
-    runs, forced on the CPU here, so the GPU's arithmetic is checked too)."""
-    if loop == "c" and compiled_sweep() is None:
+@pytest.fixture(params=["c", "torch"])
+def column_loop(request):
+    """Each column loop a CPU can run in turn: "c" (its default, compiled) and "torch" (what a GPU runs
+    without Triton, here on the CPU, so the GPU's arithmetic is checked too)."""
+    if request.param == "c" and compiled_sweep() is None:
         pytest.skip("no C compiler: the C column loop cannot be built")
-    patch.setenv(sparsegpt.SWEEP_ENV, "plain" if loop == "c" else "numpy")
-    if loop == "torch":
-        patch.setattr(sparsegpt, "_numpy_columns", sparsegpt._torch_columns)
-    assert sparsegpt.sweep_backend("cpu") == ("c" if loop == "c" else "numpy")
-
-
-@pytest.fixture(params=["c", "numpy", "torch"])
-def column_loop(request, monkeypatch):
-    """Each column loop of the sweep in turn (see ``_use_column_loop``)."""
-    _use_column_loop(monkeypatch, request.param)
     return request.param
 
 
@@ -236,9 +227,11 @@ def test_stacked_sweep_equals_each_linear_alone_bit_for_bit(layer, sparsity, nm,
     _, _, _, H = layer
     g = torch.Generator().manual_seed(3)
     parts = [torch.randn(rows, COLS, generator=g) for rows in (64, 24, 40)]
-    stacked, _ = sparsegpt_prune(torch.cat(parts), H, sparsity, nm, blocksize, row_groups=[64, 24, 40])
+    stacked, _ = sparsegpt_prune(
+        torch.cat(parts), H, sparsity, nm, blocksize, row_groups=[64, 24, 40], sweep=column_loop
+    )
     for part, new in zip(parts, stacked.split([64, 24, 40])):
-        alone, _ = sparsegpt_prune(part, H, sparsity, nm, blocksize)
+        alone, _ = sparsegpt_prune(part, H, sparsity, nm, blocksize, sweep=column_loop)
         reference = _reference_solve(part, H, sparsity, nm, blocksize)
         assert torch.equal(new, reference) and torch.equal(alone, reference)
         if nm is None:  # each linear's own threshold: its own sparsity per 128-column block
@@ -252,29 +245,28 @@ def test_row_groups_must_cover_the_rows(layer):
 
 
 def test_column_loops_agree_on_a_wide_layer_with_dead_inputs(layer):
-    """The C, NumPy and PyTorch column loops on one layer wider than a block, with dead input columns
-    and a per-block N:M mask chosen inside the sweep: the same weights and the same loss."""
+    """The C and PyTorch column loops on one layer wider than a block, with dead input columns and a
+    per-block N:M mask chosen inside the sweep: the same weights and the same loss."""
+    if compiled_sweep() is None:
+        pytest.skip("no C compiler: the C column loop cannot be built")
     W, _, _, H = layer
     H = H.clone()
     H[:, 5] = 0
     H[5, :] = 0
-    results = {}
-    for loop in ("c", "numpy", "torch"):
-        with pytest.MonkeyPatch.context() as patch:
-            _use_column_loop(patch, loop)
-            results[loop] = [sparsegpt_prune(W, H, 0.6, nm, blocksize=48) for nm in (None, (2, 4))]
-    for loop in ("c", "torch"):
-        for (numpy_w, numpy_loss), (other_w, other_loss) in zip(results["numpy"], results[loop]):
-            assert torch.equal(numpy_w, other_w) and numpy_loss == other_loss
-            assert bool((numpy_w[:, 5] == 0).all())
+    results = {
+        loop: [sparsegpt_prune(W, H, 0.6, nm, 48, sweep=loop) for nm in (None, (2, 4))] for loop in ("c", "torch")
+    }
+    for (torch_w, torch_loss), (c_w, c_loss) in zip(results["torch"], results["c"]):
+        assert torch.equal(torch_w, c_w) and torch_loss == c_loss
+        assert bool((torch_w[:, 5] == 0).all())
 
 
 @pytest.mark.parametrize("rows", [1, 31, 33, 100])
 @pytest.mark.parametrize(
     "sparsity, nm, blocksize", [(0.7, None, 128), (0.35, None, 40), (0.5, (2, 4), 128), (0.5, (4, 8), 36)]
 )
-def test_c_sweep_equals_the_numpy_loop_bit_for_bit(rows, sparsity, nm, blocksize):
-    """The compiled loop against the NumPy loop on layers whose row counts are not multiples of its
+def test_c_sweep_equals_the_torch_loop_bit_for_bit(rows, sparsity, nm, blocksize):
+    """The compiled loop against the PyTorch loop on layers whose row counts are not multiples of its
     32-row passes, with a last partial block (and a partial 4:8 group), weights with exact zeros of
     both signs, and a Hessian scaled so that products and differences round (a fused multiply-add,
     which rounds once, would change the last bits of many weights)."""
@@ -287,21 +279,18 @@ def test_c_sweep_equals_the_numpy_loop_bit_for_bit(rows, sparsity, nm, blocksize
     W[::2, ::11] = -0.0
     X = torch.randn(600, cols, generator=g) @ torch.randn(cols, cols, generator=g) / cols**0.5
     H = (X.t() @ X) * 1.7
-    results = {}
-    for loop in ("c", "numpy"):
-        with pytest.MonkeyPatch.context() as patch:
-            _use_column_loop(patch, loop)
-            results[loop] = sparsegpt_prune(W, H, sparsity, nm, blocksize)
-    (c_w, c_loss), (numpy_w, numpy_loss) = results["c"], results["numpy"]
-    assert torch.equal(c_w.view(torch.int32), numpy_w.view(torch.int32)), "bit patterns, signed zeros included"
-    assert c_loss == numpy_loss
+    (c_w, c_loss), (torch_w, torch_loss) = (
+        sparsegpt_prune(W, H, sparsity, nm, blocksize, sweep=loop) for loop in "c torch".split()
+    )
+    assert torch.equal(c_w.view(torch.int32), torch_w.view(torch.int32)), "bit patterns, signed zeros included"
+    assert c_loss == torch_loss
 
 
-def test_without_a_c_compiler_the_numpy_loop_runs_and_says_so(layer, monkeypatch, tmp_path, caplog):
-    """No compiler (or one that fails): one warning, then the NumPy loop with the same results."""
+def test_without_a_c_compiler_the_torch_loop_runs_and_says_so(layer, monkeypatch, tmp_path, caplog):
+    """No compiler (or one that fails): one warning, then "auto" takes the PyTorch loop with the same results,
+    and an explicit "c" is refused before any work."""
     W, _, _, H = layer
     monkeypatch.setenv("DLP_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv(sparsegpt.SWEEP_ENV, raising=False)
     expected = _reference_solve(W, H, 0.6, None, 48)
     try:
         # missing; failing; $CC with options whose build fails
@@ -310,92 +299,76 @@ def test_without_a_c_compiler_the_numpy_loop_runs_and_says_so(layer, monkeypatch
             monkeypatch.setenv("CC", cc)
             caplog.clear()
             with caplog.at_level("WARNING", logger="dlp_lib.sparsegpt_c"):
-                assert sparsegpt.sweep_backend("cpu") == "numpy"
+                assert sparsegpt.sweep_backend("cpu") == "torch"
                 assert torch.equal(sparsegpt_prune(W, H, 0.6, blocksize=48)[0], expected)
-            assert [r.message for r in caplog.records if "NumPy loop" in r.message], caplog.text
+            assert [r.message for r in caplog.records if "PyTorch loop" in r.message], caplog.text
+            with pytest.raises(ConfigError, match="the C sweep could not be built"):
+                sparsegpt_prune(W, H, 0.6, blocksize=48, sweep="c")
         assert not list((tmp_path / "kernels").glob("*.so")), "a failed build leaves no library behind"
     finally:
         compiled_sweep.cache_clear()
 
 
-class _EagerGraph:
-    """Stands in for a CUDA graph on a CPU: "capture" runs once as the warm-up does, replay runs again."""
-
-    captures = 0
-
-    def __init__(self, run):
-        run()
-        self.run = run
-        _EagerGraph.captures += 1
-
-    def replay(self):
-        self.run()
-
-
-@pytest.mark.parametrize("nm, sparsity", [(None, 0.7), ((2, 4), 0.5)])
-def test_graphed_sweep_plumbing_equals_the_reference(layer, monkeypatch, nm, sparsity):
-    """The CUDA-graph path (static buffers, one capture per block shape, least recently used kept) run on
-    a CPU with an eager stand-in for the graph: weights equal the reference solver's bit for bit, a
-    layer with a last partial block captures two shapes, and a second layer of the same shape reuses
-    them. (The capture itself needs CUDA: bench/gpu.py compares the two paths on a GPU.)"""
-    W, _, _, H = layer
-    monkeypatch.setattr(sparsegpt, "sweep_backend", lambda device: "cuda-graph")
-    monkeypatch.setattr(sparsegpt, "_capture", _EagerGraph)
-    monkeypatch.setattr(_EagerGraph, "captures", 0)
-    sparsegpt.clear_sweep_graphs()
-    try:
-        new, _ = sparsegpt_prune(W, H, sparsity, nm, blocksize=48)  # 128 columns: blocks of 48, 48, 32
-        assert torch.equal(new, _reference_solve(W, H, sparsity, nm, blocksize=48))
-        assert _EagerGraph.captures == 2
-        other = W.flip(0) * 0.5
-        assert torch.equal(sparsegpt_prune(other, H, sparsity, nm, 48)[0], _reference_solve(other, H, sparsity, nm, 48))
-        assert _EagerGraph.captures == 2
-        monkeypatch.setattr(sparsegpt, "MAX_GRAPHS", 1)  # one shape kept: the partial block's is captured again
-        sparsegpt_prune(W, H, sparsity, nm, blocksize=48)
-        assert _EagerGraph.captures == 3 and len(sparsegpt._graphs) == 1
-    finally:
-        sparsegpt.clear_sweep_graphs()
-
-
-def test_sweep_backend_is_plain_by_default_and_opt_in_loops_apply_on_cuda_only(monkeypatch):
-    monkeypatch.delenv(sparsegpt.SWEEP_ENV, raising=False)
+def test_sweep_backend_chooses_each_loop_in_one_place(monkeypatch, caplog):
+    """auto: C on a CPU, Triton on CUDA once its check passes (else the PyTorch loop, with a warning), the
+    PyTorch loop elsewhere; an explicit loop that cannot run on the device is a ConfigError."""
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     backend = sparsegpt.sweep_backend
     monkeypatch.setattr(sparsegpt, "compiled_sweep", lambda: print)  # as if the C loop were built
-    assert (backend("cpu"), backend("cuda"), backend("meta")) == ("c", "torch", "torch")
-    monkeypatch.setenv(sparsegpt.SWEEP_ENV, "numpy")
-    assert (backend("cpu"), backend("cuda")) == ("numpy", "torch")
-    monkeypatch.setenv(sparsegpt.SWEEP_ENV, "cuda-graph")
-    assert (backend("cpu"), backend("cuda:1")) == ("c", "cuda-graph")  # a CPU keeps its own loop
-    monkeypatch.setenv(sparsegpt.SWEEP_ENV, "triton")
     monkeypatch.setattr(sparsegpt, "triton_available", lambda: True)
-    assert (backend("cpu"), backend("cuda")) == ("c", "triton")
+    checks = []
+    monkeypatch.setattr(sparsegpt, "triton_check", lambda device, nm: checks.append((device, nm)))  # None: passed
+    assert (backend("cpu"), backend("cuda", nm=(2, 4)), backend("meta")) == ("c", "triton", "torch")
+    assert checks == [("cuda", (2, 4))]
+    assert [backend(device, "torch") for device in ("cpu", "cuda", "meta")] == ["torch"] * 3
+    assert (backend("cpu", "c"), backend("cuda:1", "triton")) == ("c", "triton")
+    for device, loop in (("cuda", "c"), ("cpu", "triton"), ("meta", "triton")):
+        with pytest.raises(ConfigError, match=f"the {'C' if loop == 'c' else 'Triton'} sweep runs on"):
+            backend(device, loop)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert backend("cpu") == "triton"  # Triton's interpreter runs the kernel on a CPU
+    assert backend("cpu", "triton") == "triton"  # Triton's interpreter runs the kernel on a CPU (the tests)
+    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.setattr(sparsegpt, "triton_check", lambda device, nm: "differs from the PyTorch loop")
+    with caplog.at_level("WARNING", logger="dlp_lib.sparsegpt"):
+        assert backend("cuda") == "torch"
+    assert "the Triton sweep differs from the PyTorch loop on cuda; using the PyTorch loop" in caplog.text
+    with pytest.raises(ConfigError, match="the Triton sweep differs from the PyTorch loop on cuda"):
+        backend("cuda", "triton")
     monkeypatch.setattr(sparsegpt, "triton_available", lambda: False)
+    assert backend("cuda") == "torch"
     with pytest.raises(ConfigError, match="needs the triton package"):
-        backend("cuda")
-    monkeypatch.setenv(sparsegpt.SWEEP_ENV, "graph")
-    with pytest.raises(ConfigError, match="'graph' is not one of plain, numpy, cuda-graph, triton"):
-        backend("cpu")
+        backend("cuda", "triton")
+    with pytest.raises(ConfigError, match="unknown SparseGPT sweep 'plain'; use one of auto, torch, c, triton"):
+        backend("cpu", "plain")
 
 
 def test_an_unknown_sweep_fails_before_any_work(layer, monkeypatch):
     W, _, _, H = layer
-    monkeypatch.setenv(sparsegpt.SWEEP_ENV, "fast")
     monkeypatch.setattr(sparsegpt, "_solve", lambda *args: pytest.fail("the solver ran"))
-    with pytest.raises(ConfigError, match="DLP_SPARSEGPT_SWEEP='fast'"):
-        sparsegpt_prune(W, H, 0.5)
+    with pytest.raises(ConfigError, match="unknown SparseGPT sweep 'fast'"):
+        sparsegpt_prune(W, H, 0.5, sweep="fast")
+
+
+@pytest.mark.parametrize("variable, value, hint", [
+    ("DLP_SPARSEGPT_SWEEP", "cuda-graph", "--sparsegpt_sweep auto"),
+    ("DLP_SPARSEGPT_HESSIAN", "tensor-cores", "--sparsegpt_hessian half"),
+])  # fmt: skip
+def test_the_retired_environment_variables_are_refused_with_the_option_to_use(monkeypatch, variable, value, hint):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=f"{variable} is no longer read.*pass {hint}"):
+        sparsegpt.check_no_legacy_environment()
+    monkeypatch.delenv(variable)
+    sparsegpt.check_no_legacy_environment()
 
 
 # ------------------------------------------------------------ the Triton sweep, in Triton's CPU interpreter
 @pytest.fixture
-def triton_interpreter(monkeypatch):
-    """The Triton sweep selected, its kernel run by Triton's CPU interpreter (numpy, no fused multiply-add:
-    the arithmetic a GPU does with ``enable_fp_fusion=False``); conftest sets ``TRITON_INTERPRET=1``."""
+def triton_interpreter():
+    """The Triton sweep, its kernel run by Triton's CPU interpreter (numpy, no fused multiply-add: the
+    arithmetic a GPU does with ``enable_fp_fusion=False``); conftest sets ``TRITON_INTERPRET=1``."""
     pytest.importorskip("triton")
-    monkeypatch.setenv(sparsegpt.SWEEP_ENV, "triton")
-    assert sparsegpt.sweep_backend("cpu") == "triton"
+    assert sparsegpt.sweep_backend("cpu", "triton") == "triton"
+    return "triton"
 
 
 @pytest.mark.parametrize("sparsity, nm", [(0.7, None), (0.5, (2, 4)), (0.5, (4, 8))])
@@ -405,24 +378,48 @@ def test_triton_sweep_equals_the_reference_bit_for_bit(layer, triton_interpreter
     the kernel's 16-row tiles."""
     W, _, _, H = layer
     blocksize = 48 if nm is None or nm[1] == 4 else 36
-    new, loss = sparsegpt_prune(W[:40], H, sparsity, nm, blocksize)
+    new, loss = sparsegpt_prune(W[:40], H, sparsity, nm, blocksize, sweep=triton_interpreter)
     assert torch.equal(new, _reference_solve(W[:40], H, sparsity, nm, blocksize))
-    with pytest.MonkeyPatch.context() as plain:
-        plain.setenv(sparsegpt.SWEEP_ENV, "plain")
-        assert sparsegpt_prune(W[:40], H, sparsity, nm, blocksize)[1] == loss  # the errors too
-    stacked, _ = sparsegpt_prune(W[:45], H, sparsity, nm, blocksize, row_groups=[20, 9, 16])
+    assert sparsegpt_prune(W[:40], H, sparsity, nm, blocksize, sweep="torch")[1] == loss  # the errors too
+    stacked, _ = sparsegpt_prune(W[:45], H, sparsity, nm, blocksize, row_groups=[20, 9, 16], sweep="triton")
     for part, rows in zip(stacked.split([20, 9, 16]), [(0, 20), (20, 29), (29, 45)]):
         assert torch.equal(part, _reference_solve(W[rows[0] : rows[1]], H, sparsity, nm, blocksize))
 
 
 def test_triton_sweep_with_dead_inputs_and_a_per_block_allocation(layer, triton_interpreter):
     """A dead input column (zero in every row after pruning) and the per-block sparsities an allocation
-    gives: the same weights as the NumPy loop."""
+    gives: the same weights as the reference solver."""
     W, _, _, H = layer
     H = H.clone()
     H[:, 5] = 0
     H[5, :] = 0
     for sparsity in (0.35, 0.8):
-        new, _ = sparsegpt_prune(W[:24], H, sparsity, None, 64)
+        new, _ = sparsegpt_prune(W[:24], H, sparsity, None, 64, sweep=triton_interpreter)
         assert torch.equal(new, _reference_solve(W[:24], H, sparsity, None, 64))
         assert bool((new[:, 5] == 0).all())
+
+
+@pytest.mark.parametrize("nm", [None, (2, 4)])
+def test_the_triton_check_passes_where_the_kernel_equals_the_torch_loop_and_catches_one_that_does_not(
+    triton_interpreter, monkeypatch, nm
+):
+    """``triton_check`` (what "auto" runs before taking Triton on CUDA), here in the interpreter: the kernel
+    as it is passes; one whose result differs in a last bit, or that fails to compile, is caught."""
+    sparsegpt.triton_check.cache_clear()
+    try:
+        assert sparsegpt.triton_check("cpu", nm) is None
+        sparsegpt.triton_check.cache_clear()
+        original = sparsegpt.triton_sweep
+
+        def off_by_one_bit(W1, *args):
+            W, errors = original(W1, *args)
+            W.view(torch.int32)[0, -1] ^= 1
+            return W, errors
+
+        monkeypatch.setattr(sparsegpt, "triton_sweep", off_by_one_bit)
+        assert sparsegpt.triton_check("cpu", nm) == "differs from the PyTorch loop"
+        sparsegpt.triton_check.cache_clear()
+        monkeypatch.setattr(sparsegpt, "triton_sweep", lambda *args: 1 / 0)
+        assert sparsegpt.triton_check("cpu", nm).startswith("failed (ZeroDivisionError")
+    finally:
+        sparsegpt.triton_check.cache_clear()

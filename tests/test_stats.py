@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 from dlp_lib import stats
-from dlp_lib.config import ConfigError
-from dlp_lib.stats import HESSIAN_ENV, Hessian, InputNorms, record_inputs, symmetric_rank_update
+from dlp_lib.stats import Hessian, InputNorms, record_inputs, symmetric_rank_update
 
 
 def _windows(n=6, tokens=5, d_in=4, seed=0):
@@ -111,64 +110,59 @@ def test_symmetric_rank_update_is_the_full_product_up_to_rounding(d, tokens):
     assert torch.equal(banded, banded.t())
 
 
-# ------------------------------------------------------------- the tensor-core Hessian (opt-in, CUDA)
+# ---------------------------------------------- the half Hessian (sparsegpt_hessian="half"; tensor cores on CUDA)
 def _half_batches(dtype, d=200, seed=3):
     """Batches of 2, 1 and 3 windows of half-precision activations, d wide (several bands of the update)."""
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn(w, 16, d, generator=g) * 2).to(dtype) for w in (2, 1, 3)]
 
 
-def _accumulated(batches, d=200):
-    stat = Hessian(d)
+def _accumulated(batches, d=200, half=False):
+    stat = Hessian(d, half=half)
     for x in batches:
         stat.add(x)
     return stat.matrix
 
 
-@pytest.fixture
-def tensor_cores_on_cpu(monkeypatch):
-    """DLP_SPARSEGPT_HESSIAN=tensor-cores taken on a CPU: half_product (torch.mm's fp32 output, CUDA only)
-    stood in for by the product of the inputs' exact fp32 copies, the same exact products summed in fp32."""
-    monkeypatch.setenv(HESSIAN_ENV, "tensor-cores")
-    monkeypatch.setattr(stats, "on_tensor_cores", lambda x: x.dtype in (torch.bfloat16, torch.float16))
-    monkeypatch.setattr(stats, "half_product", lambda a, b: a.float() @ b.float())
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_the_tensor_core_hessian_is_2_over_n_times_the_sum_of_x_xT(tensor_cores_on_cpu, dtype):
+def test_the_half_hessian_is_2_over_n_times_the_sum_of_x_xT(dtype):
+    """On a CPU the half arithmetic forms the products from exact fp32 copies of the half-precision inputs
+    (CUDA: torch.mm's fp32 output on tensor cores), so it is the definition up to the fp32 sums' rounding."""
     batches = _half_batches(dtype)
     exact = sum(x.double().reshape(-1, 200).t() @ x.double().reshape(-1, 200) for x in batches) * 2 / 6
-    reference = _accumulated(batches)  # now through the tensor-core path
-    torch.testing.assert_close(reference.double(), exact, rtol=1e-6, atol=1e-6 * float(exact.abs().max()))
-    assert torch.equal(reference, reference.t())
+    half = _accumulated(batches, half=True)
+    torch.testing.assert_close(half.double(), exact, rtol=1e-6, atol=1e-6 * float(exact.abs().max()))
+    assert torch.equal(half, half.t())
 
 
-def test_the_tensor_core_hessian_differs_from_the_fp32_one_only_in_rounding(tensor_cores_on_cpu, monkeypatch):
+def test_the_half_hessian_differs_from_the_fp32_one_only_in_rounding():
     batches = _half_batches(torch.bfloat16)
-    tensor_cores = _accumulated(batches)
-    monkeypatch.setenv(HESSIAN_ENV, "fp32")
-    fp32 = _accumulated(batches)
+    half, fp32 = _accumulated(batches, half=True), _accumulated(batches)
     scale = float(fp32.abs().max())
-    assert not torch.equal(tensor_cores, fp32)  # another rounding: the scale after the sums, not before
-    torch.testing.assert_close(tensor_cores, fp32, rtol=2e-6, atol=2e-6 * scale)
+    assert not torch.equal(half, fp32)  # another rounding: the scale after the sums (2/N, N = 2, 3, 6), not before
+    torch.testing.assert_close(half, fp32, rtol=2e-6, atol=2e-6 * scale)
 
 
-def test_tensor_cores_change_nothing_where_they_do_not_apply(monkeypatch):
-    """On a CPU (and on CUDA with fp32 activations) the opt-in keeps the reference's arithmetic bit for bit."""
-    batches = _half_batches(torch.bfloat16)
-    fp32 = _accumulated(batches)
-    monkeypatch.setenv(HESSIAN_ENV, "tensor-cores")
-    assert not stats.on_tensor_cores(batches[0]) and not stats.on_tensor_cores(batches[0].float())
-    assert torch.equal(_accumulated(batches), fp32)
+def test_the_half_hessian_with_power_of_two_scales_equals_the_fp32_one_on_a_cpu():
+    """With every sqrt(2/N) a power of two the scale is exact in either place, and a CPU sums the same products
+    with the same matrix product: the two arithmetics agree bit for bit (bench/hessian.py batches by 3)."""
+    g = torch.Generator().manual_seed(5)
+    batches = [(torch.randn(w, 4, 200, generator=g) * 2).to(torch.bfloat16) for w in (2, 6, 24)]  # N = 2, 8, 32
+    assert torch.equal(_accumulated(batches, half=True), _accumulated(batches))
 
 
-def test_an_unknown_hessian_mode_is_a_config_error(monkeypatch):
-    monkeypatch.setenv(HESSIAN_ENV, "tf32")
-    with pytest.raises(ConfigError, match="DLP_SPARSEGPT_HESSIAN='tf32' is not one of fp32, tensor-cores"):
-        Hessian(4)
+def test_fp32_activations_keep_the_reference_arithmetic_under_half():
+    """The half arithmetic applies to bf16/fp16 activations; an fp32 model's Hessian stays the reference's."""
+    batches = [x.float() for x in _half_batches(torch.bfloat16)]
+    assert torch.equal(_accumulated(batches, half=True), _accumulated(batches))
 
 
-# ------------------------------------------------------------------------------ record_inputs
+def test_half_product_on_a_cpu_is_the_product_of_exact_fp32_copies():
+    g = torch.Generator().manual_seed(1)
+    a, b = (torch.randn(64, 48, generator=g).to(torch.bfloat16) for _ in range(2))
+    assert torch.equal(stats.half_product(a.t(), b), a.float().t() @ b.float())
+
+
 def test_record_inputs_records_every_call_and_removes_hooks():
     torch.manual_seed(0)
     modules = {"a": nn.Linear(3, 2), "b": nn.Linear(2, 1)}
