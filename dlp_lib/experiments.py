@@ -392,18 +392,18 @@ def describe(prof: dict) -> str:
     """Markdown bullet list saying exactly what model, data and settings a profile uses."""
     model = _MODEL_LABELS.get(prof["model"], (None, prof["model"]))[1]
     windows = "all non-overlapping" if prof["eval_windows"] is None else f"the first {prof['eval_windows']}"
-    return "\n".join(
-        [
-            f"- **profile** `{prof.get('name', '?')}`",
-            f"- **model**: {model}",
-            f"- **calibration**: {prof['nsamples']} windows × {prof['seqlen']} tokens of "
-            f"{source_name(prof['calibration'], long=True)}, seed {prof['seed']}",
-            f"- **evaluation**: perplexity over {windows} {prof['seqlen']}-token windows of "
-            f"{source_name(prof['eval'], long=True)}",
-            f"- **device**: {prof['device']}, dtype {prof['dtype']}",
-        ]
-        + [f"- **SparseGPT**: {sparsegpt_arithmetic(prof)}"] * _arithmetic_worth_saying(prof)
-    )
+    lines = [
+        f"- **profile** `{prof.get('name', '?')}`",
+        f"- **model**: {model}",
+        f"- **calibration**: {prof['nsamples']} windows × {prof['seqlen']} tokens of "
+        f"{source_name(prof['calibration'], long=True)}, seed {prof['seed']}",
+        f"- **evaluation**: perplexity over {windows} {prof['seqlen']}-token windows of "
+        f"{source_name(prof['eval'], long=True)}",
+        f"- **device**: {prof['device']}, dtype {prof['dtype']}",
+    ]
+    if _arithmetic_worth_saying(prof):
+        lines.append(f"- **SparseGPT**: {sparsegpt_arithmetic(prof)}")
+    return "\n".join(lines)
 
 
 _HESSIAN_WORDS = {

@@ -604,11 +604,9 @@ def main(argv=None) -> int:
     if summary.failed:
         return 1
     if not args.no_wait and not summary.stopped:
-        options = [f"MODEL={args.model}"] * bool(args.model) + [
-            f"{name.upper()}={value}" for name, value in arithmetic.items() if value is not None
-        ]
-        print(f"every record is stored; render the notebooks with: make render PROFILE={args.profile} "
-              + " ".join(options))  # fmt: skip
+        settings = {"profile": args.profile, "model": args.model, **arithmetic}
+        variables = " ".join(f"{name.upper()}={value}" for name, value in settings.items() if value)
+        print(f"every record is stored; render the notebooks with: make render {variables}")
     return 0
 
 

@@ -47,10 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        arithmetic = {
-            "sparsegpt_sweep": args.sparsegpt_sweep or None,
-            "sparsegpt_hessian": args.sparsegpt_hessian or None,
-        }
+        arithmetic = {"sparsegpt_sweep": args.sparsegpt_sweep, "sparsegpt_hessian": args.sparsegpt_hessian}
         prof = check(args.profile, args.model, tuple(args.outputs), **arithmetic)
     except ConfigError as err:
         print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
