@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--zero_shot_source",
         default="local",
-        help="local (shipped data, offline) or hub (lm-eval's stock tasks, downloads data) (default: %(default)s)",
+        help="local (shipped data, offline), hub (lm-eval's stock tasks, downloads data) or hub:DIR (the stock "
+        "tasks on local copies of the hub's parquet files, as make rehearsal-assets writes) (default: %(default)s)",
     )
 
     g = parser.add_argument_group(

