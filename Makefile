@@ -2,6 +2,7 @@
 #   make reproduce            regenerate tables/ and figures/ (default profile: quick)
 #   make reproduce PROFILE=smoke            the CI-sized run (a few minutes)
 #   make reproduce PROFILE=paper MODEL=meta-llama/Llama-2-7b-hf   the papers' protocol (GPU)
+#   make reproduce PROFILE=rehearsal        the papers' protocol offline on a tiny random LLaMA (into rehearsal/)
 #   make reproduce ... SPARSEGPT_HESSIAN=fp32   SparseGPT's arithmetic (also SPARSEGPT_SWEEP; default: auto)
 #   make test                 create .venv if needed, then run the test suite
 SHELL := /bin/bash
@@ -59,37 +60,48 @@ format: $(STAMP) ## apply ruff fixes and formatting to the same files
 # a re-run or an interrupted reproduction only computes what is missing. A notebook re-executes when
 # its source, the previous notebook, dlp_lib/{experiments,reports,plots,spread,search,speedup}.py or PROFILE/MODEL change; a failing cell stops make and
 # leaves the executed copy as notebooks/executed/NN_name.failed.ipynb.
+# The rehearsal's numbers say nothing about any method: its outputs go to rehearsal/ (OUT) instead of the
+# committed tables/ and figures/ (and its records to rehearsal/results/, its notebooks to rehearsal/executed/).
+OUT ?= $(if $(filter rehearsal,$(PROFILE)),rehearsal)
+RESULTS := $(if $(strip $(OUT)),$(OUT)/results,results)
+TABLES := $(if $(strip $(OUT)),$(OUT)/tables,tables)
+FIGURES := $(if $(strip $(OUT)),$(OUT)/figures,figures)
+OUTPUTS := $(if $(strip $(OUT)),-p results_dir $(abspath $(RESULTS)) -p tables_dir $(abspath $(TABLES)) \
+	-p figures_dir $(abspath $(FIGURES)))
 NOTEBOOKS := 01_dense_baseline 02_layerwise_allocation 03_perplexity_table 04_sparsity_sweep \
 	05_hyperparameters 06_nm_sparsity 07_zero_shot 08_lora_recovery 09_speedup 10_dsa_search
-EXECUTED := notebooks/executed
+EXECUTED := $(if $(strip $(OUT)),$(OUT)/executed,notebooks/executed)
 PARAMETERS := $(EXECUTED)/.parameters
 ARITHMETIC := $(if $(strip $(SPARSEGPT_SWEEP)),--sparsegpt_sweep $(SPARSEGPT_SWEEP)) \
 	$(if $(strip $(SPARSEGPT_HESSIAN)),--sparsegpt_hessian $(SPARSEGPT_HESSIAN))
 PAPERMILL := $(VENV)/bin/papermill --cwd notebooks --log-output --no-progress-bar -k python3 \
 	-p profile $(PROFILE) $(if $(strip $(MODEL)),-p model $(MODEL)) \
 	$(if $(strip $(SPARSEGPT_SWEEP)),-p sparsegpt_sweep $(SPARSEGPT_SWEEP)) \
-	$(if $(strip $(SPARSEGPT_HESSIAN)),-p sparsegpt_hessian $(SPARSEGPT_HESSIAN))
+	$(if $(strip $(SPARSEGPT_HESSIAN)),-p sparsegpt_hessian $(SPARSEGPT_HESSIAN)) $(OUTPUTS)
 
-reproduce: $(EXECUTED)/10_dsa_search.ipynb ## run every notebook in order through papermill (PROFILE=quick|smoke|paper, MODEL=hub id, SPARSEGPT_HESSIAN=fp32|half)
-	@echo "tables/ and figures/ are up to date for profile $(PROFILE); executed notebooks in $(EXECUTED)/"
+reproduce: $(EXECUTED)/10_dsa_search.ipynb ## run every notebook in order through papermill (PROFILE=quick|smoke|paper|rehearsal, MODEL=hub id or directory, SPARSEGPT_HESSIAN=fp32|half)
+	@echo "$(TABLES)/ and $(FIGURES)/ are up to date for profile $(PROFILE); executed notebooks in $(EXECUTED)/"
 
 figures: reproduce ## alias of reproduce: regenerate tables/ and figures/
 
 # the grid computes every record as its own job (submitit: local workers or Slurm); render then runs the
 # notebooks with DLP_RECORDS_ONLY=1, so a missing record is an error instead of unplanned computing
 grid: $(STAMP) ## every missing run of PROFILE as its own job via submitit (ARGS="--executor slurm --partition gpu"; "--dry-run")
-	$(PY) -m dlp_lib.grid --profile $(PROFILE) $(if $(strip $(MODEL)),--model $(MODEL)) $(ARITHMETIC) $(ARGS)
+	$(if $(filter rehearsal,$(PROFILE)),$(PY) -m dlp_lib.rehearsal)
+	$(PY) -m dlp_lib.grid --profile $(PROFILE) $(if $(strip $(MODEL)),--model $(MODEL)) $(ARITHMETIC) --results $(RESULTS) $(ARGS)
 
 render: export DLP_RECORDS_ONLY := 1
 render: reproduce ## the notebooks from the stored records only (after make grid); refuses to compute a run
 
 # rewritten only when PROFILE, MODEL or SparseGPT's arithmetic change, so that executed notebooks of other
 # settings are redone;
-# first the profile, model, data and output directories are checked (one line and exit 2 if one is bad)
+# first the profile, model, data and output directories are checked (one line and exit 2 if one is bad); the
+# rehearsal's local data and tiny model are built first if missing (python -m dlp_lib.rehearsal)
 $(PARAMETERS): FORCE | $(STAMP)
 	@mkdir -p $(EXECUTED)
+	@$(if $(filter rehearsal,$(PROFILE)),$(PY) -m dlp_lib.rehearsal)
 	@$(PY) -m dlp_lib.preflight --profile $(PROFILE) $(if $(strip $(MODEL)),--model $(MODEL)) $(ARITHMETIC) \
-		--outputs results tables figures $(EXECUTED)
+		--outputs $(RESULTS) $(TABLES) $(FIGURES) $(EXECUTED)
 	@echo "$(strip profile=$(PROFILE) model=$(MODEL) $(ARITHMETIC))" | cmp -s - $@ \
 		|| echo "$(strip profile=$(PROFILE) model=$(MODEL) $(ARITHMETIC))" > $@
 
@@ -138,6 +150,12 @@ check-reproduction: $(STAMP) ## compare tables/ cell by cell with the committed 
 
 FORCE:
 
+rehearsal-assets: $(STAMP) ## build the rehearsal's local C4/WikiText-2/zero-shot files and tiny fp16 LLaMA (DLP_REHEARSAL_DIR or the cache)
+	$(PY) -m dlp_lib.rehearsal $(ARGS)
+
+rehearse-gpu: $(STAMP) ## the paper protocol's GPU slice on a random LLaMA-2-7B (<= 8 min of an H200; bench/results/rehearsal-gpu.md)
+	$(PY) bench/rehearse_gpu.py $(ARGS)
+
 bench: $(STAMP) ## benchmark: pruning cost vs the floor, peak memory, perplexity throughput (bench/results/)
 	$(PY) bench/bench.py $(if $(strip $(MODEL)),--model $(MODEL))
 
@@ -157,10 +175,10 @@ bench-memory: $(STAMP) ## peak memory of pruning a random LLaMA-2-7B-width model
 	$(PY) bench/memory.py
 
 clean: ## remove executed notebooks, caches and build files (keeps .venv and committed tables/figures)
-	rm -rf build notebooks/executed .pytest_cache .ruff_cache results
+	rm -rf build notebooks/executed .pytest_cache .ruff_cache results rehearsal
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean ## also remove .venv and the dlp_lib cache (~/.cache/dlp_lib or DLP_CACHE_DIR)
 	rm -rf $(VENV) "$${DLP_CACHE_DIR:-$$HOME/.cache/dlp_lib}"
 
-.PHONY: help venv test test-fast lint format bench bench-gpu bench-hessian bench-speedup bench-kill-resume bench-memory clean distclean reproduce figures check-reproduction dsa-search FORCE $(NOTEBOOKS)
+.PHONY: help venv test test-fast lint format rehearsal-assets rehearse-gpu bench bench-gpu bench-hessian bench-speedup bench-kill-resume bench-memory clean distclean reproduce figures check-reproduction dsa-search FORCE $(NOTEBOOKS)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import heap, pipeline
+from . import heap, pipeline, rehearsal
 from .allocation import DIRECTION, allocate, dlp_unimportance, dsa_value, largest_width, owl_outlier_ratio
 from .cache import read_cache, stable_hash, write_json_atomic
 from .config import (
@@ -56,6 +56,7 @@ RUN_FIELDS = tuple(f.name for f in dataclasses.fields(pipeline.RunConfig) if f.n
 HYPER_FIELDS = ("owl_lambda", "owl_m", "dlp_alpha", "dlp_statistic", "dsa_graph", "dsa_lambda")
 ARITHMETIC_FIELDS = ("sparsegpt_sweep", "sparsegpt_hessian")  # SparseGPT's arithmetic (PruneConfig fields)
 _FLOAT_FIELDS = ("owl_lambda", "owl_m", "dlp_alpha", "dsa_lambda")  # 5 and 5.0 must hash alike
+REHEARSAL_DIR = "{rehearsal}"  # in a profile's paths: the rehearsal's assets (dlp_lib.rehearsal.assets_dir)
 
 # ------------------------------------------------------------------------------------------- profiles
 # The defaults are the `quick` profile: sized so that `make reproduce`, every notebook and 3 calibration
@@ -327,9 +328,61 @@ PROFILES: dict[str, dict] = {
     ),
 }
 
+# The paper protocol rehearsed offline (dlp_lib.rehearsal builds what it reads): the `paper` profile with
+# every list kept (pruners, allocations, sparsities, N:M patterns, seeds, tasks, recovery, search,
+# float-sensitivity cells) and its loaders' local forms (C4's shard, WikiText-2's test parquet, the zero-shot
+# tasks' hub files); only counts are cut (windows, examples, steps, generations, draws, repeats). On a CPU
+# with the tiny random LLaMA the assets include, every notebook takes a few minutes; the numbers say nothing.
+_PAPER = PROFILES["paper"]
+PROFILES["rehearsal"] = dict(
+    _PAPER,
+    model=f"{REHEARSAL_DIR}/{rehearsal.MODEL_DIR}",
+    calibration=f"c4:{REHEARSAL_DIR}/{rehearsal.C4_FILE}",
+    eval=f"wikitext2:{REHEARSAL_DIR}/{rehearsal.WIKITEXT2_FILE}",
+    nsamples=2,
+    eval_batch_size=1,
+    device="cpu",  # the GPU rehearsal (bench/rehearse_gpu.py) sets "cuda"
+    zero_shot={**_PAPER["zero_shot"], "limit": 2, "source": f"hub:{REHEARSAL_DIR}/{rehearsal.ZERO_SHOT_DIR}"},
+    recovery={
+        **_PAPER["recovery"],
+        "settings": {
+            **_PAPER["recovery"]["settings"],
+            "data": f"c4:{REHEARSAL_DIR}/{rehearsal.C4_FILE}",
+            "steps": 2,
+            "batch_tokens": 2 * 1024,
+            "micro_batch": 2,
+            "warmup_steps": 1,
+            "heldout_windows": 1,
+            "eval_every": 1,
+        },
+    },
+    speedup={**_PAPER["speedup"], "linears": 1, "repeats": 1, "tokens": [1, 16]},
+    dsa_search={
+        **_PAPER["dsa_search"],
+        "population": 4,
+        "generations": 2,
+        "nsamples": 2,
+        "windows": 1,
+        "proxy_check": 2,
+    },
+    float_sensitivity={**_PAPER["float_sensitivity"], "draws": 2},
+)
+
+
+def _fill_assets_dir(value, root: str):
+    """``value`` with REHEARSAL_DIR in its strings replaced by ``root`` (profiles hold nested dicts and lists)."""
+    if isinstance(value, str):
+        return value.replace(REHEARSAL_DIR, root)
+    if isinstance(value, dict):
+        return {k: _fill_assets_dir(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill_assets_dir(v, root) for v in value]
+    return value
+
 
 def profile(name: str, **overrides) -> dict:
-    """A copy of experiment profile ``name`` (``smoke``, ``quick``, ``paper``) with ``overrides`` applied.
+    """A copy of experiment profile ``name`` (``smoke``, ``quick``, ``paper``, ``rehearsal``) with
+    ``overrides`` applied; ``{rehearsal}`` in its paths is the rehearsal's assets directory.
 
     Overrides whose value is None are ignored, so a notebook's ``model=None`` parameter means "the
     profile's model". Unknown keys are an error (a typo would otherwise be silently ignored).
@@ -344,6 +397,7 @@ def profile(name: str, **overrides) -> dict:
             raise ConfigError(f"unknown profile setting {key!r}; known: {', '.join(sorted(prof))}")
         prof[key] = value
     PruneConfig(**{field: prof[field] for field in ARITHMETIC_FIELDS})  # an unknown choice fails here, not in a run
+    prof = _fill_assets_dir(prof, str(rehearsal.assets_dir()))
     prof["name"] = name
     return prof
 
@@ -361,7 +415,7 @@ _MODEL_LABELS = {
 }
 _SOURCE_LABELS = {
     "wiki-extracts": ("Wikipedia extracts", "English Wikipedia lead sections (embedded; not C4 or WikiText-2)"),
-    "c4": ("C4", "C4 (allenai/c4 en, first train shard, the papers' sampler)"),
+    "c4": ("C4", "C4 (allenai/c4 en, first train shard)"),
     "wikitext2": ("WikiText-2", "WikiText-2 (wikitext-2-raw-v1 test)"),
 }
 
@@ -383,6 +437,20 @@ def source_name(source: str | None, long: bool = False) -> str:
     return Path(source).name
 
 
+def calibration_name(source: str) -> str:
+    """The long name of a calibration source, with how C4's windows are drawn."""
+    sampler = ", documents drawn by the papers' sampler" if source.split(":", 1)[0] == "c4" else ""
+    return source_name(source, long=True) + sampler
+
+
+def training_name(source: str) -> str:
+    """The long name of a LoRA training source, with how C4's windows are made."""
+    grouping = (
+        ", its documents in file order, concatenated (run_clm's grouping)" if source.split(":", 1)[0] == "c4" else ""
+    )
+    return source_name(source, long=True) + grouping
+
+
 def data_tag(prof: dict) -> str:
     """One line for figure titles: what model and data the numbers come from."""
     return f"{model_name(prof)} · eval: {source_name(prof['eval'])} · profile {prof.get('name', '?')}"
@@ -396,7 +464,7 @@ def describe(prof: dict) -> str:
         f"- **profile** `{prof.get('name', '?')}`",
         f"- **model**: {model}",
         f"- **calibration**: {prof['nsamples']} windows × {prof['seqlen']} tokens of "
-        f"{source_name(prof['calibration'], long=True)}, seed {prof['seed']}",
+        f"{calibration_name(prof['calibration'])}, seed {prof['seed']}",
         f"- **evaluation**: perplexity over {windows} {prof['seqlen']}-token windows of "
         f"{source_name(prof['eval'], long=True)}",
         f"- **device**: {prof['device']}, dtype {prof['dtype']}",
@@ -1246,7 +1314,7 @@ def _compute_dense_statistics(prof: dict, owl_ms: list[float], progress: bool) -
         "parameters pruned (decoder linears)": int(blocks["params"].sum()),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "calibration": f"{calibration.shape[0]} windows × {calibration.shape[1]} tokens of "
-        f"{source_name(prof['calibration'], long=True)}",
+        f"{calibration_name(prof['calibration'])}",
         "dsa_graph": prof["dsa_graph"],
     }
     del model

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import rehearsal, zeroshot
 from .cache import check_writable
 from .config import ConfigError
 
@@ -24,10 +25,16 @@ def check(profile: str, model: str | None = None, outputs: tuple[str, ...] = (),
     from .models import check_model_spec
 
     prof = experiments.profile(profile, model=model or None, **overrides)
+    if prof["name"] == "rehearsal":
+        rehearsal.require_built()
     check_model_spec(prof["model"], network=True)
-    for source in {prof["calibration"], prof["eval"]}:
+    recovery_data = prof["recovery"]["settings"].get("data")  # None: the calibration source
+    for source in {prof["calibration"], prof["eval"], recovery_data or prof["calibration"]}:
         check_source(source)
-    if prof["zero_shot"]["source"] != "local":
+    kind, directory = zeroshot.parse_source(prof["zero_shot"]["source"])
+    if directory is not None:
+        zeroshot.check_hub_files(directory, zeroshot.resolve_tasks(prof["zero_shot"]["tasks"]))
+    elif kind == "hub":
         from .hub import check_dataset
 
         check_dataset("lm-eval's hub task data", "use the shipped task data (the profile's zero_shot source 'local')")
@@ -38,7 +45,7 @@ def check(profile: str, model: str | None = None, outputs: tuple[str, ...] = (),
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make reproduce", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", required=True, help="smoke, quick or paper")
+    parser.add_argument("--profile", required=True, help="smoke, quick, paper or rehearsal")
     parser.add_argument("--model", default=None, help="a model instead of the profile's")
     parser.add_argument("--outputs", nargs="*", default=[], help="directories the notebooks write")
     parser.add_argument("--sparsegpt_sweep", default=None, help="SparseGPT's column loop instead of the profile's")

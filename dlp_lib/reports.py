@@ -27,7 +27,9 @@ from .experiments import (
     source_name,
     stored_runs,
     table_allocations,
+    training_name,
 )
+from .recovery import RecoveryConfig
 from .results import config_key, machine_label
 from .spread import (
     BOLD_RULE,
@@ -690,14 +692,17 @@ def recovery_orderings(runs: pd.DataFrame, value: str = "perplexity_adapter") ->
 
 
 def recovery_caption(prof: dict, records: list[dict]) -> str:
-    settings = records[0]["recovery"]["settings"] if records else prof["recovery"]["settings"]
-    data = records[0]["recovery"].get("data") if records else prof["calibration"]
+    if records:
+        settings, data = records[0]["recovery"]["settings"], records[0]["recovery"].get("data")
+    else:  # the profile's settings over RecoveryConfig's defaults (paper: the papers' recipe)
+        settings = RecoveryConfig(**prof["recovery"]["settings"]).to_dict()
+        data = settings["data"] or prof["calibration"]
     return (
         f"LoRA recovery at {percent(prof['main_sparsity'])} sparsity, seed {prof['seed']}: rank {settings['rank']} "
         f"(alpha {settings['alpha']:g}) on {', '.join(settings['targets'])}, {settings['steps']} steps of "
         f"{settings['batch_tokens']} tokens ({settings.get('windows_per_step', '?')} windows of "
         f"{settings.get('seqlen', '?')}), learning rate {settings['lr']:g}, trained on "
-        f"{source_name(data, long=True)} (never an evaluation window). Perplexity on the evaluation windows "
+        f"{training_name(data)} (never an evaluation window). Perplexity on the evaluation windows "
         "before recovery, with the adapter unmerged (the papers' number) and merged with the pruning mask "
         "applied again (a plain sparse model); ÷ is before / adapter. Single runs: the tolerance is the "
         "before-recovery reproduction tolerance of the cell (the recovery's own float noise is not measured), "
