@@ -128,6 +128,14 @@ def test_preflight_passes_the_built_rehearsal_offline(assets, monkeypatch):
     assert prof["model"] == str(assets["model"])
 
 
+def test_preflight_checks_the_lora_training_source(tmp_path):
+    """A recovery that trains on a file that is not there is refused before any notebook starts."""
+    quick = ex.profile("quick")
+    recovery = {**quick["recovery"], "settings": {**quick["recovery"]["settings"], "data": str(tmp_path / "no.jsonl")}}
+    with pytest.raises(ConfigError, match="unknown data source .*no.jsonl"):
+        preflight.check("quick", recovery=recovery)
+
+
 # ---------------------------------------------------------------------------------------------- profile
 LISTS = ("main_methods", "allocations", "sweep", "sweep_allocations", "hyper_grid", "hyper_pruned", "nm", "seeds")
 
