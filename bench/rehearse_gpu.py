@@ -15,14 +15,17 @@
    the whole ``paper`` profile in GPU-hours per notebook, beside ``python -m dlp_lib.grid --profile paper
    --dry-run``'s estimate. A part not measured (out of budget) is projected from that estimate's figures.
 
-Needs CUDA, and lm-eval and datasets (for zero-shot); a GPU image without them can take them as wheels
-(``pip install --no-deps``). On a CPU it runs the same slice on the rehearsal's tiny model when asked
-(``--device cpu --shape tiny --nsamples 4``): the tests do that.
+Needs CUDA and the rehearsal's files (built here from the asset packages, or carried: ``$DLP_REHEARSAL_DIR``);
+zero-shot needs lm-eval and datasets (a GPU image without them takes them as wheels, ``pip install
+--no-deps``; without lm-eval the zero-shot jobs are left out and projected from the estimate). On a CPU it
+runs the same slice on the rehearsal's tiny model when asked (``--device cpu --shape tiny --nsamples 2``):
+the tests do that.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import math
@@ -69,10 +72,10 @@ def model_shape(name: str) -> dict:
 def build_model(directory: Path, shape: dict, device: str) -> float:
     """A random LLaMA of ``shape`` made on ``device`` in fp16 and saved with the rehearsal's tokenizer;
     returns the seconds it took."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     start = time.perf_counter()
-    tokenizer = rehearsal.train_tokenizer()
+    tokenizer = AutoTokenizer.from_pretrained(rehearsal.paths()["model"])  # the rehearsal's BPE tokenizer
     config = LlamaConfig(**{"vocab_size": len(tokenizer), **shape}, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(0)
     with torch.device(device):
@@ -341,6 +344,8 @@ def write_markdown(path: Path, result: dict) -> None:
         prune = "" if parts.get("prune") is None else f"{parts['prune']:.1f}"
         state = "" if m["state"] == "done" else f" ({m['state']}: {m.get('error', '')})"
         lines.append(f"| {m['label']}{state} | {m['seconds']:.1f} | {load} | {prune} | {peak} |")
+    if result.get("missing"):
+        lines += ["", f"Not run: {result['missing']}."]
     if result.get("skipped"):
         lines += [
             "",
@@ -414,10 +419,14 @@ def main(argv=None) -> int:
         tmp.write_text(json.dumps(result, indent=1, default=str) + "\n")
         os.replace(tmp, out / "rehearsal-gpu.json")
 
+    zero_shot = importlib.util.find_spec("lm_eval") is not None
+    if not zero_shot:
+        result["missing"] = "lm-eval is not installed: no zero-shot jobs (their projection is the estimate's)"
+        log.warning(result["missing"])
     for phase in (1, 2, 3):  # a later phase's jobs are known once the earlier phases are stored
         jobs = job_order([j for j in grid.plan(prof, results_dir) if j.phase == phase and not j.pending])
         for job in jobs:
-            if job.done(results_dir):
+            if job.done(results_dir) or (not zero_shot and job.kind == "run" and job.config().zero_shot_tasks):
                 continue
             if time.perf_counter() - start > args.budget:
                 result["skipped"].append(job.label)

@@ -236,6 +236,41 @@ def test_gpu_rehearsal_script_runs_its_slice_on_the_cpu(assets, tmp_path, monkey
     assert "GPU-hours" in (tmp_path / "out" / "rehearsal-gpu.md").read_text()
 
 
+def test_gpu_rehearsal_without_budget_or_lm_eval_projects_from_the_estimate(assets, tmp_path, monkeypatch):
+    """No time left and no lm-eval (a bare GPU image): nothing runs, zero-shot is not even listed, and the
+    projection is the dry-run estimate's figures, said so."""
+    import importlib.util
+
+    monkeypatch.setenv(rehearsal.DIR_ENV, str(assets["model"].parent))
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import rehearse_gpu
+    finally:
+        sys.path.pop(0)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else find_spec(name, *a)
+    )
+    args = [
+        "--device",
+        "cpu",
+        "--shape",
+        "tiny",
+        "--budget",
+        "0",
+        "--work",
+        str(tmp_path / "w"),
+        "--out",
+        str(tmp_path),
+    ]
+    assert rehearse_gpu.main(args) == 0
+    result = json.loads((tmp_path / "rehearsal-gpu.json").read_text())
+    assert result["jobs"] == [] and result["skipped"] and not any("zero-shot" in s for s in result["skipped"])
+    assert "lm-eval is not installed" in result["missing"]
+    assert all(v is None for v in result["projection"]["measured_units"].values())
+    assert "Not measured (the estimate's figures instead)" in (tmp_path / "rehearsal-gpu.md").read_text()
+
+
 # ------------------------------------------------------------------------------------------ the rehearsal
 EXPECTED_RUNS = {"main": 1 + 3 * 4, "nm": 3 * 2 * 3, "zero_shot": 1 + 2 * 3, "recovery": 2 * 3}
 
