@@ -969,6 +969,8 @@ def proxy_check_picks(result: dict, count: int) -> list[dict]:
     distinct.sort(key=lambda c: c["rank"])
     if len(distinct) <= count:
         return distinct
+    if count <= 1:  # the best alone (a spread needs two ends)
+        return distinct[: max(count, 0)]
     step = (len(distinct) - 1) / (count - 1)
     return [distinct[round(i * step)] for i in range(count)]
 

@@ -78,14 +78,14 @@ def test_mutation_reaches_every_kind_of_edit():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"population": 1}, "population must be at least 2"),
-        ({"generations": 0}, "generations must be at least 1"),
+        ({"population": 1}, "population must be in .2, 1000."),
+        ({"generations": 0}, "generations must be in .1, 10000."),
         ({"population": 4, "elite": 4}, "elite must be in"),
         ({"tournament": 0}, "tournament size"),
         ({"population": 4, "tournament": 5}, "tournament size"),
-        ({"crossover": 1.5}, "crossover is a probability"),
-        ({"mutation": -0.1}, "mutation is a probability"),
-        ({"max_pre": -1}, "max_pre and max_post"),
+        ({"crossover": 1.5}, "crossover must be in .0, 1."),
+        ({"mutation": -0.1}, "mutation must be in .0, 1."),
+        ({"max_pre": -1}, "max_pre must be"),
         ({"initial": ("W:(ABS,ABS,ABS)-(MEAN)-()",)}, "outside the search space"),
         (
             {
@@ -305,7 +305,7 @@ def test_cli_refuses_bad_flags_before_loading_the_model(monkeypatch, capsys):
     monkeypatch.setattr("dlp_lib.models.load_model", no_loading)
     monkeypatch.setattr("dlp_lib.heap.keep_freed_memory", no_loading)  # nor the process's heap changed
     for flags, message in [
-        (["--population", "1"], "population must be at least 2"),
+        (["--population", "1"], "population must be in [2, 1000]"),
         (["--prune_method", "wanda_dlp"], "unknown prune method"),
         (["--sparsity_ratio", "1.0"], "sparsity must be in"),
         (["--initial", "W:(FOO)-(MEAN)-()"], "unknown DSA pre-process op"),
@@ -373,6 +373,8 @@ def test_proxy_check_picks_spread_over_the_ranking():
     picks = ex.proxy_check_picks({"candidates": candidates}, 4)
     assert [p["expression"] for p in picks] == ["e0", "e4", "e6", "e9"]  # of the 9 distinct valid: 0, 3, 5, 8
     assert len(ex.proxy_check_picks({"candidates": candidates}, 20)) == 9
+    # one pick is the best (it divided by zero when more than one candidate was distinct)
+    assert [p["expression"] for p in ex.proxy_check_picks({"candidates": candidates}, 1)] == ["e0"]
 
 
 def test_spearman_hand_cases():
@@ -429,3 +431,37 @@ def test_dsa_search_summary_names_the_best_expression_and_its_command():
     assert "population 10 × 6 generations" in text and "4 × 128 calibration tokens" in text
     nothing = reports.dsa_search_summary({**result, "best": candidates[2]}, settings, config)
     assert "none; every candidate was invalid" in nothing and "dlp-prune" not in nothing
+
+
+# ------------------------------------------------------------------------------ a space too small
+def test_space_size_counts_every_expression():
+    from dlp_lib.search import POST_OPS, PRE_OPS, ExpressionSpace
+
+    assert ExpressionSpace(0, 0).size() == len(REDUCTIONS) == 7
+    assert ExpressionSpace(1, 0).size() == (1 + len(PRE_OPS)) * 7
+    assert ExpressionSpace(2, 1).size() == (1 + len(PRE_OPS) + len(PRE_OPS) ** 2) * 7 * (1 + len(POST_OPS))
+
+
+def test_a_population_the_space_cannot_hold_is_refused_up_front():
+    """max_pre 0 and max_post 0 leave 7 expressions: a population of 10 used to draw forever."""
+    with pytest.raises(ConfigError, match="holds 7 expressions .* at most 7"):
+        SearchConfig(population=10, max_pre=0, max_post=0, initial=("W:()-(MEAN)-()",))
+
+
+def test_a_search_that_exhausts_its_space_stops_and_says_so(tmp_path, caplog):
+    """Population 3 for 6 generations in a space of 7: it used to hang once all 7 were tried."""
+    config = SearchConfig(population=3, generations=6, elite=1, max_pre=0, max_post=0, initial=("W:()-(MEAN)-()",))
+    with caplog.at_level("WARNING", logger="dlp_lib.search"):
+        result = search(StubFitness(tmp_path), config, progress=False)
+    assert len(result.candidates) == 7 and len(result.history) == 3  # 3 + 2 + 2 new; then 0 left, not 2
+    assert "stopping after generation 3 of 6" in caplog.text
+
+
+def test_candidates_of_a_revised_op_get_new_cache_entries(tmp_path):
+    """GEOMETRIC_MEAN changed arithmetic: its candidates cached before are not served again; others are."""
+    from dlp_lib.cache import stable_hash
+
+    fitness = StubFitness(tmp_path)
+    assert fitness._path("W:()-(MEAN)-()").name == f"{stable_hash('W:()-(MEAN)-()')}.json"
+    revised = "W:()-(GEOMETRIC_MEAN)-()"
+    assert fitness._path(revised).name != f"{stable_hash(revised)}.json"
