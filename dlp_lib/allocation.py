@@ -60,6 +60,19 @@ def _entropy(x):
     return -(p * torch.log(p)).sum()
 
 
+def _geometric_mean(x):
+    """prod(x) ** (1/n), computed in log space. A documented departure: the reference multiplies the n
+    values first, which underflows to 0 (or overflows to inf) on any block-sized vector, so every
+    expression with this op was the uniform allocation in disguise; here it is the same number wherever the
+    product is representable. A zero gives 0; a negative product, which has no real n-th root, gives NaN as
+    in the reference."""
+    if bool((x == 0).any()):
+        return x.new_zeros(())
+    if int((x < 0).sum()) % 2:
+        return x.new_tensor(float("nan"))
+    return torch.exp(torch.log(x.abs()).mean())
+
+
 DSA_PREPROCESS = {
     "NO_OP": lambda x: x,
     "ABS": torch.abs,
@@ -76,7 +89,7 @@ DSA_REDUCTION = {
     "NO_OP": lambda x: x,
     "FROBENIUS_NORM": torch.linalg.vector_norm,
     "L1_NORM": lambda x: x.abs().mean(),
-    "GEOMETRIC_MEAN": lambda x: torch.prod(x) ** (1.0 / x.numel()),
+    "GEOMETRIC_MEAN": _geometric_mean,
     "MEAN": torch.mean,
     "VAR": torch.var,
     "STD": torch.std,
@@ -100,13 +113,67 @@ DSA_TRANSFORM = {
 }
 
 
+GRAPH_FORM = "'W:(PRE,...)-(REDUCTION)-(POST,...)[-(K)]'"
+_OP_NAME = re.compile(r"\s*([A-Za-z0-9_]+)\s*")  # digits too: "(9)" is then refused as an unknown op, by name
+_K_FIELD = re.compile(r"\s*\d*\s*")
+_BLANK = re.compile(r"\s*")
+
+
+def _graph_error(graph: str, pos: int, expected: str) -> ConfigError:
+    found = repr(graph[pos]) if pos < len(graph) else "the end"
+    return ConfigError(
+        f"DSA expression {graph!r}: expected {expected} at character {pos + 1}, found {found}; it must look like "
+        f"{GRAPH_FORM}"
+    )
+
+
+def _graph_fields(graph: str) -> list[list[str]]:
+    """The op names of each field of a DSA expression, read strictly: ``W:``, then 3 or 4 parenthesised
+    fields joined by ``-``, and nothing else (a character out of place is an error that points at it)."""
+    if not isinstance(graph, str):
+        raise ConfigError(f"a DSA expression is a string like {GRAPH_FORM}; got {graph!r}")
+    if not graph.startswith("W:"):
+        raise _graph_error(graph, 0, "'W:'")
+    fields, pos = [], 2
+    while True:
+        if pos >= len(graph) or graph[pos] != "(":
+            raise _graph_error(graph, pos, "'('")
+        start, ops = pos + 1, []
+        if len(fields) == 3:  # DSA's dead 4th field: a number or nothing
+            end = _K_FIELD.match(graph, start).end()
+        elif graph[start:].lstrip().startswith(")"):  # an empty field
+            end = _BLANK.match(graph, start).end()
+        else:
+            end = start
+            while True:
+                match = _OP_NAME.match(graph, end)
+                if match is None:
+                    raise _graph_error(graph, end, "an op name")
+                ops.append(match.group(1).upper())
+                end = match.end()
+                if end < len(graph) and graph[end] == ",":
+                    end += 1
+                    continue
+                break
+        if end >= len(graph) or graph[end] != ")":
+            raise _graph_error(graph, end, "a number or ')'" if len(fields) == 3 else "',' or ')'")
+        fields.append(ops)
+        pos = end + 1
+        if pos == len(graph):
+            break
+        if len(fields) == 4 or graph[pos] != "-":
+            raise _graph_error(graph, pos, "the end" if len(fields) == 4 else "'-' or the end")
+        pos += 1
+    if len(fields) < 3:
+        raise ConfigError(f"DSA expression {graph!r} has {len(fields)} fields; it must look like {GRAPH_FORM}")
+    return fields[:3]
+
+
 def parse_dsa_graph(graph: str) -> tuple[list[str], list[str], list[str]]:
     """``"W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"`` -> (["ABSLOG"], ["VAR"], ["ATAN", "ASIN"]).
-    The optional 4th field is accepted and ignored (it has no effect in the reference code)."""
-    fields = re.findall(r"\(([^()]*)\)", graph)
-    if not graph.startswith("W:") or len(fields) not in (3, 4):
-        raise ConfigError(f"DSA graph {graph!r} must look like 'W:(PRE,...)-(REDUCTION)-(POST,...)[-(K)]'")
-    ops = [[op.strip().upper() for op in f.split(",") if op.strip()] for f in fields[:3]]
+    The optional 4th field (a number) is accepted and ignored (it has no effect in the reference code).
+    The whole string must follow that form; anything else is an error naming the character."""
+    ops = _graph_fields(graph)
     for names, table, kind in zip(
         ops, (DSA_PREPROCESS, DSA_REDUCTION, DSA_TRANSFORM), ("pre-process", "reduction", "transform")
     ):

@@ -25,6 +25,21 @@ def cache_root() -> Path:
     return Path(root)
 
 
+def check_cache_root() -> Path:
+    """The cache directory, after checking that it is (or can become) a directory that accepts files; a
+    ConfigError naming DLP_CACHE_DIR otherwise (a read-only folder, a file)."""
+    from .config import ConfigError
+
+    root = cache_root()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"the cache folder {root} is a file; point DLP_CACHE_DIR at a directory")
+    try:
+        check_writable(root / ".probe", "the cache")
+    except ConfigError as err:
+        raise ConfigError(f"{err} (set DLP_CACHE_DIR to a writable directory)") from None
+    return root
+
+
 def stable_hash(obj, length: int = 16) -> str:
     """A short hex digest of a JSON-serialisable object, independent of dict key order."""
     text = json.dumps(obj, sort_keys=True, default=str)

@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dsa_graph",
         dest="graph_string",
         default=None,
-        help="DSA's allocation expression, e.g. one found by dlp-search (default: W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7))",
+        help="DSA's allocation expression, e.g. one found by dlp-search (required with --allocation dsa)",
     )
     g.add_argument(
         "--clip_densities", action="store_true", help="clip an allocation that leaves (0, 1] instead of refusing it"
@@ -258,7 +258,14 @@ def _effective_sparsity(args, nm) -> float:
 
 def build_prune_config(args):
     """The PruneConfig the flags ask for, or None for ``--prune_method dense``."""
-    from .config import ConfigError, PruneConfig, parse_sparsity_type, split_method
+    from .config import (
+        DSA_README_GRAPH,
+        SEARCHED_GRAPH,
+        ConfigError,
+        PruneConfig,
+        parse_sparsity_type,
+        split_method,
+    )
 
     if args.prune_method.lower() == DENSE:
         if args.allocation not in (None, "uniform"):
@@ -301,12 +308,14 @@ def build_prune_config(args):
         "perturb_seed": args.perturb_seed,
     }
     kwargs.update({k: v for k, v in optional.items() if v is not None})
-    config = PruneConfig(**kwargs)
-    if config.allocation == "dsa":
-        from .allocation import parse_dsa_graph
-
-        parse_dsa_graph(config.dsa_graph)
-    return config
+    if kwargs.get("allocation") == "dsa" and args.graph_string is None:
+        raise ConfigError(
+            f"--allocation dsa needs --dsa_graph: DSA's README expression {DSA_README_GRAPH} is not finite on most "
+            "models that are not LLaMA-1-7B (asin of a variance above tan 1), including the embedded one; give it "
+            f"explicitly to try it, take one that works on the embedded model ({SEARCHED_GRAPH}, found by notebook 10) "
+            "or search one for your model (dlp-search)"
+        )
+    return PruneConfig(**kwargs)  # parses a DSA expression strictly
 
 
 LORA_FLAGS = {

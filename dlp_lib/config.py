@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import re
 from dataclasses import dataclass, field
 
@@ -11,6 +13,7 @@ ALLOCATIONS = ("uniform", "owl", "dlp", "dsa")
 DLP_STATISTICS = ("mean", "median")
 MAX_PERTURB = 1e-2  # beyond this a "perturbation" is no longer float-level noise
 DSA_README_GRAPH = "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"  # the one expression DSA's README gives
+SEARCHED_GRAPH = "W:(SIGMOID,SIGMOID)-(MEAN)-()"  # notebook 10's search on the embedded model (quick profile)
 
 # SparseGPT's arithmetic, as options of a run. Every sweep gives the PyTorch loop's weights bit for bit (the
 # tests compare them; "auto" takes Triton only after a check on the device itself), so the sweep is an
@@ -53,6 +56,47 @@ def without_reference_arithmetic(settings: dict) -> dict:
 
 class ConfigError(ValueError):
     """A setting that cannot work; the message says what to do instead."""
+
+
+# ---------------------------------------------------------------------------- numbers in settings
+# One path for every configuration object (PruneConfig, RunConfig, RecoveryConfig, the search's settings),
+# so the commands, the grid and the Python API refuse the same values the same way: a type that is not a
+# number, a NaN or an infinity (which pass any `< 0` test), a fraction where a count belongs.
+def check_int(name: str, value, low: int | None = None, high: int | None = None, hint: str = "") -> None:
+    """``value`` is a whole number (not a bool, not 2.5) within [low, high]; else a ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be a whole number; got {value!r}{hint}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        if high is None:
+            bounds = "positive" if low == 1 else f">= {low}"
+        else:
+            bounds = f"<= {high}" if low is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{name} must be {bounds}; got {value}{hint}")
+
+
+def check_number(name: str, value, low: float | None = None, high: float | None = None, open_low: bool = False,
+                 open_high: bool = False, hint: str = "") -> None:  # fmt: skip
+    """``value`` is a finite real number within the bounds (open where asked); else a ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number; got {value!r}{hint}")
+    below = low is not None and (value <= low if open_low else value < low)
+    above = high is not None and (value >= high if open_high else value > high)
+    if below or above:
+        left = "" if low is None else f"{'(' if open_low else '['}{low:g}"
+        right = "" if high is None else f"{high:g}{')' if open_high else ']'}"
+        bounds = f"in {left}, {right}" if low is not None and high is not None else (
+            f"{'>' if open_low else '>='} {low:g}" if high is None else f"{'<' if open_high else '<='} {high:g}"
+        )  # fmt: skip
+        raise ConfigError(f"{name} must be {bounds}; got {value!r}{hint}")
+
+
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def check_device(device) -> None:
+    """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (what this library runs on); else a ConfigError."""
+    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
 
 
 def parse_sparsity_type(sparsity_type: str) -> tuple[int, int] | None:
@@ -130,21 +174,17 @@ class PruneConfig:
             raise ConfigError(f"unknown prune method {self.method!r}; use one of {', '.join(METHODS)}")
         if self.allocation not in ALLOCATIONS:
             raise ConfigError(f"unknown allocation {self.allocation!r}; use one of {', '.join(ALLOCATIONS)}")
-        if not isinstance(self.sparsity, (int, float)) or not 0.0 <= self.sparsity < 1.0:
-            raise ConfigError(f"sparsity must be in [0, 1) (fraction of zeros); got {self.sparsity!r}")
+        check_number("sparsity", self.sparsity, 0.0, 1.0, open_high=True, hint=" (the fraction of zeros)")
         parse_sparsity_type(self.sparsity_type)
         if self.dlp_statistic not in DLP_STATISTICS:
             raise ConfigError(f"dlp_statistic must be one of {DLP_STATISTICS}; got {self.dlp_statistic!r}")
         for name in ("owl_lambda", "dlp_alpha", "dsa_lambda"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0; got {getattr(self, name)}")
-        if self.owl_m <= 0:
-            raise ConfigError(f"owl_m (OWL's outlier threshold M) must be > 0; got {self.owl_m}")
-        if not 0 <= self.percdamp < 1:
-            raise ConfigError(f"percdamp must be in [0, 1); got {self.percdamp}")
+            check_number(name, getattr(self, name), 0.0)
+        check_number("owl_m", self.owl_m, 0.0, open_low=True, hint=" (OWL's outlier threshold M)")
+        check_number("percdamp", self.percdamp, 0.0, 1.0, open_high=True)
         nm = self.nm
-        if not isinstance(self.blocksize, int) or self.blocksize <= 0:
-            raise ConfigError(f"SparseGPT's blocksize must be a positive number of columns; got {self.blocksize!r}")
+        check_int("blocksize", self.blocksize, 1, hint=" (SparseGPT's columns per block)")
+        check_int("perturb_seed", self.perturb_seed, 0)
         if self.method == "sparsegpt" and nm and self.blocksize % nm[1]:
             n, m = nm
             hint = (self.blocksize // m) * m or m
@@ -157,11 +197,15 @@ class PruneConfig:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; use one of {', '.join(choices)}")
         if self.use_variant and (self.method != "wanda" or nm):
             raise ConfigError("use_variant applies to unstructured Wanda only")
-        if not 0.0 <= self.perturb <= MAX_PERTURB:
+        if not isinstance(self.perturb, numbers.Real) or not 0.0 <= self.perturb <= MAX_PERTURB:
             raise ConfigError(
                 f"perturb is a relative float-level noise on the pruning statistics, in [0, {MAX_PERTURB:g}] "
                 f"(e.g. 1e-6); got {self.perturb!r}"
             )
+        if self.allocation == "dsa":  # the expression's grammar and ops, before any model work
+            from .allocation import parse_dsa_graph
+
+            parse_dsa_graph(self.dsa_graph)
         if self.perturb and self.method == "magnitude":
             raise ConfigError("magnitude pruning uses no calibration statistics, so there is nothing to perturb")
 

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import random
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -64,10 +65,46 @@ DOCUMENT_SUFFIXES = (".txt", ".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parqu
 
 
 def read_documents(path: str | Path) -> list[str]:
-    """Documents of a local file: one per line of JSON-lines (``text`` field), or the whole ``.txt``."""
+    """Documents of a local file: one per line of JSON-lines (``text`` field), or the whole ``.txt``.
+    A file that is not what its name says (binary bytes, a broken archive) is a ConfigError."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"data file not found: {path}")
+    try:
+        return _read_documents(path)
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise ConfigError(f"{path} is not a readable text file of its kind ({type(err).__name__}: {err})") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err}") from None
+    except Exception as err:  # pyarrow's errors on a file that is not parquet
+        if type(err).__module__.startswith("pyarrow"):
+            raise ConfigError(f"{path} is not a readable parquet file ({err})") from None
+        raise
+
+
+def probe_text_file(path: str | Path) -> None:
+    """Cheap check of a local data file before any work: its first bytes are what its suffix promises
+    (parquet's magic, gzip's magic, or UTF-8 text without NUL bytes); else a ConfigError."""
+    path = Path(path).expanduser()
+    name = path.name.lower()
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if name.endswith(".parquet"):
+        ok, what = head[:4] == b"PAR1", "a parquet file"
+    elif name.endswith(".gz"):
+        ok, what = head[:2] == b"\x1f\x8b", "a gzip file"
+    else:
+        try:
+            head.decode("utf-8")
+            ok = b"\x00" not in head
+        except UnicodeDecodeError as err:  # a cut in the middle of a character at the end is fine
+            ok = err.start >= len(head) - 3 and b"\x00" not in head
+        what = "UTF-8 text"
+    if not ok:
+        raise ConfigError(f"{path} is not {what}; give a .txt/.jsonl file of UTF-8 text, a .json(.gz) or a .parquet")
+
+
+def _read_documents(path: Path) -> list[str]:
     name = path.name.lower()
     if name.endswith(".txt"):
         return [path.read_text(encoding="utf-8")]
@@ -146,6 +183,8 @@ def check_source(source: str, network: bool = True) -> None:
         raise ConfigError(f"data file not found: {path}")
     if path is not None and not path.lower().endswith(DOCUMENT_SUFFIXES):
         raise ConfigError(f"unsupported data file {path}: use .txt, .jsonl, .json(.gz) or .parquet")
+    if path is not None:
+        probe_text_file(path)
     if kind == EMBEDDED_SOURCE:
         wiki_extracts_file()
     if kind in HUB_SOURCES and path is None and network:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -564,6 +565,10 @@ def main(argv=None) -> int:
         for name, value in (("--workers", args.workers), ("--time", args.time), ("--gpus", args.gpus)):
             if value is not None and value < (0 if name == "--gpus" else 1):
                 raise ConfigError(f"{name} must be at least {0 if name == '--gpus' else 1}; got {value}")
+        if args.params is not None and not (math.isfinite(args.params) and args.params > 0):
+            raise ConfigError(f"--params is the model's parameter count (e.g. 7e9); got {args.params}")
+        if Path(args.results).expanduser().exists() and not Path(args.results).expanduser().is_dir():
+            raise ConfigError(f"--results {args.results} is a file; give the records' directory")
         if args.no_wait and args.executor != "slurm":
             raise ConfigError("--no-wait is for --executor slurm (local jobs end with this process)")
         jobs = plan(prof, args.results)

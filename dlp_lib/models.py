@@ -119,6 +119,34 @@ def _looks_like_hub_id(spec: str) -> bool:
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))
 
 
+def check_model_directory(path: Path) -> None:
+    """Cheap checks of a local checkpoint before loading it: a readable config.json naming an architecture
+    dlp_lib prunes, and safetensors files whose headers read and cover the file (a truncated or foreign
+    file fails here, in one line, instead of inside transformers)."""
+    from safetensors import SafetensorError, safe_open
+
+    from .layers import ARCHITECTURES
+
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(f"{path / 'config.json'} is not a readable JSON file ({err})") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type not in ARCHITECTURES:
+        raise ConfigError(
+            f"{path} holds a {model_type!r} model; dlp_lib prunes {', '.join(sorted(ARCHITECTURES))} decoder-only "
+            "models"
+        )
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(weights, "pt") as f:
+                list(f.keys())
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ConfigError(
+                f"{weights} is not a complete safetensors file ({err}); download or save it again"
+            ) from None
+
+
 def check_model_spec(spec: str, network: bool = False) -> None:
     """Raise ConfigError now if ``spec`` cannot name a loadable model: cheap (no loading), for
     front-ends that validate everything before work starts. A hub id is checked for shape, and with
@@ -129,11 +157,15 @@ def check_model_spec(spec: str, network: bool = False) -> None:
     elif spec.endswith(".gguf"):
         if not path.is_file():
             raise ConfigError(f"GGUF file not found: {spec}")
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                raise ConfigError(f"{spec} is not a GGUF file (it does not start with the GGUF magic bytes)")
     elif path.is_file():
         raise ConfigError(f"{spec} is a file; give a model directory (with config.json) or a .gguf file")
     elif path.exists():
         if not (path / "config.json").is_file():
             raise ConfigError(f"{spec} is not a Hugging Face model directory (no config.json)")
+        check_model_directory(path)
     elif not _looks_like_hub_id(spec):
         raise ConfigError(
             f"unknown model {spec!r}: give {sorted(EMBEDDED_MODELS)}, a local model directory, "

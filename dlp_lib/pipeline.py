@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from .allocation import allocate, nm_per_block
-from .cache import atomic_path, cache_root, load_tensors, read_cache, stable_hash
-from .config import ConfigError, PruneConfig
+from .cache import atomic_path, cache_root, check_cache_root, load_tensors, read_cache, stable_hash
+from .config import ConfigError, PruneConfig, check_device, check_int
 from .data import (
     EMBEDDED_SOURCE,
     calibration_windows,
@@ -76,12 +76,15 @@ class RunConfig:
         if self.prune is not None:  # the record's key names the Hessian arithmetic that runs on this device
             object.__setattr__(self, "prune", self.prune.on_device(self.device))
         for name in ("nsamples", "batch_size", "eval_batch_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive; got {getattr(self, name)}")
-        if self.seqlen <= 1:
-            raise ConfigError(f"seqlen must be > 1; got {self.seqlen}")
-        if self.eval_windows is not None and self.eval_windows <= 0:
-            raise ConfigError(f"eval_windows must be positive (or None for all); got {self.eval_windows}")
+            check_int(name, getattr(self, name), 1)
+        check_int("seqlen", self.seqlen, 2)
+        check_int("seed", self.seed, 0)
+        if self.eval_windows is not None:
+            check_int("eval_windows", self.eval_windows, 1, hint=" (or None for all)")
+        check_device(self.device)
+        if self.zero_shot_limit is not None:
+            check_int("zero_shot_limit", self.zero_shot_limit, 1, hint=" (examples per task, or None for all)")
+        check_int("zero_shot_batch_size", self.zero_shot_batch_size, 1)
         if self.device_map is not None and self.device_map not in DEVICE_MAPS:
             raise ConfigError(f"unknown device_map {self.device_map!r}; use one of {', '.join(DEVICE_MAPS)}")
         if self.device_map is not None and self.offload:
@@ -129,14 +132,22 @@ class RunConfig:
 ZERO_SHOT_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name.startswith("zero_shot_"))
 
 
+def gpu_count() -> int:
+    """CUDA devices visible to this process (a function, so tests can run the device_map path on a CPU)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def validate(config: RunConfig) -> None:
     """Check the device, the model and data sources (a hub one: in the cache or reachable) before any model
     work. (A RunConfig for CUDA can be made without a GPU: the grid plans GPU jobs on a login node.)"""
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {config.device!r} requested but CUDA is not available; use --device cpu")
+    if config.device_map is not None and gpu_count() == 0:
+        raise ConfigError(f"--device_map {config.device_map} spreads the model over GPUs; this machine has none")
     if config.prune is not None and config.prune.method == "sparsegpt":
         check_no_legacy_environment()
         sweep_backend(config.device, config.prune.sparsegpt_sweep, config.prune.nm)  # one that cannot run here
+    check_cache_root()  # windows, statistics and converted models are cached as they are made
     check_model_spec(config.model, network=True)
     if config.prune is not None and (config.prune.method != "magnitude" or config.prune.needs_dense_statistics):
         check_source(config.calibration)
@@ -167,6 +178,10 @@ def check_model_fit(model, config: RunConfig) -> None:
             f"--seqlen {config.seqlen} is longer than the model's {positions} positions; use --seqlen {positions} "
             "or less (the papers use 2048 on LLaMA)"
         )
+    if prune is not None and (prune.method != "magnitude" or prune.needs_dense_statistics):
+        # with a device_map the calibration activations live where the first block does
+        device = config.device if config.device_map is None else next(decoder_blocks(model)[0].parameters()).device
+        check_memory(model, config.nsamples, config.seqlen, config.batch_size, prune.method, device, config.offload)
     nm = config.prune.nm if config.prune is not None else None
     if nm:
         n, m = nm
@@ -177,6 +192,42 @@ def check_model_fit(model, config: RunConfig) -> None:
                 f"{n}:{m} sparsity needs every decoder linear's input size to be a multiple of M={m}; this model's are "
                 f"{', '.join(map(str, sizes))}: use a pattern whose M divides them (e.g. {fits or 'unstructured'})"
             )
+
+
+def available_memory(device) -> int | None:
+    """Bytes free on ``device`` now: the GPU's free memory, or the host's MemAvailable (None if unknown)."""
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory(
+    model, nsamples: int, seqlen: int, batch_size: int, method: str, device, offload: bool = False
+) -> None:
+    """Refuse a calibration that cannot fit, before building it: the activations and statistics that
+    ``dlp_lib.memory`` estimates for ``nsamples`` x ``seqlen`` beyond the loaded weights, against what
+    ``device`` has free now."""
+    from .memory import _BYTES, estimate_peak_memory
+
+    dtype = next(model.parameters()).dtype
+    if dtype not in _BYTES:
+        return
+    estimate = estimate_peak_memory(model.config, nsamples, seqlen, batch_size, method, dtype, offload).prune
+    needed = sum(v for k, v in estimate.items() if k != "weights")
+    free = available_memory("cpu" if offload else device)
+    if free is not None and needed > free:
+        gib = lambda n: f"{n / 2**30:.1f} GiB"  # noqa: E731
+        where = device if str(device).startswith("cuda") and not offload else "the host"
+        raise ConfigError(
+            f"{nsamples} calibration windows of {seqlen} tokens need about {gib(needed)} beyond the weights "
+            f"({gib(estimate.get('calibration activations', 0))} of activations, dlp_lib.memory's estimate); "
+            f"{where} has {gib(free)} free: use fewer --nsamples or a shorter --seqlen"
+        )
 
 
 def model_fingerprint(model) -> str:
@@ -246,8 +297,10 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
     model, tokenizer = load_model(config.model, config.dtype, home, config.trust_remote_code, config.device_map)
     timings["load_model"] = time.perf_counter() - start
     check_model_fit(model, config)
-    if config.recovery is not None:  # target names and window length need the model: check before pruning
+    training = None
+    if config.recovery is not None:  # targets, window length and the training text: before pruning
         check_recovery(model, config.recovery, config.recovery.seqlen or config.seqlen)
+        training = recovery_windows(tokenizer, config)
     record = {"config": config.to_dict(), "versions": package_versions(), "hardware": hardware()}
 
     prune = config.prune
@@ -297,7 +350,7 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
         record["perplexity"] = perplexity(model, windows, config.eval_batch_size, progress, offload_device)
     if config.recovery is not None:
         t = time.perf_counter()
-        adapted, record["recovery"] = _recover(model, tokenizer, config, windows, record, progress)
+        adapted, record["recovery"] = _recover(model, training, config, windows, record, progress)
         timings["recovery"] = time.perf_counter() - t
         model = adapted  # zero-shot accuracy and --save_model after recovery: base + unmerged adapter
     if config.zero_shot_tasks is not None:
@@ -329,9 +382,9 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
     return record
 
 
-def _recover(model, tokenizer, config: RunConfig, windows, record: dict, progress: bool):
-    """LoRA recovery of the pruned ``model``: training and held-out windows from the recovery's
-    source, training, and the adapter model's perplexity on the run's evaluation windows."""
+def recovery_windows(tokenizer, config: RunConfig) -> torch.Tensor:
+    """The recovery's training and held-out windows, read before pruning so that a text too short for
+    them is refused before the pruning work (the last ``heldout_windows`` are held out)."""
     settings = config.recovery
     seqlen = settings.seqlen or config.seqlen
     needed = settings.steps * settings.windows_per_step(seqlen) + settings.heldout_windows
@@ -341,6 +394,13 @@ def _recover(model, tokenizer, config: RunConfig, windows, record: dict, progres
             f"the recovery's training text {config.recovery_source!r} has {text.shape[0]} windows of {seqlen} tokens, "
             f"not more than the {settings.heldout_windows} held out; use fewer --lora_heldout windows or more text"
         )
+    return text
+
+
+def _recover(model, text: torch.Tensor, config: RunConfig, windows, record: dict, progress: bool):
+    """LoRA recovery of the pruned ``model`` on ``text`` (:func:`recovery_windows`), and the adapter
+    model's perplexity on the run's evaluation windows."""
+    settings = config.recovery
     split = text.shape[0] - settings.heldout_windows  # the last windows are held out, never trained on
     seed = config.seed if settings.seed is None else settings.seed
     adapted, report = recover(model, settings, text[:split], text[split:], seed=seed, progress=progress)

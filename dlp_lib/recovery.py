@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .config import ConfigError
+from .config import ConfigError, check_int, check_number
 from .evaluation import perplexity
 from .layers import decoder_blocks, linear_sublayers
 
@@ -86,24 +86,24 @@ class RecoveryConfig:
         object.__setattr__(self, "targets", targets)
         if not targets or any(not t for t in targets):
             raise ConfigError(f"give at least one LoRA target module (e.g. q_proj,v_proj); got {self.targets!r}")
-        checks = [
-            (self.steps >= 0, f"recovery steps must be >= 0; got {self.steps}"),
-            (self.rank >= 1, f"LoRA rank must be a positive integer; got {self.rank}"),
-            (self.alpha > 0, f"LoRA alpha must be > 0; got {self.alpha}"),
-            (0 <= self.dropout < 1, f"LoRA dropout must be in [0, 1); got {self.dropout}"),
-            (self.lr > 0 and math.isfinite(self.lr), f"the LoRA learning rate must be > 0; got {self.lr}"),
-            (self.warmup_steps >= 0, f"warm-up steps must be >= 0; got {self.warmup_steps}"),
-            (self.micro_batch >= 1, f"micro_batch (windows per forward) must be >= 1; got {self.micro_batch}"),
-            (self.heldout_windows >= 0, f"heldout_windows must be >= 0; got {self.heldout_windows}"),
-            (self.eval_every >= 0, f"eval_every must be >= 0 (0: only before and after); got {self.eval_every}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0; got {self.weight_decay}"),
-            (self.max_grad_norm >= 0, f"max_grad_norm must be >= 0 (0: no clipping); got {self.max_grad_norm}"),
-            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}"),
-            (self.seqlen is None or self.seqlen > 1, f"the training window length must be > 1; got {self.seqlen}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check_int("recovery steps", self.steps, 0)
+        check_int("LoRA rank", self.rank, 1)
+        check_number("LoRA alpha", self.alpha, 0.0, open_low=True)
+        check_number("LoRA dropout", self.dropout, 0.0, 1.0, open_high=True)
+        check_number("the LoRA learning rate (lr)", self.lr, 0.0, open_low=True)
+        check_int("warmup_steps", self.warmup_steps, 0)
+        check_int("batch_tokens", self.batch_tokens, 2)
+        check_int("micro_batch", self.micro_batch, 1, hint=" (windows per forward)")
+        check_int("heldout_windows", self.heldout_windows, 0)
+        check_int("eval_every", self.eval_every, 0, hint=" (0: only before and after)")
+        check_number("weight_decay", self.weight_decay, 0.0)
+        check_number("max_grad_norm", self.max_grad_norm, 0.0, hint=" (0: no clipping)")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if self.seqlen is not None:
+            check_int("the training window length (seqlen)", self.seqlen, 2)
+        if self.seed is not None:
+            check_int("the recovery seed", self.seed, 0)
         if self.seqlen is not None:
             self.windows_per_step(self.seqlen)
 
@@ -154,7 +154,18 @@ def check_recovery(model, config: RecoveryConfig, seqlen: int) -> None:
     positions, a batch that is a whole number of windows, a precision the device can train in."""
     if importlib.util.find_spec("peft") is None:
         raise ConfigError("LoRA recovery needs the peft package: pip install peft (or make venv)")
-    resolve_targets(model, config.targets)
+    targets = resolve_targets(model, config.targets)
+    widths = [
+        min(linear.in_features, linear.out_features)
+        for block in decoder_blocks(model)
+        for name, linear in linear_sublayers(block).items()
+        if any(name == t or name.endswith("." + t) for t in targets)
+    ]
+    if widths and config.rank > min(widths):  # a rank beyond the narrowest side adds nothing but memory
+        raise ConfigError(
+            f"LoRA rank {config.rank} exceeds the narrowest side of the targeted linears ({min(widths)}); "
+            f"use --lora_rank {min(widths)} or less (the papers: 8)"
+        )
     embeddings = model.get_input_embeddings().weight
     resolve_precision(config.precision, embeddings.device, embeddings.dtype)
     config.windows_per_step(seqlen)

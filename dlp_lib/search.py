@@ -49,6 +49,9 @@ from .config import (
     METHODS,
     ConfigError,
     PruneConfig,
+    check_device,
+    check_int,
+    check_number,
     hessian_for_device,
     without_reference_arithmetic,
 )
@@ -95,8 +98,8 @@ class ExpressionSpace:
     max_post: int = 2
 
     def __post_init__(self):
-        if self.max_pre < 0 or self.max_post < 0:
-            raise ConfigError(f"max_pre and max_post must be >= 0; got {self.max_pre}, {self.max_post}")
+        check_int("max_pre", self.max_pre, 0, 8, hint=" (pre-process ops in an expression)")
+        check_int("max_post", self.max_post, 0, 8, hint=" (transforms in an expression)")
 
     def contains(self, expr: Expression) -> bool:
         return (
@@ -106,6 +109,11 @@ class ExpressionSpace:
             and expr.reduction in REDUCTIONS
             and all(op in POST_OPS for op in expr.post)
         )
+
+    def size(self) -> int:
+        """How many distinct expressions the space holds (op sequences of each length, one reduction)."""
+        sequences = lambda ops, most: sum(len(ops) ** k for k in range(most + 1))  # noqa: E731
+        return sequences(PRE_OPS, self.max_pre) * len(REDUCTIONS) * sequences(POST_OPS, self.max_post)
 
     def random(self, rng: random.Random) -> Expression:
         pre = tuple(rng.choice(PRE_OPS) for _ in range(rng.randint(0, self.max_pre)))
@@ -186,6 +194,11 @@ class Candidate:
         return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls) if f.name in d})
 
 
+# ops whose arithmetic changed after candidates were cached: an expression with one gets a new cache entry
+# (GEOMETRIC_MEAN: in log space since the product underflowed, allocation._geometric_mean)
+OP_REVISIONS = {"GEOMETRIC_MEAN": 2}
+
+
 def _densities_key(densities) -> str:
     return json.dumps([round(float(d), 12) for d in densities])
 
@@ -205,7 +218,8 @@ class CachedFitness:
                 self._by_densities.setdefault(_densities_key(candidate.densities), candidate.expression)
 
     def _path(self, expression: str) -> Path:
-        return self.directory / f"{stable_hash(expression)}.json"
+        changed = {op: v for op, v in OP_REVISIONS.items() if op in expression}
+        return self.directory / f"{stable_hash([expression, changed] if changed else expression)}.json"
 
     def _read(self, path: Path) -> Candidate | None:
         try:
@@ -302,10 +316,10 @@ class FitnessSettings:
         if self.method not in METHODS:
             raise ConfigError(f"unknown prune method {self.method!r}; use one of {', '.join(METHODS)}")
         for name in ("nsamples", "windows", "batch_size", "eval_batch_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive; got {getattr(self, name)}")
-        if self.seqlen <= 1:
-            raise ConfigError(f"seqlen must be > 1; got {self.seqlen}")
+            check_int(name, getattr(self, name), 1)
+        check_int("seqlen", self.seqlen, 2)
+        check_int("seed", self.seed, 0)
+        check_device(self.device)
         self.prune_config(DSA_README_GRAPH)  # sparsity and lambda checked by PruneConfig
 
     def prune_config(self, expression: str, allocation: str = "dsa", **hyper) -> PruneConfig:
@@ -342,6 +356,12 @@ class ProxyFitness(CachedFitness):
         self.progress = progress
         self.model, tokenizer = load_model(settings.model, settings.dtype, settings.device, settings.trust_remote_code)
         s = settings
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if isinstance(positions, int) and s.seqlen > positions:
+            raise ConfigError(
+                f"--seqlen {s.seqlen} is longer than the model's {positions} positions; use {positions} or less"
+            )
+        pipeline.check_memory(self.model, max(s.nsamples, s.windows), s.seqlen, s.batch_size, s.method, s.device)
         self.calibration = calibration_windows(s.calibration, tokenizer, s.nsamples, s.seqlen, s.seed)
         self.windows = calibration_windows(s.calibration, tokenizer, s.windows, s.seqlen, s.seed + WINDOW_SEED_OFFSET)
         self.norms, _ = pipeline.cached_dense_norms(self.model, self.calibration, s.batch_size, progress)
@@ -426,6 +446,12 @@ class ProxyFitness(CachedFitness):
 
 
 # ----------------------------------------------------------------------------------- the evolution
+# DSA ran a population of 100 for 2000 iterations; beyond these a count is a typo, not a plan (each
+# candidate is a pruning run and an evaluation: seconds on a small model, a minute on a 7B one)
+MAX_POPULATION = 1000
+MAX_GENERATIONS = 10_000
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """The evolutionary loop. DSA's released code has population 100 and mutation probability 0.2
@@ -444,20 +470,22 @@ class SearchConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "initial", tuple(self.initial))
-        if self.population < 2:
-            raise ConfigError(f"population must be at least 2; got {self.population}")
-        if self.generations < 1:
-            raise ConfigError(f"generations must be at least 1; got {self.generations}")
-        if not 0 <= self.elite < self.population:
-            raise ConfigError(f"elite must be in [0, population); got {self.elite} with population {self.population}")
-        if not 1 <= self.tournament <= self.population:
-            raise ConfigError(f"tournament size must be in [1, population]; got {self.tournament}")
+        check_int("population", self.population, 2, MAX_POPULATION)
+        check_int("generations", self.generations, 1, MAX_GENERATIONS)
+        check_int("seed", self.seed, 0)
+        check_int("elite", self.elite, 0, self.population - 1, hint=f" (below the population, {self.population})")
+        check_int("tournament size", self.tournament, 1, self.population, hint=f" (population {self.population})")
         for name in ("crossover", "mutation"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} is a probability in [0, 1]; got {getattr(self, name)}")
+            check_number(name, getattr(self, name), 0.0, 1.0, hint=" (a probability)")
         if len(self.initial) > self.population:
             raise ConfigError(f"{len(self.initial)} initial expressions do not fit a population of {self.population}")
         space = self.space()  # also checks max_pre / max_post
+        if self.population > space.size():
+            raise ConfigError(
+                f"the search space holds {space.size()} expressions (max_pre {self.max_pre}, max_post "
+                f"{self.max_post}), too few for a population of {self.population}: use a population of at most "
+                f"{space.size()} or allow more ops (--max_pre, --max_post)"
+            )
         for text in self.initial:
             expr = Expression.parse(text)
             if not space.contains(expr):
@@ -563,6 +591,14 @@ def search(fitness: CachedFitness, config: SearchConfig = SearchConfig(), progre
             from_cache,
         )
         if generation == config.generations - 1:
+            break
+        if space.size() - len(seen) < config.population - config.elite:  # every child must be new
+            log.warning(
+                "the search space's %d expressions leave %d untried, too few for another generation of %d new ones: "
+                "stopping after generation %d of %d",
+                space.size(), space.size() - len(seen), config.population - config.elite, generation + 1,
+                config.generations,
+            )  # fmt: skip
             break
         population = _next_generation(ranked, config, space, rng, seen)
     bar.close()

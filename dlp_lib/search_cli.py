@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_settings(args):
     """Validate every flag and return ``(FitnessSettings, SearchConfig, save path or None)``."""
-    from .cache import check_writable
+    from .cache import check_cache_root, check_writable
     from .config import ConfigError
     from .data import check_source
     from .models import check_model_spec, resolve_dtype
@@ -114,6 +114,7 @@ def build_settings(args):
     )
     check_model_spec(fitness.model, network=True)
     check_source(fitness.calibration)
+    check_cache_root()  # candidates and windows are cached as they are computed
     save = None
     if args.save:
         save = Path(args.save).expanduser()

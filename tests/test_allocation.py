@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dlp_lib.allocation import (
+    DSA_REDUCTION,
     affine_densities,
     allocate,
     dlp_unimportance,
@@ -240,6 +241,34 @@ def test_parse_dsa_graph_refuses_malformed_strings(graph):
         parse_dsa_graph(graph)
 
 
+@pytest.mark.parametrize(
+    "graph,where",
+    [
+        ("W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(", "expected a number or ')' at character 31, found the end"),
+        ("W:(SIGMOID)junk(MEAN)junk()-(banana", "expected '-' or the end at character 12, found 'j'"),
+        ("W:(ABS,,POW)-(MEAN)-()", "expected an op name at character 8, found ','"),
+        ("W:(ABS)-(MEAN)-() ", "at character 18, found ' '"),
+        ("W:(ABS)-(MEAN)-(X Y)", "expected ',' or ')' at character 19, found 'Y'"),
+        ("W:(ABS)-(MEAN)-(ATAN)-(x)", "at character 24, found 'x'"),
+        ("W:(ABS)-(VAR)-(ATAN)-(7)-(8)", "expected the end at character 25, found '-'"),
+        ("W:(ABS)(VAR)(ATAN)", "expected '-' or the end at character 8, found '('"),
+        ("W:(ABS)-(VAR)-(ATAN", "at character 20, found the end"),
+        ("w:(ABS)-(VAR)-(ATAN)", "expected 'W:' at character 1, found 'w'"),
+    ],
+)
+def test_parse_dsa_graph_reads_the_whole_string_and_points_at_the_fault(graph, where):
+    """Nothing outside the grammar is skipped: the old reader kept the (...) groups and ignored the rest."""
+    with pytest.raises(ConfigError, match=re.escape(where)):
+        parse_dsa_graph(graph)
+
+
+def test_parse_dsa_graph_allows_spaces_inside_fields_and_an_empty_transform():
+    assert parse_dsa_graph("W:( abs , pow )-( mean )-( )") == (["ABS", "POW"], ["MEAN"], [])
+    assert parse_dsa_graph("W:(SIGMOID,SIGMOID)-(MEAN)-()-( 7 )") == (["SIGMOID", "SIGMOID"], ["MEAN"], [])
+    with pytest.raises(ConfigError, match="a DSA expression is a string"):
+        parse_dsa_graph(None)
+
+
 # ------------------------------------------------------------------------------ N:M per block
 def test_nm_per_block_hand_cases():
     assert nm_per_block([0.75, 0.5, 0.25], 2, 4) == [1, 2, 3]
@@ -281,3 +310,20 @@ def test_clip_densities_keeps_mean_when_every_block_is_clipped(x, s, width):
     d = allocate(x, config).numpy()
     assert d.min() >= 0.01 - 1e-12 and d.max() <= 1.0 + 1e-12
     assert d.mean() == pytest.approx(1 - s, abs=1e-9)  # feasible, e.g. [0.25, 0.25, 1] and [0.01, 0.99]
+
+
+# ------------------------------------------------------------------------------ GEOMETRIC_MEAN
+def test_geometric_mean_in_log_space_where_the_product_underflows():
+    """The reference's prod(x) ** (1/n) is 0 for a block of a million scores of 0.01 (the op was the uniform
+    allocation in disguise); in log space it is 0.01, and equal to the reference where the product is finite."""
+    gm = DSA_REDUCTION["GEOMETRIC_MEAN"]
+    short = torch.tensor([1.0, 2.0, 4.0, 0.5], dtype=torch.float64)
+    assert gm(short).item() == pytest.approx((torch.prod(short) ** 0.25).item(), rel=1e-12)
+    block = torch.full((10**6,), 0.01, dtype=torch.float64)
+    assert (torch.prod(block) ** 1e-6).item() == 0.0 and gm(block).item() == pytest.approx(0.01, rel=1e-9)
+    assert gm(torch.tensor([3.0, 0.0, 5.0], dtype=torch.float64)).item() == 0.0
+    assert gm(torch.tensor([-1.0, -4.0], dtype=torch.float64)).item() == pytest.approx(2.0)
+    assert math.isnan(gm(torch.tensor([-1.0, 4.0], dtype=torch.float64)).item())  # no real root, as the reference
+    # so expressions with it now tell blocks apart: two blocks whose scores differ in scale get different values
+    small, large = torch.full((10**5,), 1e-3), torch.full((10**5,), 1e-2)
+    assert dsa_value(small, "W:()-(GEOMETRIC_MEAN)-()") != dsa_value(large, "W:()-(GEOMETRIC_MEAN)-()")

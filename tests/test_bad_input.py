@@ -40,9 +40,10 @@ def files_under(path: Path) -> set[str]:
     return {str(p.relative_to(path)) for p in path.rglob("*")}
 
 
-def refused(argv, capsys, tmp_path) -> str:
+def refused(argv, capsys, tmp_path, cache_allowed: bool = False) -> str:
     """Run the CLI; assert exit 2, one ``dlp-prune: error:`` line, nothing on stdout, nothing written
-    under tmp_path (outputs or cache); return the line."""
+    under tmp_path (outputs, and the cache unless ``cache_allowed``: text tokenised before the refusal
+    may be kept, as any cache); return the line."""
     before = files_under(tmp_path)
     status = main(argv)
     captured = capsys.readouterr()
@@ -50,7 +51,8 @@ def refused(argv, capsys, tmp_path) -> str:
     assert status == 2, captured.err
     assert len(lines) == 1 and lines[0].startswith("dlp-prune: error: "), captured.err
     assert "Traceback" not in captured.err and captured.out == ""
-    assert files_under(tmp_path) == before
+    written = files_under(tmp_path) - before
+    assert not (written if not cache_allowed else {p for p in written if not p.startswith("cache")}), written
     return lines[0]
 
 
@@ -61,7 +63,7 @@ BEFORE_LOADING = {
     "record under a file": (["--save", "{tmp}/a-file/rec.json"], "is a file"),
     "model under a file": (["--save_model", "{tmp}/a-file/model"], "is a file, not a directory"),
     "sparsegpt 2:5 blocksize": (["--prune_method", "sparsegpt", "--sparsity_type", "2:5"], "pass --blocksize 125"),
-    "blocksize 0": (["--prune_method", "sparsegpt", "--blocksize", "0"], "positive number of columns"),
+    "blocksize 0": (["--prune_method", "sparsegpt", "--blocksize", "0"], "blocksize must be positive"),
     "percdamp 1.5": (["--prune_method", "sparsegpt", "--percdamp", "1.5"], "percdamp must be in [0, 1)"),
     "negative Lamda": (["--prune_method", "wanda_owl", "--Lamda", "-1"], "owl_lambda must be >= 0"),
     "Hyper_m 0": (["--prune_method", "wanda_owl", "--Hyper_m", "0"], "owl_m"),
@@ -71,7 +73,7 @@ BEFORE_LOADING = {
     "lora with dense": (["--prune_method", "dense", "--lora_steps", "2"], "needs a pruned model"),
     "lora with offload": (["--lora_steps", "2", "--offload"], "drop --offload"),
     "unknown zero-shot task": (["--eval_zero_shot", "--tasks", "nosuchtask"], "nosuchtask"),
-    "zero-shot limit 0": (["--eval_zero_shot", "--limit", "0"], "limit must be a positive number"),
+    "zero-shot limit 0": (["--eval_zero_shot", "--limit", "0"], "zero_shot_limit must be positive"),
     "zero-shot with offload": (["--eval_zero_shot", "--offload"], "drop --offload"),
     "unknown device map": (["--device_map", "everywhere"], "unknown device_map"),
     "offload and device map": (["--offload", "--device_map", "auto"], "either --offload"),
@@ -165,7 +167,7 @@ def test_library_entry_points(tiny_model_dir, text_file, embedded_tokenizer):
         (lambda: PruneConfig(sparsity=1.0), "sparsity must be in [0, 1)"),
         (lambda: PruneConfig(method="wanda", sparsity_type="2:2"), "0 < N < M"),
         (lambda: RunConfig(nsamples=0), "nsamples must be positive"),
-        (lambda: RunConfig(seqlen=1), "seqlen must be > 1"),
+        (lambda: RunConfig(seqlen=1), "seqlen must be >= 2"),
         (lambda: prune_model(model, PruneConfig("wanda")), "wanda needs calibration windows"),
         (lambda: prune_model(model, PruneConfig("magnitude"), block_sparsities=[0.5]), "3 blocks"),
         (lambda: prune_model(model, PruneConfig("magnitude"), block_sparsities=[0.5, 1.0, 0.5]), "[0, 1)"),
@@ -252,3 +254,248 @@ def test_search_output_checked_before_work(tmp_path, capsys, monkeypatch):
     assert search_cli.main(["--save", "/proc/nope/search.json", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("dlp-search: error: ") and "does not accept new files" in err and len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------- round two: the configuration objects
+# Every configuration object refuses a value it cannot use, the same way for the commands, the grid and
+# the Python API: NaN and infinities (which pass any `< 0` test), fractions and strings where a count
+# belongs, bools, devices this library does not run on, DSA expressions with anything outside the grammar.
+NAN, INF = float("nan"), float("inf")
+
+
+def _bad_configs():
+    from dlp_lib.recovery import RecoveryConfig
+    from dlp_lib.search import FitnessSettings, SearchConfig
+
+    cases = []
+    for name, values in {
+        "sparsity": [NAN, INF, -INF, 1.0, -0.1, "0.5", True, None],
+        "owl_lambda": [NAN, INF, -0.01, "0.08"],
+        "owl_m": [NAN, INF, 0.0, -1.0],
+        "dlp_alpha": [NAN, INF, -0.1],
+        "dsa_lambda": [NAN, INF, -1.0],
+        "percdamp": [NAN, INF, 1.0, -0.1],
+        "blocksize": [0, -128, 2.5, "128", True, NAN],
+        "perturb": [NAN, INF, 1.0, -1e-6],
+        "perturb_seed": [-1, 1.5],
+        "method": ["sparse", "", None],
+        "allocation": ["dsa_search", None],
+        "sparsity_type": ["2:2", "4:2", "0:4", "2/4", "N:M"],
+        "dlp_statistic": ["max"],
+        "sparsegpt_sweep": ["cuda"],
+        "sparsegpt_hessian": ["bf16"],
+        "dsa_graph": [
+            "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(",
+            "W:(SIGMOID)junk(MEAN)junk()-(banana",
+            "W:(ABS,,POW)-(MEAN)-()",
+        ],
+    }.items():
+        cases += [(PruneConfig, {"allocation": "dsa", name: v} if name == "dsa_graph" else {name: v}) for v in values]
+    for name, values in {
+        "nsamples": [0, -1, 2.5, "8", True, NAN],
+        "seqlen": [1, 0, 2.5, INF],
+        "seed": [-1, 0.5, "0"],
+        "eval_windows": [0, 2.5, -3],
+        "batch_size": [0, 1.5],
+        "eval_batch_size": [0, NAN],
+        "device": ["tpu", "cuda:x", "", None, "gpu", "cuda:"],
+        "zero_shot_limit": [0, 2.5],
+        "zero_shot_batch_size": [0, 1.5],
+    }.items():
+        extra = {"zero_shot_tasks": ("boolq",)} if name.startswith("zero_shot") else {}
+        cases += [(RunConfig, {**extra, name: v}) for v in values]
+    for name, values in {
+        "steps": [INF, -1, 2.5, NAN],
+        "rank": [0, 2.5, NAN, "8"],
+        "alpha": [0.0, NAN, INF],
+        "dropout": [1.0, NAN, -0.1],
+        "lr": [0.0, NAN, INF, -1e-4],
+        "warmup_steps": [2.5, -1],
+        "batch_tokens": [0, 1.5],
+        "micro_batch": [0, 1.5],
+        "heldout_windows": [-1, 0.5],
+        "eval_every": [1.5, -1],
+        "weight_decay": [NAN, -1.0],
+        "max_grad_norm": [INF, -1.0],
+        "seqlen": [1, 2.5],
+        "seed": [-1, 1.5],
+    }.items():
+        cases += [(RecoveryConfig, {name: v}) for v in values]
+    for name, values in {
+        "population": [1, 10**6, 2.5, NAN],
+        "generations": [0, 10**6, 1.5],
+        "elite": [-1, 16, 0.5],
+        "tournament": [0, 17, 1.5],
+        "crossover": [NAN, 1.5, -0.1],
+        "mutation": [INF, -0.1],
+        "max_pre": [-1, 9, 1.5],
+        "max_post": [-1, 1.5],
+        "seed": [-1, 0.5],
+        "initial": [("W:(SIGMOID)junk(MEAN)junk()-(banana",)],
+    }.items():
+        cases += [(SearchConfig, {name: v}) for v in values]
+    for name, values in {"nsamples": [0, 2.5], "windows": [0, 1.5], "seqlen": [1, 2.5], "device": ["tpu"]}.items():
+        cases += [(FitnessSettings, {name: v}) for v in values]
+    return cases
+
+
+BAD_CONFIGS = _bad_configs()
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    BAD_CONFIGS,
+    ids=[f"{cls.__name__}-{list(kw)[-1]}={list(kw.values())[-1]!r}" for cls, kw in BAD_CONFIGS],
+)
+def test_configuration_objects_refuse_what_they_cannot_use(cls, kwargs):
+    with pytest.raises(ConfigError) as caught:
+        cls(**kwargs)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 400
+    shown = list(kwargs)[-1]  # the setting under test
+    assert shown.split("_")[0] in message.lower() or "dsa expression" in message.lower() or "device" in message, message
+
+
+def test_the_battery_is_large():
+    assert len(BAD_CONFIGS) >= 150
+
+
+# ------------------------------------------------------------- round two: files, commands and sizes
+@pytest.fixture
+def bad_files(tmp_path, tiny_model_dir):
+    """Files a user might hand over by mistake, each made before the command runs."""
+    import json
+    import shutil
+
+    (tmp_path / "binary.txt").write_bytes(bytes(range(256)) * 64)
+    (tmp_path / "binary.jsonl").write_bytes(b"\x00\x01{not text" * 100)
+    (tmp_path / "fake.parquet").write_text("text\nnot a parquet file\n")
+    (tmp_path / "fake.json.gz").write_text('{"text": "not gzipped"}\n')
+    (tmp_path / "fake.gguf").write_bytes(b"PK\x03\x04 a zip, not a gguf")
+    (tmp_path / "empty.txt").write_text("")
+    for name in ("bert", "broken-config", "random-weights", "truncated"):
+        shutil.copytree(tiny_model_dir, tmp_path / name)
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    (tmp_path / "bert" / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
+    (tmp_path / "broken-config" / "config.json").write_text('{"model_type": "llama", ')
+    (tmp_path / "random-weights" / "model.safetensors").write_bytes(
+        torch.randint(0, 255, (4096,)).byte().numpy().tobytes()
+    )
+    weights = (tmp_path / "truncated" / "model.safetensors").read_bytes()
+    (tmp_path / "truncated" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    return tmp_path
+
+
+ROUND_TWO = {
+    "Lamda nan": (["--prune_method", "wanda_owl", "--Lamda", "nan"], "owl_lambda must be a finite number"),
+    "Lamda inf": (["--prune_method", "wanda_owl", "--Lamda", "inf"], "owl_lambda must be a finite number"),
+    "alpha nan": (["--prune_method", "wanda_dlp", "--alpha", "nan"], "dlp_alpha must be a finite number"),
+    "Hyper_m inf": (["--prune_method", "wanda_owl", "--Hyper_m", "inf"], "owl_m must be a finite number"),
+    "sparsity nan": (["--sparsity_ratio", "nan"], "--sparsity_ratio must be in [0, 1)"),
+    "percdamp nan": (["--prune_method", "sparsegpt", "--percdamp", "nan"], "percdamp must be a finite number"),
+    "device tpu": (["--device", "tpu"], "unknown device 'tpu'"),
+    "dsa junk": (
+        ["--allocation", "dsa", "--dsa_graph", "W:(SIGMOID)junk(MEAN)junk()-(banana"],
+        "expected '-' or the end at character 12, found 'j'",
+    ),
+    "dsa unclosed": (["--allocation", "dsa", "--dsa_graph", "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-("], "character 31"),
+    "dsa without an expression": (["--allocation", "dsa"], "--allocation dsa needs --dsa_graph"),
+    "binary calibration": (["--calibration", "{tmp}/binary.txt"], "is not UTF-8 text"),
+    "binary evaluation": (["--eval", "{tmp}/binary.jsonl"], "is not UTF-8 text"),
+    "fake parquet": (["--eval", "{tmp}/fake.parquet"], "is not a parquet file"),
+    "fake gzip": (["--calibration", "{tmp}/fake.json.gz"], "is not a gzip file"),
+    "fake gguf": (["--model", "{tmp}/fake.gguf"], "is not a GGUF file"),
+    "unknown model_type": (["--model", "{tmp}/bert"], "holds a 'bert' model"),
+    "broken config.json": (["--model", "{tmp}/broken-config"], "is not a readable JSON file"),
+    "random-bytes safetensors": (["--model", "{tmp}/random-weights"], "is not a complete safetensors file"),
+    "truncated safetensors": (["--model", "{tmp}/truncated"], "is not a complete safetensors file"),
+}
+
+
+@pytest.mark.parametrize("flags, expected", ROUND_TWO.values(), ids=ROUND_TWO.keys())
+def test_round_two_refused_before_loading(flags, expected, tiny_args, bad_files, capsys, no_loading):
+    flags = [f.format(tmp=bad_files) for f in flags]
+    assert expected in refused([*tiny_args, *flags], capsys, bad_files)
+
+
+@pytest.mark.parametrize("cache", ["{tmp}/a-file", "/proc/dlp-cache"], ids=["a file", "read-only"])
+def test_an_unusable_cache_folder_is_refused_before_loading(
+    cache, tiny_args, tmp_path, capsys, no_loading, monkeypatch
+):
+    (tmp_path / "a-file").write_text("a file")
+    monkeypatch.setenv("DLP_CACHE_DIR", cache.format(tmp=tmp_path))
+    line = refused(tiny_args, capsys, tmp_path)
+    assert "DLP_CACHE_DIR" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_map_without_a_gpu(tiny_args, tmp_path, capsys, no_loading):
+    assert "this machine has none" in refused([*tiny_args, "--device_map", "auto"], capsys, tmp_path)
+
+
+ROUND_TWO_AFTER_LOADING = {
+    # the tiny model's linears are 32 and 64 wide; its text for LoRA is the embedded calibration side
+    "lora rank beyond the widths": (
+        ["--lora_steps", "2", "--lora_data", "wiki-extracts", "--lora_rank", "100000"],
+        "exceeds the narrowest side of the targeted linears (16)",  # k_proj/v_proj: 2 KV heads of 8
+    ),
+    "empty lora data": (["--lora_steps", "2", "--lora_data", "{tmp}/empty.txt"], "fewer than one window"),
+    "lora heldout beyond the text": (
+        ["--lora_steps", "2", "--lora_data", "wiki-extracts", "--lora_heldout", "1000000"],
+        "not more than the 1000000 held out",
+    ),
+    "calibration beyond memory": (["--nsamples", "100000000"], "calibration windows of 32 tokens need about"),
+}
+
+
+@pytest.mark.parametrize("flags, expected", ROUND_TWO_AFTER_LOADING.values(), ids=ROUND_TWO_AFTER_LOADING.keys())
+def test_round_two_refused_after_loading_before_pruning(flags, expected, tiny_args, bad_files, capsys, no_work):
+    flags = [f.format(tmp=bad_files) for f in flags]
+    line = refused([*tiny_args, *flags, "--save", str(bad_files / "out" / "rec.json")], capsys, bad_files, True)
+    assert expected in line
+
+
+def test_search_refuses_a_window_beyond_the_models_positions(tiny_model_dir, text_file, capsys):
+    from dlp_lib import search_cli
+
+    argv = ["--model", str(tiny_model_dir), "--calibration", str(text_file), "--seqlen", "100000", "--quiet"]
+    assert search_cli.main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # no loading bars
+    assert len(errors) == 1 and "longer than the model's 256 positions" in errors[0]
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["--max_pre", "0", "--max_post", "0", "--population", "10", "--initial", "W:()-(MEAN)-()"],
+            "holds 7 expressions",
+        ),
+        (["--population", "1000000"], "population must be in [2, 1000]"),
+        (["--generations", "1000000"], "generations must be in [1, 10000]"),
+        (["--initial", "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-("], "character 31"),
+        (["--sparsity_ratio", "nan"], "sparsity must be a finite number"),
+        (["--device", "tpu"], "unknown device"),
+    ],
+)
+def test_search_settings_refused_before_loading(argv, expected, capsys, monkeypatch):
+    from dlp_lib import search, search_cli
+
+    monkeypatch.setattr(search, "ProxyFitness", lambda *a, **k: pytest.fail("the search started"))
+    assert search_cli.main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [(["--params=-7e9"], "--params is the model's parameter count"), (["--params", "nan"], "--params"),
+     (["--results", "{tmp}/a-file"], "is a file")],
+)  # fmt: skip
+def test_grid_refuses_a_negative_size_and_a_file_for_records(argv, expected, tmp_path, capsys):
+    from dlp_lib import grid
+
+    (tmp_path / "a-file").write_text("a file")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    assert grid.main(["--profile", "smoke", "--dry-run", *argv]) == 2
+    assert expected in capsys.readouterr().err

@@ -189,7 +189,7 @@ BAD = {
     "allocation with dense": (["--prune_method", "dense", "--allocation", "dlp"], "needs a pruning method"),
     "bad dtype": (["--dtype", "float8"], "unknown dtype"),
     "bad dlp statistic": (["--dlp_statistic", "mode"], "dlp_statistic"),
-    "bad dsa graph": (["--prune_method", "wanda_owl_search", "--graph_string", "nonsense"], "DSA graph"),
+    "bad dsa graph": (["--prune_method", "wanda_owl_search", "--graph_string", "nonsense"], "DSA expression"),
     "zero nsamples": (["--nsamples", "0"], "nsamples must be positive"),
     "short seqlen": (["--seqlen", "1"], "seqlen"),
     "bad eval windows": (["--eval_windows", "0"], "eval_windows"),

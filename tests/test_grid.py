@@ -57,21 +57,22 @@ def test_smoke_plan_is_every_notebook_run_once_in_phases(tmp_path):
 
 def test_plan_after_the_search_lists_the_dsa_rows_and_the_proxy_check(tmp_path, monkeypatch):
     prof = ex.profile("smoke")
+    exprs = [f"W:({pre})-(MEAN)-()" for pre in ("ABS", "TANH", "SIGMOID", "EXP")]
     candidates = [
-        {"expression": f"sqrt(x)+{k}", "fitness": 10.0 + k, "rank": k + 1, "shared_with": None} for k in range(4)
+        {"expression": e, "fitness": 10.0 + k, "rank": k + 1, "shared_with": None} for k, e in enumerate(exprs)
     ]
-    result = {"best": {"expression": "sqrt(x)+0", "fitness": 10.0}, "candidates": candidates}
+    result = {"best": {"expression": exprs[0], "fitness": 10.0}, "candidates": candidates}
     monkeypatch.setattr(ex, "stored_dsa_search", lambda p, d: result)
     jobs = grid.plan(prof, tmp_path)
     third = [j for j in jobs if j.phase == 3]
     assert not any(j.pending for j in third)
     graphs = [(j.spec["dsa_graph"], j.spec.get("seed")) for j in third]
     # the DSA row of each seed (its seed-0 run is also the proxy check's best pick), then the other picks
-    assert graphs == [("sqrt(x)+0", 0), ("sqrt(x)+0", 1), ("sqrt(x)+2", None), ("sqrt(x)+3", None)]
+    assert graphs == [(exprs[0], 0), (exprs[0], 1), (exprs[2], None), (exprs[3], None)]
     # the job list names each run apart: the proxy check's picks differ only in their expression
     labels = [j.label for j in jobs if not j.pending]
     assert len(set(labels)) == len(labels)
-    assert "DSA sqrt(x)+2 (λ=" in third[2].label
+    assert f"DSA {exprs[2]} (λ=" in third[2].label
 
 
 def test_plan_leaves_out_the_hyper_parameter_runs_the_statistics_show_infeasible(tmp_path, monkeypatch):

@@ -143,9 +143,11 @@ def test_cli_device_map_prunes_and_evaluates_like_one_device(tiny_model_dir, tex
     the CPU); the run must give the same masks and perplexity as a plain single-device run."""
     import json
 
+    from dlp_lib import pipeline
     from dlp_lib.cli import main
 
     monkeypatch.setenv("DLP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(pipeline, "gpu_count", lambda: 2)  # a CPU-only machine refuses --device_map otherwise
     common = ["--model", str(tiny_model_dir), "--calibration", str(text_file), "--eval", str(text_file)]
     common += ["--nsamples", "4", "--seqlen", "32", "--eval_windows", "4", "--prune_method", "sparsegpt"]
     common += ["--sparsity_ratio", "0.5", "--quiet"]

@@ -56,10 +56,10 @@ SMALL = dict(steps=30, lr=3e-2, batch_tokens=64, seqlen=16, micro_batch=2, warmu
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"rank": 0}, "rank must be a positive integer"),
+        ({"rank": 0}, "rank must be positive"),
         ({"steps": -1}, "steps must be >= 0"),
-        ({"lr": 0.0}, "learning rate must be > 0"),
-        ({"lr": -1e-4}, "learning rate must be > 0"),
+        ({"lr": 0.0}, "learning rate (lr) must be > 0"),
+        ({"lr": -1e-4}, "learning rate (lr) must be > 0"),
         ({"alpha": 0}, "alpha must be > 0"),
         ({"dropout": 1.0}, "dropout must be in [0, 1)"),
         ({"targets": ()}, "at least one LoRA target"),
@@ -231,8 +231,8 @@ def test_records_without_recovery_keep_their_hash():
     "flags, message",
     [
         (["--lora_steps", "-1"], "--lora_steps must be >= 0"),
-        (["--lora_steps", "2", "--lora_rank", "0"], "rank must be a positive integer"),
-        (["--lora_steps", "2", "--lora_lr", "0"], "learning rate must be > 0"),
+        (["--lora_steps", "2", "--lora_rank", "0"], "rank must be positive"),
+        (["--lora_steps", "2", "--lora_lr", "0"], "learning rate (lr) must be > 0"),
         (["--lora_steps", "2", "--prune_method", "dense"], "LoRA recovery needs a pruned model"),
         (["--lora_steps", "2", "--offload"], "drop --offload"),
     ],
