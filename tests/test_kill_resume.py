@@ -69,11 +69,14 @@ def test_tables_compared_but_for_measured_columns(kr, tmp_path):
 
 @pytest.mark.integration
 def test_smoke_notebooks_survive_kills_mid_run(kr, tmp_path):
-    """make 02_layerwise_allocation (smoke), killed at 35% and 70% of its uninterrupted time (inside
-    notebooks 01 and 02), then resumed: no damaged file after any kill, the same records and tables."""
+    """make 02_layerwise_allocation (smoke), killed 35% of its uninterrupted time into the run and again 30%
+    into the resumed run (inside notebooks 01 and 02, about 70% of the way), then resumed: no damaged file
+    after any kill, the same records and tables. Each lifetime is a fraction of the reference's time, so
+    the second stays below what is left (about 65% plus the restart) even when the reference ran slow
+    on a loaded machine (it was 0.7 once: the resumed run finished before its kill)."""
     if not (ROOT / ".venv" / ".installed").is_file():
         pytest.skip("needs the project's .venv (make venv)")
-    result = kr.kill_and_resume(target="02_layerwise_allocation", scratch=tmp_path, fractions=[0.35, 0.7])
+    result = kr.kill_and_resume(target="02_layerwise_allocation", scratch=tmp_path, fractions=[0.35, 0.3])
     assert result["kills"] == 2
     assert result["damaged_after_a_kill"] == [] and result["leftover_temporaries"] == []
     assert result["tables"]["different"] == [] and result["tables"]["missing"] == []
