@@ -34,7 +34,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from importlib import util as importlib_util
+from importlib import metadata as importlib_metadata, util as importlib_util
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +154,13 @@ def _loader(name: str):
     return lambda path, names, arrays: _openvino(path, names, arrays, int8_sparse=True)
 
 
+def _version(package: str) -> str:
+    try:
+        return importlib_metadata.version(package)
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def best_seconds(fn, repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
@@ -183,7 +190,7 @@ def measure(name: str, directory: str | Path, repeats: int = 5) -> dict:
         raise RuntimeError(reason)
     directory = Path(directory)
     reference = np.load(directory / "reference.npz")
-    row = {"engine": name, "description": ENGINES[name].description}
+    row = {"engine": name, "description": ENGINES[name].description, "version": _version(ENGINES[name].package)}
     for graph in ("prefill", "decode"):
         arrays = _graph_inputs(reference, graph)
         names = ["input_ids", "attention_mask"] + [f"past_{i}" for i in range(len(arrays) - 2)]

@@ -528,3 +528,38 @@ def plot_speedup(cpu: pd.DataFrame, gpu: pd.DataFrame | None, cpu_label: str, gp
     _finish_axes(fig)
     fig.tight_layout()
     return fig
+
+
+def plot_engine_speedups(frame: pd.DataFrame, machine: str):
+    """Each CPU engine's prefill and decode speed-up of each pruned variant over its own dense run
+    (``dlp_lib.engines.speedups`` rows), as bars from 1x (up: faster); the noise all engines share (the
+    smallest ``<graph>_noise``: the control engines' stray from 1, at least 5%) is shaded around 1x, where a
+    bar says nothing."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    engines = list(dict.fromkeys(frame["engine"]))
+    variants = list(dict.fromkeys(frame["variant"]))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.8), sharey=True)
+    width = 0.8 / max(len(engines), 1)
+    colours = plt.get_cmap("tab10")
+    for ax, graph in zip(axes, ("prefill", "decode")):
+        # the noise every engine shares (the controls' stray; an engine's own dense spread may add to it)
+        spread = frame[f"{graph}_noise"].min()
+        ax.axhspan(1 / (1 + spread), 1 + spread, color="grey", alpha=0.2, label=f"noise (±{spread:.0%})")
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
+        for i, engine in enumerate(engines):
+            rows = frame[frame["engine"] == engine].set_index("variant").reindex(variants)
+            positions = [v + (i - (len(engines) - 1) / 2) * width for v in range(len(variants))]
+            ratios = rows[f"{graph}_speedup"]
+            ax.bar(positions, ratios - 1, width, bottom=1, color=colours(i), label=engine)  # up: faster
+        ax.set_xticks(range(len(variants)))
+        ax.set_xticklabels(variants, rotation=30, ha="right", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("dense time / pruned time (log; > 1 is faster)")
+        ax.set_title(f"{graph}", fontsize=10)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"Pruned models in CPU inference engines, each against its own dense run ({machine})", fontsize=11)
+    _finish_axes(fig)
+    fig.tight_layout()
+    return fig

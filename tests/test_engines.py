@@ -304,5 +304,5 @@ def test_engine_figure_has_a_bar_per_variant_and_engine_in_each_panel():
     prefill, decode = fig.axes
     bars = [[bar for container in ax.containers for bar in container] for ax in (prefill, decode)]
     assert [len(b) for b in bars] == [2, 2]  # 1 variant x 2 engines
-    heights = sorted(round(bar.get_height(), 3) for bar in bars[0])
-    assert heights == [0.5, 2.5]
+    tops = sorted(round(bar.get_y() + bar.get_height(), 3) for bar in bars[0])  # bars start at 1x
+    assert tops == [0.5, 2.5] and {bar.get_y() for bar in bars[0]} == {1.0}

@@ -69,6 +69,9 @@ EXPECTED = {
         "speedup_end_to_end.csv",
         "speedup_gpu.csv",
         "speedup.png",
+        "speedup_engines.csv",  # from the committed bench/results/engines-cpu.json
+        "speedup_engines.md",
+        "speedup_engines.png",
     ],
     "10_dsa_search": [
         "dsa_search.csv",
