@@ -116,8 +116,8 @@ $(PARAMETERS): FORCE | $(STAMP)
 	@echo "$(strip profile=$(PROFILE) model=$(MODEL) $(ARITHMETIC))" | cmp -s - $@ \
 		|| echo "$(strip profile=$(PROFILE) model=$(MODEL) $(ARITHMETIC))" > $@
 
-NOTEBOOK_CODE := dlp_lib/experiments.py dlp_lib/reports.py dlp_lib/plots.py dlp_lib/spread.py dlp_lib/search.py \
-	dlp_lib/speedup.py
+NOTEBOOK_CODE := $(wildcard dlp_lib/experiments/*.py) dlp_lib/reports.py dlp_lib/plots.py dlp_lib/spread.py \
+	dlp_lib/search.py dlp_lib/speedup.py dlp_lib/engines.py dlp_lib/graphs.py
 
 # papermill writes a hidden partial copy as it goes; only a finished run is renamed onto the target, so
 # a killed run leaves no executed notebook that make would take for up to date

@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("directory", nargs="?", default=None, help=f"where to write (default: ${DIR_ENV} or the cache)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete set is there")
     args = parser.parse_args(argv)
-    from .experiments import setup_logging
+    from .log import setup_logging
 
     setup_logging()
     try:

@@ -640,7 +640,7 @@ def format_table(result: dict) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m dlp_lib.zeroshot: build the task files
-    from dlp_lib.experiments import setup_logging
+    from dlp_lib.log import setup_logging
 
     setup_logging()
     print(build_task_files(sys.argv[1] if len(sys.argv) > 1 else None))

@@ -245,7 +245,8 @@ def test_make_reproduce_with_an_unknown_profile(tmp_path):
 
 
 def test_search_output_checked_before_work(tmp_path, capsys, monkeypatch):
-    from dlp_lib import search, search_cli
+    from dlp_lib import search
+    from dlp_lib.cli import search as search_cli
 
     def refuse(*args, **kwargs):
         raise AssertionError("the search started before its output path was checked")
@@ -456,7 +457,7 @@ def test_round_two_refused_after_loading_before_pruning(flags, expected, tiny_ar
 
 
 def test_search_refuses_a_window_beyond_the_models_positions(tiny_model_dir, text_file, capsys):
-    from dlp_lib import search_cli
+    from dlp_lib.cli import search as search_cli
 
     argv = ["--model", str(tiny_model_dir), "--calibration", str(text_file), "--seqlen", "100000", "--quiet"]
     assert search_cli.main(argv) == 2
@@ -479,7 +480,8 @@ def test_search_refuses_a_window_beyond_the_models_positions(tiny_model_dir, tex
     ],
 )
 def test_search_settings_refused_before_loading(argv, expected, capsys, monkeypatch):
-    from dlp_lib import search, search_cli
+    from dlp_lib import search
+    from dlp_lib.cli import search as search_cli
 
     monkeypatch.setattr(search, "ProxyFitness", lambda *a, **k: pytest.fail("the search started"))
     assert search_cli.main([*argv, "--quiet"]) == 2

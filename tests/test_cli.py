@@ -275,3 +275,49 @@ def test_python_m_dlp_lib_help():
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: dlp-prune")
     assert "--prune_method" in result.stdout and "--sparsity_ratio" in result.stdout
+
+
+# ------------------------------------------------------------------------------- the two commands agree
+def _options(parser) -> dict:
+    return {opt: action for action in parser._actions for opt in action.option_strings}
+
+
+def test_every_flag_both_commands_take_means_the_same_and_defaults_alike():
+    from dlp_lib.cli import prune, search
+
+    prune_flags, search_flags = _options(prune.build_parser()), _options(search.build_parser())
+    shared = set(prune_flags) & set(search_flags) - {"-h", "--help"}
+    assert {"--model", "--prune_method", "--sparsity_ratio", "--Lamda", "--calibration", "--nsamples", "--seqlen",
+            "--seed", "--batch_size", "--sparsegpt_sweep", "--save", "--quiet"} <= shared  # fmt: skip
+    for flag in shared:
+        a, b = prune_flags[flag], search_flags[flag]
+        assert (a.dest, a.default, a.type, a.choices) == (b.dest, b.default, b.type, b.choices), flag
+        if flag != "--save":  # what --save writes is each command's own
+            assert a.help == b.help, flag
+
+
+def test_search_seeds_calibration_with_seed_and_evolution_with_search_seed():
+    from dlp_lib.cli import search
+
+    parser = search.build_parser()
+    fitness, config, _ = search.build_settings(parser.parse_args(["--seed", "3", "--search_seed", "5"]))
+    assert (fitness.seed, config.seed) == (3, 5)
+    fitness, _, _ = search.build_settings(parser.parse_args(["--calibration_seed", "4"]))  # the former name
+    assert fitness.seed == 4
+    fitness, _, _ = search.build_settings(parser.parse_args([]))
+    assert fitness.sparsity == prune_defaults_sparsity()
+
+
+def prune_defaults_sparsity() -> float:
+    from dlp_lib.cli import DEFAULT_SPARSITY, build_parser, build_prune_config
+
+    config = build_prune_config(build_parser().parse_args([]))
+    assert config.sparsity == DEFAULT_SPARSITY
+    return config.sparsity
+
+
+def test_former_module_of_dlp_search_still_runs_it():
+    from dlp_lib import search_cli
+    from dlp_lib.cli import search
+
+    assert search_cli.main is search.main

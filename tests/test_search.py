@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from dlp_lib import experiments as ex, reports, search_cli
+from dlp_lib import experiments as ex, reports
 from dlp_lib.allocation import parse_dsa_graph
+from dlp_lib.cli import search as search_cli
 from dlp_lib.config import ConfigError
 from dlp_lib.search import (
     DSA_README_GRAPH,

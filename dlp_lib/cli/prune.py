@@ -26,48 +26,22 @@ import sys
 import time
 from pathlib import Path
 
+from .flags import (
+    DEFAULT_SPARSITY,
+    add_calibration_arguments,
+    add_model_arguments,
+    add_output_arguments,
+    add_pruning_arguments,
+    add_sparsegpt_arguments,
+    one_line,
+    resolve_device,
+    start_logging,
+)
+
 log = logging.getLogger("dlp_lib.cli")
 
 PROG = "dlp-prune"
 DENSE = "dense"
-
-
-def add_model_arguments(parser: argparse.ArgumentParser):
-    """The "model" group every command shares (--model, --device, --dtype, --trust_remote_code);
-    returns the group so a command can add its own model flags to it."""
-    g = parser.add_argument_group("model")
-    g.add_argument(
-        "--model",
-        default="smollm2-135m",
-        help="smollm2-135m (embedded), a local HF directory, a .gguf file, or a hub id (default: %(default)s)",
-    )
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
-    g.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16 (default: %(default)s)")
-    g.add_argument("--trust_remote_code", action="store_true", help="let transformers run the model's own code")
-    return g
-
-
-def add_sparsegpt_arguments(group, default: str | None = "auto") -> None:
-    """SparseGPT's arithmetic (``PruneConfig.sparsegpt_sweep`` and ``sparsegpt_hessian``), for dlp-prune,
-    dlp-search and the grid alike (the grid's ``default=None``: the profile's)."""
-    from .config import SPARSEGPT_HESSIANS, SPARSEGPT_SWEEPS
-
-    shown = default or "the profile's"
-    group.add_argument(
-        "--sparsegpt_sweep",
-        default=default,
-        choices=list(SPARSEGPT_SWEEPS),
-        help="SparseGPT's column loop; every one gives the same weights. auto: C on a CPU, Triton on CUDA "
-        f"(default: {shown})",
-    )
-    group.add_argument(
-        "--sparsegpt_hessian",
-        default=default,
-        choices=list(SPARSEGPT_HESSIANS),
-        help="SparseGPT's Hessian arithmetic: fp32 (the reference's) or half (x^T x from bf16/fp16 activations, exact "
-        "products, fp32 sums; tensor cores on CUDA); auto: half on CUDA, fp32 elsewhere "
-        f"(default: {shown})",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,20 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = parser.add_argument_group("pruning")
-    g.add_argument(
-        "--prune_method",
-        default="wanda",
-        help="magnitude, wanda, sparsegpt, dense (no pruning), or a compound name such as wanda_dlp "
-        "(default: %(default)s)",
-    )
+    add_pruning_arguments(g)
     g.add_argument(
         "--allocation", default=None, help="uniform, owl, dlp or dsa (default: from --prune_method, else uniform)"
-    )
-    g.add_argument(
-        "--sparsity_ratio",
-        type=float,
-        default=None,
-        help="fraction of zeros in [0, 1) (default: 0.5; N/M for N:M sparsity)",
     )
     g.add_argument(
         "--sparsity_type",
@@ -113,7 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="unstructured, or N:M such as 2:4 or 4:8 (N zeros in every M weights) (default: %(default)s)",
     )
     g.add_argument("--use_variant", action="store_true", help="Wanda's appendix variant (unstructured only)")
-    g.add_argument("--Lamda", type=float, default=None, help="OWL's and DSA's density half-range lambda (0.08)")
     g.add_argument("--Hyper_m", type=float, default=None, help="OWL's outlier threshold M (5)")
     g.add_argument("--alpha", type=float, default=None, help="DLP's density half-range alpha (0.15)")
     g.add_argument(
@@ -143,25 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--perturb_seed", type=int, default=None, help="seed of the --perturb noise (default: 0)")
 
     g = parser.add_argument_group("data")
-    g.add_argument(
-        "--calibration",
-        default="wiki-extracts",
-        help="wiki-extracts (embedded), c4, wikitext2, "
-        "c4:/local/shard.json.gz, or a .txt/.jsonl file (default: %(default)s)",
-    )
-    g.add_argument("--nsamples", type=int, default=128, help="calibration windows (default: %(default)s)")
-    g.add_argument("--seqlen", type=int, default=2048, help="tokens per window (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default: %(default)s)")
+    add_calibration_arguments(g)
     g.add_argument(
         "--eval",
         default="wiki-extracts",
         help="perplexity data, same forms as --calibration, or 'none' (default: %(default)s)",
     )
     g.add_argument("--eval_windows", type=int, default=None, help="evaluate on the first N windows (default: all)")
-    g.add_argument("--batch_size", type=int, default=8, help="calibration windows per forward (default: %(default)s)")
-    g.add_argument(
-        "--eval_batch_size", type=int, default=4, help="evaluation windows per forward (default: %(default)s)"
-    )
 
     g = parser.add_argument_group("zero-shot accuracy (lm-eval)")
     g.add_argument(
@@ -217,11 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--lora_precision", default=None, help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16 (default: auto)"
     )
 
-    g = parser.add_argument_group("output")
-    g.add_argument(
-        "--save",
-        default=None,
-        help="path of the JSON result record (a directory, or a path ending in '/', gets <config hash>.json)",
+    g = add_output_arguments(
+        parser, "path of the JSON result record (a directory, or a path ending in '/', gets <config hash>.json)"
     )
     g.add_argument(
         "--save_model",
@@ -230,26 +177,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="save the pruned model (safetensors + tokenizer + sparsity.json) to DIR; after LoRA recovery the "
         "sparse base there and the adapter in DIR/adapter (peft format)",
     )
-    g.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     # accepted so the papers' scripts run unchanged
     parser.add_argument("--cache_dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--outlier_by_wmetric", action="store_true", help=argparse.SUPPRESS)  # OWL's default metric
     return parser
 
 
-def _one_line(message) -> str:
-    return " ".join(str(message).split())
-
-
 def _effective_sparsity(args, nm) -> float:
     """``--sparsity_ratio``, checked; for N:M the pattern's N/M (a differing ratio is warned about)."""
-    from .config import ConfigError
+    from ..config import ConfigError
 
     ratio = args.sparsity_ratio
     if ratio is not None and not 0.0 <= ratio < 1.0:
         raise ConfigError(f"--sparsity_ratio must be in [0, 1) (the fraction of zeros); got {ratio}")
     if nm is None:
-        return 0.5 if ratio is None else ratio
+        return DEFAULT_SPARSITY if ratio is None else ratio
     n, m = nm
     if ratio is not None and abs(ratio - n / m) > 1e-9:
         log.warning("--sparsity_type %d:%d prunes %g of the weights; ignoring --sparsity_ratio %g", n, m, n / m, ratio)
@@ -258,7 +200,7 @@ def _effective_sparsity(args, nm) -> float:
 
 def build_prune_config(args):
     """The PruneConfig the flags ask for, or None for ``--prune_method dense``."""
-    from .config import (
+    from ..config import (
         DSA_README_GRAPH,
         SEARCHED_GRAPH,
         ConfigError,
@@ -337,8 +279,8 @@ LORA_FLAGS = {
 
 def build_recovery_config(args):
     """The RecoveryConfig the ``--lora_*`` flags ask for, or None without ``--lora_steps``."""
-    from .config import ConfigError
-    from .recovery import RecoveryConfig
+    from ..config import ConfigError
+    from ..recovery import RecoveryConfig
 
     given = {field: getattr(args, flag) for flag, field in LORA_FLAGS.items() if getattr(args, flag) is not None}
     if args.lora_steps < 0:
@@ -350,29 +292,11 @@ def build_recovery_config(args):
     return RecoveryConfig(steps=args.lora_steps, **given)
 
 
-def resolve_device(device: str | None) -> str:
-    """``--device``: cuda if available when not given; an unknown device, or CUDA without a GPU, is a
-    ConfigError."""
-    import torch
-
-    from .config import ConfigError
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch.device(device)
-    except (RuntimeError, ValueError) as err:
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N ({_one_line(err)})") from None
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return device
-
-
 def record_destination(save: str, config_dict: dict) -> Path:
     """``--save``: a file path, or a directory (existing, or written with a trailing '/') that gets
     ``<config hash>.json`` as the papers' scripts pass an output directory."""
-    from .config import ConfigError
-    from .results import record_path
+    from ..config import ConfigError
+    from ..results import record_path
 
     path = Path(save).expanduser()
     if save.endswith(("/", os.sep)) or path.is_dir():
@@ -384,11 +308,11 @@ def record_destination(save: str, config_dict: dict) -> Path:
 
 def build_run_config(args):
     """Validate every flag and return ``(RunConfig, record path or None)``; raises ConfigError."""
-    from .cache import check_writable
-    from .config import ConfigError
-    from .models import resolve_dtype
-    from .pipeline import RunConfig, validate
-    from .saving import check_save_directory
+    from ..cache import check_writable
+    from ..config import ConfigError
+    from ..models import resolve_dtype
+    from ..pipeline import RunConfig, validate
+    from ..saving import check_save_directory
 
     prune = build_prune_config(args)
     resolve_dtype(args.dtype)
@@ -396,7 +320,7 @@ def build_run_config(args):
     eval_source = None if args.eval.lower() in ("none", "") else args.eval
     zero_shot_tasks = None
     if args.eval_zero_shot:
-        from .zeroshot import PAPER_TASKS, resolve_tasks
+        from ..zeroshot import PAPER_TASKS, resolve_tasks
 
         zero_shot_tasks = tuple(resolve_tasks(args.tasks or PAPER_TASKS, args.zero_shot_source))
     elif args.tasks or args.limit is not None or args.add_bos_token:
@@ -493,25 +417,21 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2, message already printed)
         return exit_.code if isinstance(exit_.code, int) else 2
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    from .config import ConfigError
-    from .heap import keep_freed_memory
+    start_logging(args)
+    from ..config import ConfigError
+    from ..heap import keep_freed_memory
 
     try:
         config, save = build_run_config(args)
     except ConfigError as err:
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 2
     keep_freed_memory()  # the Makefile's MALLOC_* settings, for a user who runs the command directly
 
     from transformers.utils import logging as hf_logging
 
-    from .pipeline import run
-    from .results import save_record
+    from ..pipeline import run
+    from ..results import save_record
 
     bars = hf_logging.is_progress_bar_enabled()
     if args.quiet:
@@ -520,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         record = run(config, progress=not args.quiet, save_model=args.save_model)
     except ConfigError as err:  # found once the model is known (architecture, allocation range, ...)
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 2
     finally:
         if bars:

@@ -1,0 +1,120 @@
+"""Flags the commands share, declared once: the model, SparseGPT's arithmetic, the pruning target, the
+calibration data, the output; the device check, the one-line error and the logging every command uses."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+DEFAULT_SPARSITY = 0.5
+
+
+def add_model_arguments(parser: argparse.ArgumentParser):
+    """The "model" group every command shares (--model, --device, --dtype, --trust_remote_code);
+    returns the group so a command can add its own model flags to it."""
+    g = parser.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="smollm2-135m (embedded), a local HF directory, a .gguf file, or a hub id (default: %(default)s)",
+    )
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    g.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16 (default: %(default)s)")
+    g.add_argument("--trust_remote_code", action="store_true", help="let transformers run the model's own code")
+    return g
+
+
+def add_sparsegpt_arguments(group, default: str | None = "auto") -> None:
+    """SparseGPT's arithmetic (``PruneConfig.sparsegpt_sweep`` and ``sparsegpt_hessian``), for dlp-prune,
+    dlp-search and the grid alike (the grid's ``default=None``: the profile's)."""
+    from ..config import SPARSEGPT_HESSIANS, SPARSEGPT_SWEEPS
+
+    shown = default or "the profile's"
+    group.add_argument(
+        "--sparsegpt_sweep",
+        default=default,
+        choices=list(SPARSEGPT_SWEEPS),
+        help="SparseGPT's column loop; every one gives the same weights. auto: C on a CPU, Triton on CUDA "
+        f"(default: {shown})",
+    )
+    group.add_argument(
+        "--sparsegpt_hessian",
+        default=default,
+        choices=list(SPARSEGPT_HESSIANS),
+        help="SparseGPT's Hessian arithmetic: fp32 (the reference's) or half (x^T x from bf16/fp16 activations, exact "
+        "products, fp32 sums; tensor cores on CUDA); auto: half on CUDA, fp32 elsewhere "
+        f"(default: {shown})",
+    )
+
+
+def add_pruning_arguments(group) -> None:
+    """The pruner, the sparsity and DSA's/OWL's lambda, as both commands read them."""
+    group.add_argument(
+        "--prune_method",
+        default="wanda",
+        help="magnitude, wanda, sparsegpt (dlp-prune also: dense, or a compound name such as wanda_dlp) "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--sparsity_ratio",
+        type=float,
+        default=None,
+        help=f"fraction of zeros in [0, 1) (default: {DEFAULT_SPARSITY}; for N:M sparsity, N/M)",
+    )
+    group.add_argument("--Lamda", type=float, default=None, help="OWL's and DSA's density half-range lambda (0.08)")
+
+
+def add_calibration_arguments(group) -> None:
+    """The calibration windows and the batch sizes, as both commands read them."""
+    group.add_argument(
+        "--calibration",
+        default="wiki-extracts",
+        help="wiki-extracts (embedded), c4, wikitext2, "
+        "c4:/local/shard.json.gz, or a .txt/.jsonl file (default: %(default)s)",
+    )
+    group.add_argument("--nsamples", type=int, default=128, help="calibration windows (default: %(default)s)")
+    group.add_argument("--seqlen", type=int, default=2048, help="tokens per window (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=0, help="seed of the calibration sampling (default: %(default)s)")
+    group.add_argument(
+        "--batch_size", type=int, default=8, help="calibration windows per forward (default: %(default)s)"
+    )
+    group.add_argument(
+        "--eval_batch_size", type=int, default=4, help="evaluation windows per forward (default: %(default)s)"
+    )
+
+
+def add_output_arguments(parser, save_help: str):
+    """The "output" group: ``--save`` (what it writes is the command's) and ``--quiet``; returns the group."""
+    g = parser.add_argument_group("output")
+    g.add_argument("--save", default=None, help=save_help)
+    g.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    return g
+
+
+def start_logging(args) -> None:
+    """The commands' log: ``dlp_lib.log.setup_logging`` at INFO, or WARNING with ``--quiet``."""
+    from ..log import setup_logging
+
+    setup_logging(logging.WARNING if args.quiet else logging.INFO)
+
+
+def one_line(message) -> str:
+    return " ".join(str(message).split())
+
+
+def resolve_device(device: str | None) -> str:
+    """``--device``: cuda if available when not given; an unknown device, or CUDA without a GPU, is a
+    ConfigError."""
+    import torch
+
+    from ..config import ConfigError
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N ({one_line(err)})") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return device

@@ -1,0 +1,121 @@
+"""Experiments: what the numbered notebooks run (profiles, specs, cached runs, cost, frames, dense statistics).
+
+The notebooks in ``notebooks/`` stay thin: a parameters cell (``profile``, ``model``, output folders),
+then calls into this module, :mod:`dlp_lib.reports` (tables) and :mod:`dlp_lib.plots` (figures):
+
+    profile(name) ──► run specs (one per table cell) ──► cached_run: a result record per configuration
+    ──► records_frame (pandas) ──► reports.write_table (CSV, Markdown, LaTeX) and plots.plot_*
+
+``cached_run`` keys every record by a hash of the full run configuration, so a later notebook (or an
+interrupted ``make reproduce``) reuses what an earlier one computed, and allocation-only analyses
+(``dense_statistics``) reuse the dense statistics cached by the pipeline: trying another allocator or
+hyper-parameter needs no forward pass.
+
+Example::
+
+    from dlp_lib import experiments as ex, reports
+    prof = ex.profile("quick")
+    records = ex.run_specs(prof, ex.main_specs(prof), results_dir="results")
+    numbers, display, bold = reports.main_table(ex.records_frame(records), prof)  # numbers, strings, bold mask
+
+Modules, each importing only those above it: ``profiles`` (the settings), ``labels`` (names in tables),
+``runs`` (a configuration per spec, the record cache), ``specs`` (the runs each notebook asks for), ``dsa``
+(the allocation search for notebook 10), ``cost`` (seconds per run), ``frames`` (records as pandas),
+``dense`` (dense statistics and the allocation analyses on them). Every public name is importable from
+``dlp_lib.experiments`` itself.
+"""
+
+from ..log import setup_logging  # noqa: F401  (the notebooks call ex.setup_logging())
+from .cost import (  # noqa: F401
+    QUICK_SECONDS,
+    dsa_search_seconds,
+    estimate_seconds,
+    planned_runs,
+    run_seconds,
+)
+from .dense import (  # noqa: F401
+    DenseStatistics,
+    allocation_frame,
+    dense_facts_table,
+    dense_statistics,
+    dense_statistics_path,
+    feasible_hyper_specs,
+    hyperparameter_allocations,
+    hyperparameter_table,
+    load_dense_statistics,
+    owl_column,
+    stored_norms_cache,
+)
+from .dsa import (  # noqa: F401
+    SEARCH_FIELDS,
+    dsa_proxy_check,
+    dsa_search,
+    dsa_search_path,
+    dsa_search_settings,
+    proxy_check_picks,
+    search_candidates,
+    search_history,
+    searched_graph,
+    spearman,
+    stored_dsa_search,
+    table_block_sparsity,
+)
+from .frames import (  # noqa: F401
+    block_sparsity_frame,
+    blocks_frame,
+    dense_perplexity,
+    record_row,
+    records_frame,
+)
+from .labels import (  # noqa: F401
+    ALLOCATION_COLORS,
+    ALLOCATION_NAMES,
+    HYPER_ALLOCATION,
+    HYPER_NAMES,
+    METHOD_NAMES,
+    TABLE_NAMES,
+    calibration_name,
+    data_tag,
+    describe,
+    model_name,
+    percent,
+    source_name,
+    sparsegpt_arithmetic,
+    training_name,
+)
+from .profiles import (  # noqa: F401
+    ARITHMETIC_FIELDS,
+    HYPER_FIELDS,
+    PROFILES,
+    REHEARSAL_DIR,
+    RUN_FIELDS,
+    profile,
+)
+from .runs import (  # noqa: F401
+    RECORDS_ONLY_ENV,
+    before_computing,
+    cached_run,
+    headline,
+    records_only,
+    run_config,
+    run_label,
+    run_spec,
+    run_specs,
+    stored_runs,
+    stored_spec,
+    uses_calibration,
+)
+from .specs import (  # noqa: F401
+    dense_spec,
+    float_sensitivity_specs,
+    hyper_specs,
+    main_specs,
+    nm_specs,
+    recovery_profile,
+    recovery_specs,
+    seeded,
+    sweep_specs,
+    table_allocations,
+    zero_shot_profile,
+    zero_shot_specs,
+)

@@ -1,0 +1,366 @@
+"""Experiment profiles (smoke, quick, paper, rehearsal): every setting of a notebook run, and ``profile()``."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+
+from .. import pipeline, rehearsal
+from ..config import (
+    DSA_README_GRAPH,
+    ConfigError,
+    PruneConfig,
+)
+from ..zeroshot import PAPER_TASKS
+
+log = logging.getLogger(__name__)
+
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(pipeline.RunConfig) if f.name not in ("prune", "recovery"))
+HYPER_FIELDS = ("owl_lambda", "owl_m", "dlp_alpha", "dlp_statistic", "dsa_graph", "dsa_lambda")
+ARITHMETIC_FIELDS = ("sparsegpt_sweep", "sparsegpt_hessian")  # SparseGPT's arithmetic (PruneConfig fields)
+_FLOAT_FIELDS = ("owl_lambda", "owl_m", "dlp_alpha", "dsa_lambda")  # 5 and 5.0 must hash alike
+REHEARSAL_DIR = "{rehearsal}"  # in a profile's paths: the rehearsal's assets (dlp_lib.rehearsal.assets_dir)
+
+# ------------------------------------------------------------------------------------------- profiles
+# The defaults are the `quick` profile: sized so that `make reproduce`, every notebook and 3 calibration
+# seeds of the claims included, fits an hour of a 2-core CPU (about 40 GFLOP/s per core): 8 x 256
+# calibration tokens and 16 x 256 evaluation tokens per run, grids cut to what the claims need.
+_DEFAULTS = dict(
+    # RunConfig fields
+    model="smollm2-135m",
+    calibration="wiki-extracts",
+    eval="wiki-extracts",
+    nsamples=8,
+    seqlen=256,
+    seed=0,
+    eval_windows=16,
+    batch_size=8,
+    eval_batch_size=4,
+    device="cpu",
+    dtype="auto",
+    trust_remote_code=False,
+    # the papers' hyper-parameters (OWL/DLP/DSA READMEs)
+    owl_lambda=0.08,
+    owl_m=5.0,
+    dlp_alpha=0.15,
+    dlp_statistic="mean",
+    dsa_graph=DSA_README_GRAPH,
+    dsa_lambda=0.08,
+    # SparseGPT's arithmetic (config.SPARSEGPT_SWEEPS / SPARSEGPT_HESSIANS): "auto" is the reference's on a
+    # CPU; on CUDA the Triton sweep (the same weights) and Hessians from the half-precision activations
+    sparsegpt_sweep="auto",
+    sparsegpt_hessian="auto",
+    # experiment grids
+    main_sparsity=0.7,
+    main_methods=["magnitude", "wanda", "sparsegpt"],
+    allocations=["uniform", "owl", "dlp"],
+    # single runs on the profile's seed; the 70% points are the main table's (with their seed range)
+    sweep={"wanda": [0.6, 0.7, 0.8], "sparsegpt": [0.5, 0.6, 0.7, 0.8]},
+    # the sweep's allocations: Uniform against DLP (OWL's curve costs 2.5 min of a 2-core AVX2 CPU here;
+    # the paper profile sweeps all of `allocations`)
+    sweep_allocations=["uniform", "dlp"],
+    # allocation-only sensitivity: densities from the cached dense statistics, no pruning
+    hyper_grid={
+        "dlp_alpha": [0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3],
+        "owl_lambda": [0.0, 0.02, 0.04, 0.08, 0.12, 0.16, 0.2],
+        "owl_m": [2.0, 3.0, 5.0, 7.0, 10.0],
+    },
+    # pruned runs for the sensitivity figure (the defaults are shared with the main table)
+    hyper_pruned={"method": "wanda", "dlp_alpha": [0.05, 0.15, 0.2], "owl_lambda": [0.08], "owl_m": [5.0]},
+    nm={"wanda": {"patterns": ["2:4"], "allocations": ["uniform", "dlp"]}},  # paper: every pruner, 2:4 and 4:8
+    # calibration seeds of the claims (main table, zero-shot): each calibration-dependent cell is run
+    # once per seed and reported as mean and min-max; runs that read no calibration data (dense,
+    # magnitude with uniform allocation) are deterministic and run once
+    seeds=[0, 1, 2],
+    # float sensitivity (the reproduction tolerance): these cells re-run on seed 0 with the pruning
+    # statistics multiplied by (1 + scale * N(0, 1)), `draws` times: the spread a re-run on another
+    # machine (other BLAS kernels, other rounding) should expect
+    float_sensitivity={
+        # DLP too: it prunes some blocks beyond 70%, which makes SparseGPT's runs noisier than Uniform's
+        # (σ of ln ppl 0.07 against 0.04 on an Intel Xeon); a cell takes the largest tolerance measured
+        # for its pruner and sparsity, so OWL and DSA rows get the larger of the two
+        "cells": [
+            {"method": "wanda", "allocation": "uniform", "sparsity": 0.7},
+            {"method": "wanda", "allocation": "dlp", "sparsity": 0.7},
+            {"method": "sparsegpt", "allocation": "uniform", "sparsity": 0.7},
+            {"method": "sparsegpt", "allocation": "dlp", "sparsity": 0.7},
+            {"method": "wanda", "allocation": "uniform", "sparsity": 0.8},
+        ],
+        # four: the standard deviation of 3 runs (2 draws) comes out under half the true one one time in
+        # five, of 5 runs one in 11 (of 7: one in 25, but 10 more runs: 4.5 min of a 2-core AVX2 CPU);
+        # SparseGPT's ±12% from 3 runs missed an Intel CPU's x0.80-x1.23
+        "draws": 4,
+        # a larger ε samples no wider: 6 draws each at 1e-5, 1e-4 and 1e-3 gave SparseGPT-Uniform 70% a σ
+        # of ln ppl of 0.043, 0.044 and 0.026 and Wanda's 0.078, 0.054 and 0.045 (1e-6: 0.048, 0.053)
+        "scale": 1e-6,
+    },
+    # zero-shot accuracy (notebook 07): dense and each pruner x allocation at the main sparsity, on the
+    # first `limit` examples of each task (None: whole splits); perplexity is not re-evaluated there
+    zero_shot={
+        "tasks": list(PAPER_TASKS),
+        "limit": 12,
+        "batch_size": 16,
+        "add_bos_token": False,  # the papers' code passed no special tokens
+        "source": "local",  # the shipped task data (dlp_lib.zeroshot); "hub" downloads lm-eval's
+        "methods": ["wanda"],
+        # Uniform against DLP: 12 examples per task pin an OWL row down too little for its 2.7 min of a
+        # 2-core AVX2 CPU (paper: every allocation)
+        "allocations": ["uniform", "dlp"],
+    },
+    # LoRA recovery (notebook 08): each pruner x allocation at the main sparsity on the profile's seed,
+    # then a LoRA adapter trained on the calibration side of the data (dlp_lib.recovery.RecoveryConfig
+    # fields in "settings"). Quick: 12 steps of 4 x 256 tokens (~100 s of a 2-core CPU) at a 40x larger
+    # learning rate than the papers' (their 234 steps of 128 x 1024 tokens take ~12 GPU-hours on LLaMA-7B).
+    recovery={
+        "methods": ["wanda"],
+        "allocations": ["uniform", "dlp"],  # paper: OWL too (here 2.7 min of a 2-core AVX2 CPU)
+        "zero_shot": False,  # also measure zero-shot accuracy after recovery (profile's zero_shot settings)
+        "settings": {
+            "steps": 12,
+            "lr": 4e-3,
+            "batch_tokens": 1024,
+            "seqlen": 256,
+            "micro_batch": 4,
+            "warmup_steps": 2,
+            "heldout_windows": 4,
+            "eval_every": 4,
+        },
+    },
+    # what sparse weights buy at inference (notebook 09), measured live on this machine's CPU: y = x W^T at
+    # the first `linears` LLaMA-2 linear shapes of `shapes` (or explicit [label, out, in] triples), dense
+    # against 70% and 2:4 weights in each of `formats` (CSC, 50-300x slower than dense here, is left to
+    # make bench-speedup); end to end, the profile's model pruned by magnitude with its linears in CSR
+    # (prefill `prompt_tokens`, then `decode_tokens` steps)
+    speedup={
+        "shapes": "7b",
+        "linears": 2,
+        "formats": ["csr", "coo"],
+        "tokens": [1, 16, 128],
+        "repeats": 2,
+        "end_to_end": True,
+        "prompt_tokens": 128,
+        "decode_tokens": 8,
+    },
+    # DSA's allocation search (dlp_lib.search; run by notebook 03 for its DSA rows, shown by notebook 10):
+    # evolution over allocation expressions with `method` at the main sparsity; a candidate's fitness is
+    # its perplexity on `windows` search windows of the calibration side after pruning with `nsamples` x
+    # `seqlen` calibration windows (a proxy of the table's runs, ~6 s a candidate here). `proxy_check`
+    # candidates are then also run with the table's settings, to measure how well the proxy ranks them.
+    # Other SearchConfig fields (elite, tournament, crossover, mutation, max_pre, max_post) may be set.
+    dsa_search={
+        "method": "wanda",
+        "population": 10,
+        "generations": 6,
+        "seed": 0,
+        "nsamples": 4,
+        "seqlen": 128,
+        "windows": 8,
+        "proxy_check": 8,
+    },
+)
+
+PROFILES: dict[str, dict] = {
+    # CI: every notebook end to end in a few minutes on 2 CPU cores: dense, Wanda x 3 allocations at 70%
+    # on 2 seeds, 2 float-sensitivity draws, magnitude 2:4 uniform and DLP, zero-shot on 2 examples per
+    # task; the other grids reuse them. Even a tiny window
+    # count leaves ~20-60 s per pruned run (sorting 106M weights), and SparseGPT's column sweep costs minutes.
+    "smoke": dict(
+        _DEFAULTS,
+        nsamples=2,
+        seqlen=64,
+        eval_windows=2,
+        batch_size=2,
+        eval_batch_size=2,
+        main_methods=["wanda"],
+        sweep={"wanda": [0.7]},
+        hyper_grid={"dlp_alpha": [0.0, 0.05, 0.15, 0.25], "owl_lambda": [0.0, 0.08, 0.16], "owl_m": [3.0, 5.0, 7.0]},
+        hyper_pruned={"method": "wanda", "dlp_alpha": [0.15], "owl_lambda": [0.08], "owl_m": [5.0]},
+        nm={"magnitude": {"patterns": ["2:4"], "allocations": ["uniform", "dlp"]}},
+        zero_shot={**_DEFAULTS["zero_shot"], "limit": 2},
+        recovery={
+            **_DEFAULTS["recovery"],
+            "allocations": ["uniform", "dlp"],
+            "settings": {
+                "steps": 2,
+                "lr": 4e-3,
+                "batch_tokens": 128,
+                "seqlen": 64,
+                "micro_batch": 2,
+                "warmup_steps": 1,
+                "heldout_windows": 2,
+                "eval_every": 1,
+            },
+        },
+        dsa_search={
+            "method": "wanda",
+            "population": 4,
+            "generations": 2,
+            "seed": 0,
+            "nsamples": 2,
+            "seqlen": 64,
+            "windows": 2,
+            "proxy_check": 3,
+        },
+        speedup={
+            "shapes": [["256 x 256", 256, 256]],
+            "linears": 1,
+            "formats": ["csr", "csc", "coo"],
+            "tokens": [1, 16],
+            "repeats": 2,
+            "end_to_end": True,
+            "prompt_tokens": 16,
+            "decode_tokens": 2,
+        },
+        seeds=[0, 1],
+        float_sensitivity={
+            "cells": [{"method": "wanda", "allocation": "uniform", "sparsity": 0.7}],
+            "draws": 2,
+            "scale": 1e-6,
+        },
+    ),
+    # default of `make reproduce`: the embedded model and data, under an hour on a 2-core CPU
+    "quick": dict(_DEFAULTS),
+    # the papers' protocol: 128 x 2048 C4 calibration windows, seed 0, WikiText-2 test perplexity, GPU
+    "paper": dict(
+        _DEFAULTS,
+        model="meta-llama/Llama-2-7b-hf",
+        calibration="c4",
+        eval="wikitext2",
+        nsamples=128,
+        seqlen=2048,
+        eval_windows=None,
+        device="cuda",
+        sweep={m: [0.5, 0.6, 0.7, 0.8] for m in ("magnitude", "wanda", "sparsegpt")},
+        sweep_allocations=["uniform", "owl", "dlp"],
+        hyper_pruned={
+            "method": "wanda",
+            "dlp_alpha": [0.05, 0.1, 0.15, 0.2, 0.25],
+            "owl_lambda": [0.02, 0.04, 0.08, 0.12, 0.16],
+            "owl_m": [3.0, 5.0, 7.0, 10.0],
+        },
+        nm={
+            m: {"patterns": ["2:4", "4:8"], "allocations": ["uniform", "owl", "dlp"]}
+            for m in ("magnitude", "wanda", "sparsegpt")
+        },
+        zero_shot={
+            **_DEFAULTS["zero_shot"],
+            "limit": None,
+            "source": "hub",
+            "methods": ["wanda", "sparsegpt"],
+            "allocations": ["uniform", "owl", "dlp"],
+        },
+        # Wanda's lora_ft recipe: RecoveryConfig's defaults (234 steps of 128 x 1024 C4 tokens, lr 1e-4)
+        recovery={
+            "methods": ["wanda", "sparsegpt"],
+            "allocations": ["uniform", "owl", "dlp"],
+            "zero_shot": True,
+            "settings": {"seqlen": 1024, "data": "c4"},
+        },
+        # the live part stays on the CPU (a 7B model's end to end there is bench/speedup.py's on CUDA)
+        speedup={
+            "shapes": "7b",
+            "linears": 3,
+            "formats": ["csr", "csc", "coo"],
+            "tokens": [1, 16, 128, 512],
+            "repeats": 5,
+            "end_to_end": False,
+            "prompt_tokens": 128,
+            "decode_tokens": 16,
+        },
+        # DSA's own scale is population 100 x 2000 iterations; here 20 x 15 (~4 GPU-hours on LLaMA-2-7B)
+        dsa_search={
+            "method": "wanda",
+            "population": 20,
+            "generations": 15,
+            "seed": 0,
+            "nsamples": 32,
+            "seqlen": 2048,
+            "windows": 16,
+            "proxy_check": 10,
+        },
+        seeds=[0, 1, 2, 3, 4],
+        float_sensitivity={
+            "cells": [
+                {"method": m, "allocation": a, "sparsity": s}
+                for m in ("wanda", "sparsegpt")
+                for a, s in (("uniform", 0.7), ("dlp", 0.7), ("uniform", 0.8))
+            ],
+            "draws": 5,
+            "scale": 1e-6,
+        },
+    ),
+}
+
+# The paper protocol rehearsed offline (dlp_lib.rehearsal builds what it reads): the `paper` profile with
+# every list kept (pruners, allocations, sparsities, N:M patterns, seeds, tasks, recovery, search,
+# float-sensitivity cells) and its loaders' local forms (C4's shard, WikiText-2's test parquet, the zero-shot
+# tasks' hub files); only counts are cut (windows, examples, steps, generations, draws, repeats). On a CPU
+# with the tiny random LLaMA the assets include, every notebook takes a few minutes; the numbers say nothing.
+_PAPER = PROFILES["paper"]
+PROFILES["rehearsal"] = dict(
+    _PAPER,
+    model=f"{REHEARSAL_DIR}/{rehearsal.MODEL_DIR}",
+    calibration=f"c4:{REHEARSAL_DIR}/{rehearsal.C4_FILE}",
+    eval=f"wikitext2:{REHEARSAL_DIR}/{rehearsal.WIKITEXT2_FILE}",
+    nsamples=2,
+    eval_batch_size=1,
+    device="cpu",  # the GPU rehearsal (bench/rehearse_gpu.py) sets "cuda"
+    zero_shot={**_PAPER["zero_shot"], "limit": 2, "source": f"hub:{REHEARSAL_DIR}/{rehearsal.ZERO_SHOT_DIR}"},
+    recovery={
+        **_PAPER["recovery"],
+        "settings": {
+            **_PAPER["recovery"]["settings"],
+            "data": f"c4:{REHEARSAL_DIR}/{rehearsal.C4_FILE}",
+            "steps": 2,
+            "batch_tokens": 2 * 1024,
+            "micro_batch": 2,
+            "warmup_steps": 1,
+            "heldout_windows": 1,
+            "eval_every": 1,
+        },
+    },
+    speedup={**_PAPER["speedup"], "linears": 1, "repeats": 1, "tokens": [1, 16]},
+    dsa_search={
+        **_PAPER["dsa_search"],
+        "population": 4,
+        "generations": 2,
+        "nsamples": 2,
+        "windows": 1,
+        "proxy_check": 2,
+    },
+    float_sensitivity={**_PAPER["float_sensitivity"], "draws": 2},
+)
+
+
+def _fill_assets_dir(value, root: str):
+    """``value`` with REHEARSAL_DIR in its strings replaced by ``root`` (profiles hold nested dicts and lists)."""
+    if isinstance(value, str):
+        return value.replace(REHEARSAL_DIR, root)
+    if isinstance(value, dict):
+        return {k: _fill_assets_dir(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill_assets_dir(v, root) for v in value]
+    return value
+
+
+def profile(name: str, **overrides) -> dict:
+    """A copy of experiment profile ``name`` (``smoke``, ``quick``, ``paper``, ``rehearsal``) with
+    ``overrides`` applied; ``{rehearsal}`` in its paths is the rehearsal's assets directory.
+
+    Overrides whose value is None are ignored, so a notebook's ``model=None`` parameter means "the
+    profile's model". Unknown keys are an error (a typo would otherwise be silently ignored).
+    """
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; use one of {', '.join(PROFILES)}")
+    prof = copy.deepcopy(PROFILES[name])
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in prof:
+            raise ConfigError(f"unknown profile setting {key!r}; known: {', '.join(sorted(prof))}")
+        prof[key] = value
+    PruneConfig(**{field: prof[field] for field in ARITHMETIC_FIELDS})  # an unknown choice fails here, not in a run
+    prof = _fill_assets_dir(prof, str(rehearsal.assets_dir()))
+    prof["name"] = name
+    return prof

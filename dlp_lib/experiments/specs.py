@@ -1,0 +1,140 @@
+"""Run specs: the runs each notebook asks for (main table, sweep, hyper-parameters, N:M, recovery, zero-shot)."""
+
+from __future__ import annotations
+
+import logging
+
+from ..results import config_key
+from .labels import HYPER_ALLOCATION
+from .runs import run_config, uses_calibration
+
+log = logging.getLogger(__name__)
+
+
+def dense_spec(prof: dict) -> dict:
+    return {"method": None}
+
+
+def main_specs(
+    prof: dict, methods: list[str] | None = None, dsa_graph: str | None = None, allocations: list[str] | None = None
+) -> list[dict]:
+    """Dense, then every pruner (default: the profile's main methods) x allocation (default: the
+    profile's) at the main sparsity (unstructured); with ``dsa_graph`` (the searched expression,
+    ``dsa_search``) each pruner also gets a DSA row."""
+    s = prof["main_sparsity"]
+    methods = prof["main_methods"] if methods is None else methods
+    allocations = prof["allocations"] if allocations is None else allocations
+    specs = [dense_spec(prof)]
+    for m in methods:
+        specs += [{"method": m, "sparsity": s, "allocation": a} for a in allocations]
+        if dsa_graph is not None:
+            specs.append({"method": m, "sparsity": s, "allocation": "dsa", "dsa_graph": dsa_graph})
+    return specs
+
+
+def table_allocations(prof: dict) -> list[str]:
+    """The allocations of the main table, in order: the profile's, then DSA (the searched expression)."""
+    return [*prof["allocations"], "dsa"]
+
+
+def seeded(prof: dict, specs: list[dict]) -> list[dict]:
+    """Each spec once per calibration seed of the profile (``prof["seeds"]``); specs that read no
+    calibration data once, on the profile's seed (another seed would give the very same run)."""
+    out = []
+    for spec in specs:
+        if uses_calibration(spec.get("method"), spec.get("allocation", "uniform")):
+            out += [{**spec, "seed": seed} for seed in prof["seeds"]]
+        else:
+            out.append(spec)
+    return out
+
+
+def float_sensitivity_specs(prof: dict) -> list[dict]:
+    """For each cell of ``prof["float_sensitivity"]``: the normal run (profile seed) and ``draws`` runs
+    with the pruning statistics perturbed at float-rounding level (``PruneConfig.perturb``)."""
+    setting = prof["float_sensitivity"]
+    specs = []
+    for cell in setting["cells"]:
+        specs.append(dict(cell))
+        specs += [{**cell, "perturb": setting["scale"], "perturb_seed": d} for d in range(1, setting["draws"] + 1)]
+    return specs
+
+
+def sweep_specs(prof: dict) -> list[dict]:
+    """Each sweep pruner x sweep allocation x sparsity (single runs on the profile seed)."""
+    return [
+        {"method": m, "sparsity": s, "allocation": a}
+        for m, sparsities in prof["sweep"].items()
+        for a in prof.get("sweep_allocations", prof["allocations"])
+        for s in sparsities
+    ]
+
+
+def hyper_specs(prof: dict) -> list[dict]:
+    """Pruned runs of the sensitivity study: one hyper-parameter varied, the others at the defaults."""
+    grid = prof["hyper_pruned"]
+    specs = [
+        {"method": grid["method"], "sparsity": prof["main_sparsity"], "allocation": HYPER_ALLOCATION[name], name: v}
+        for name in HYPER_ALLOCATION
+        for v in grid.get(name, [])
+    ]
+    return _unique(prof, specs)
+
+
+def _unique(prof: dict, specs: list[dict]) -> list[dict]:
+    """Specs without repeats of the same run (e.g. OWL at the default λ and at the default M)."""
+    seen, unique = set(), []
+    for spec in specs:
+        key = config_key(run_config(prof, **spec).to_dict())
+        if key not in seen:
+            seen.add(key)
+            unique.append(spec)
+    return unique
+
+
+def nm_specs(prof: dict) -> list[dict]:
+    return [
+        {"method": m, "sparsity_type": pattern, "allocation": a}
+        for m, grid in prof["nm"].items()
+        for pattern in grid["patterns"]
+        for a in grid["allocations"]
+    ]
+
+
+def recovery_specs(prof: dict) -> list[dict]:
+    """Each recovery pruner x allocation at the main sparsity, with LoRA recovery (profile seed)."""
+    setting = prof["recovery"]
+    return [
+        {"method": m, "sparsity": prof["main_sparsity"], "allocation": a, "recovery": True}
+        for m in setting["methods"]
+        for a in setting["allocations"]
+    ]
+
+
+def recovery_profile(prof: dict) -> dict:
+    """The profile notebook 08 runs with: perplexity always, zero-shot accuracy (measured after recovery)
+    too where ``prof["recovery"]["zero_shot"]``: one run per cell gives both."""
+    if not prof["recovery"].get("zero_shot"):
+        return prof
+    return {**zero_shot_profile(prof), "eval": prof["eval"]}
+
+
+def zero_shot_profile(prof: dict) -> dict:
+    """``prof`` with zero-shot evaluation switched on (``prof["zero_shot"]``) and perplexity off, for
+    ``run_config``/``run_specs``: its records are separate from the perplexity runs'."""
+    zs = prof["zero_shot"]
+    return {
+        **prof,
+        "eval": None,
+        "zero_shot_tasks": tuple(zs["tasks"]),
+        "zero_shot_limit": zs["limit"],
+        "zero_shot_batch_size": zs["batch_size"],
+        "zero_shot_bos": zs["add_bos_token"],
+        "zero_shot_source": zs["source"],
+    }
+
+
+def zero_shot_specs(prof: dict) -> list[dict]:
+    """Dense, then each zero-shot pruner x allocation at the main sparsity (run with zero_shot_profile)."""
+    zs = prof["zero_shot"]
+    return main_specs(prof, zs["methods"], allocations=zs.get("allocations", prof["allocations"]))
