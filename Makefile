@@ -69,7 +69,7 @@ format: $(STAMP) ## apply ruff fixes and formatting to the same files
 # Each numbered notebook runs through papermill with the profile (and model) as parameters; the executed
 # copy goes to notebooks/executed/. Runs are cached in results/ (one JSON record per configuration), so
 # a re-run or an interrupted reproduction only computes what is missing. A notebook re-executes when
-# its source, the previous notebook, dlp_lib/{experiments,reports,plots,spread,search,speedup}.py or PROFILE/MODEL change; a failing cell stops make and
+# its source, the previous notebook, dlp_lib/{experiments,reports,plots,search}/ or dlp_lib/{spread,speedup,engines,graphs}.py or PROFILE/MODEL change; a failing cell stops make and
 # leaves the executed copy as notebooks/executed/NN_name.failed.ipynb.
 # The rehearsal's numbers say nothing about any method: its outputs go to rehearsal/ (OUT) instead of the
 # committed tables/ and figures/ (and its records to rehearsal/results/, its notebooks to rehearsal/executed/).
@@ -116,8 +116,8 @@ $(PARAMETERS): FORCE | $(STAMP)
 	@echo "$(strip profile=$(PROFILE) model=$(MODEL) $(ARITHMETIC))" | cmp -s - $@ \
 		|| echo "$(strip profile=$(PROFILE) model=$(MODEL) $(ARITHMETIC))" > $@
 
-NOTEBOOK_CODE := $(wildcard dlp_lib/experiments/*.py) dlp_lib/reports.py dlp_lib/plots.py dlp_lib/spread.py \
-	dlp_lib/search.py dlp_lib/speedup.py dlp_lib/engines.py dlp_lib/graphs.py
+NOTEBOOK_CODE := $(wildcard dlp_lib/experiments/*.py dlp_lib/reports/*.py dlp_lib/plots/*.py dlp_lib/search/*.py) \
+	dlp_lib/spread.py dlp_lib/speedup.py dlp_lib/engines.py dlp_lib/graphs.py
 
 # papermill writes a hidden partial copy as it goes; only a finished run is renamed onto the target, so
 # a killed run leaves no executed notebook that make would take for up to date

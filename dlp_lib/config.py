@@ -8,6 +8,8 @@ import numbers
 import re
 from dataclasses import dataclass, field
 
+from .errors import ConfigError
+
 METHODS = ("magnitude", "wanda", "sparsegpt")
 ALLOCATIONS = ("uniform", "owl", "dlp", "dsa")
 DLP_STATISTICS = ("mean", "median")
@@ -52,10 +54,6 @@ def without_reference_arithmetic(settings: dict) -> dict:
     if settings["method"] != "sparsegpt" or settings["sparsegpt_hessian"] == REFERENCE_HESSIAN:
         settings.pop("sparsegpt_hessian")
     return settings
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work; the message says what to do instead."""
 
 
 # ---------------------------------------------------------------------------- numbers in settings
@@ -203,7 +201,7 @@ class PruneConfig:
                 f"(e.g. 1e-6); got {self.perturb!r}"
             )
         if self.allocation == "dsa":  # the expression's grammar and ops, before any model work
-            from .allocation import parse_dsa_graph
+            from .dsa_ops import parse_dsa_graph
 
             parse_dsa_graph(self.dsa_graph)
         if self.perturb and self.method == "magnitude":

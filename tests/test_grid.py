@@ -80,7 +80,7 @@ def test_plan_leaves_out_the_hyper_parameter_runs_the_statistics_show_infeasible
     everything = ex.hyper_specs(prof)
     feasible = everything[:1]
     stats = object()
-    monkeypatch.setattr(grid, "read_cache", lambda path, load, what: stats)
+    monkeypatch.setattr(grid.jobs, "read_cache", lambda path, load, what: stats)
     monkeypatch.setattr(ex, "feasible_hyper_specs", lambda s, p: (feasible, ["refused"]) if s is stats else None)
     monkeypatch.setattr(ex, "hyper_specs", lambda p: everything + [{**everything[0], "dlp_alpha": 0.9}])
     keys = set(_keys(grid.plan(prof, tmp_path)))
@@ -240,11 +240,11 @@ def test_ctrl_c_cancels_every_submitted_job_that_has_not_finished():
     backend.poll_seconds = 0
     original = time.sleep
     try:
-        grid.time.sleep = lambda s: interrupt()
+        grid.execute.time.sleep = lambda s: interrupt()
         with pytest.raises(KeyboardInterrupt):
             backend.run(_jobs(5), "results")
     finally:
-        grid.time.sleep = original
+        grid.execute.time.sleep = original
     # three submitted (the slots), job 0 finished, the two running ones cancelled, the rest never submitted
     assert [h.cancelled for h in executor.handles] == [False, True, True]
 

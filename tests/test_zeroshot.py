@@ -78,7 +78,7 @@ def test_build_is_reused_and_interrupted_builds_leave_nothing(tmp_path, monkeypa
     def fail(spec, root):
         raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of the conversion
 
-    monkeypatch.setattr(zeroshot, "_convert", fail)
+    monkeypatch.setattr(zeroshot.files, "_convert", fail)
     with pytest.raises(KeyboardInterrupt):
         build_task_files(tmp_path)
     assert list(tmp_path.iterdir()) == []  # no half-built cache, no temporary directory
@@ -92,7 +92,7 @@ def test_row_count_mismatch_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_complete_cache_is_reused(task_dir, monkeypatch):
-    monkeypatch.setattr(zeroshot, "_convert", lambda spec, root: pytest.fail("converted again"))
+    monkeypatch.setattr(zeroshot.files, "_convert", lambda spec, root: pytest.fail("converted again"))
     assert build_task_files() == task_dir
 
 
@@ -104,7 +104,7 @@ def test_task_names_map_to_local_tasks():
 
 
 def test_unknown_task_is_a_config_error_before_any_work(monkeypatch):
-    monkeypatch.setattr(zeroshot, "build_task_files", lambda *a, **k: pytest.fail("did work"))
+    monkeypatch.setattr(zeroshot.evaluate, "build_task_files", lambda *a, **k: pytest.fail("did work"))
     with pytest.raises(ConfigError, match=r"'sglue_rte'.*known: boolq, rte, hellaswag"):
         zero_shot(None, None, tasks=["boolq", "sglue_rte"])
     with pytest.raises(ConfigError, match="limit"):

@@ -136,10 +136,10 @@ def stored_norms_cache(prof: dict, results_dir: str | os.PathLike = "results") -
 def _compute_dense_statistics(prof: dict, owl_ms: list[float], progress: bool) -> DenseStatistics:
     import torch
 
-    from .data import calibration_windows
-    from .layers import decoder_blocks, linear_sublayers
-    from .models import load_model
-    from .scores import block_wanda_scores
+    from ..data import calibration_windows
+    from ..layers import decoder_blocks, linear_sublayers
+    from ..models import load_model
+    from ..scores import block_wanda_scores
 
     start = time.perf_counter()
     model, tokenizer = load_model(prof["model"], prof["dtype"], prof["device"], prof["trust_remote_code"])

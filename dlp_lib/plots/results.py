@@ -1,148 +1,24 @@
-"""Figures of the experiments (matplotlib + seaborn), each returned as a ``Figure`` and saved as PNG and
-PDF by :func:`save_figure`. Every figure names the model, data and profile it comes from."""
+"""Figures of the results: main table, sweep, N:M, zero-shot, LoRA recovery, DSA search."""
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import pandas as pd
 
-from .cache import atomic_path
-from .experiments import (
+from ..experiments import (
     ALLOCATION_COLORS,
     ALLOCATION_NAMES,
     HYPER_ALLOCATION,
     HYPER_NAMES,
     METHOD_NAMES,
     TABLE_NAMES,
-    DenseStatistics,
     data_tag,
-    owl_column,
     percent,
     table_allocations,
 )
-from .reports import format_perplexity
-
-
-def _style():
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="notebook")
-
-
-def save_figure(fig, figures_dir: str | os.PathLike, name: str, formats=("png", "pdf")) -> list[Path]:
-    """Save ``fig`` as ``<name>.png`` (150 dpi) and ``<name>.pdf``, atomically."""
-
-    paths = []
-    for fmt in formats:
-        path = Path(figures_dir) / f"{name}.{fmt}"
-        with atomic_path(path) as tmp:
-            # no creation date in PDFs, so an unchanged figure gives an unchanged file
-            metadata = {"CreationDate": None} if fmt == "pdf" else None
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
-        paths.append(path)
-    return paths
-
-
-def _ppl_axis(ax, dense: float | None = None):
-    ax.set_yscale("log")
-    ax.set_ylabel("perplexity (log scale, lower is better)")
-    if dense is not None:
-        ax.axhline(dense, color="black", linestyle="--", linewidth=1, label=f"dense ({dense:.2f})")
-
-
-def _finish_axes(fig, block_axes=()):
-    """Readable ticks: integer block indices; plain numbers on log axes spanning less than ~a decade
-    (instead of 1.07x10^2 style minor labels)."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
-
-    for ax in block_axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for ax in fig.axes:
-        if ax.get_yscale() != "log":
-            continue
-        low, high = ax.get_ylim()
-        if low > 0 and high / low < 20:
-            ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.yaxis.set_minor_formatter(NullFormatter())
-
-
-def _headroom(ax, values, factor: float = 4.0):
-    """Room above the tallest bar of a log axis for its label."""
-    values = [v for v in values if v is not None and math.isfinite(v) and v > 0]
-    if values:
-        ax.set_ylim(top=max(values) * factor)
-
-
-def _legend_outside(ax, title: str):
-    ax.legend(title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-
-
-def _finish_panel_row(fig, axes, title: str):
-    """A row of per-pruner panels sharing the y axis: one allocation legend on the right, the y label on
-    the first panel only, a figure title."""
-    _legend_outside(axes[-1], "allocation")
-    for ax in axes[1:]:
-        ax.set_ylabel("")
-    fig.suptitle(title, fontsize=11)
-    _finish_axes(fig)
-    fig.tight_layout()
-    return fig
-
-
-def plot_dense_block_statistics(stats: DenseStatistics, prof: dict):
-    """Per-block OWL outlier ratio and DLP |mean Wanda score| of the dense model."""
-    import matplotlib.pyplot as plt
-
-    _style()
-    blocks = stats.blocks
-    fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    column = owl_column(prof["owl_m"])
-    axes[0].bar(blocks["block"], blocks[column], color=ALLOCATION_COLORS["owl"])
-    axes[0].set_ylabel(f"outlier ratio (%)\nscores > {prof['owl_m']:g}× block mean")
-    axes[0].set_title("OWL statistic (more outliers → denser block)")
-    stat = prof["dlp_statistic"]
-    axes[1].bar(blocks["block"], blocks[f"dlp_abs_{stat}"], color=ALLOCATION_COLORS["dlp"])
-    axes[1].set_ylabel(f"|{stat}| Wanda score")
-    axes[1].set_title("DLP statistic (larger → less important → sparser block)")
-    axes[1].set_xlabel("decoder block index")
-    fig.suptitle(f"Dense per-block allocation statistics — {data_tag(prof)}", fontsize=11)
-    _finish_axes(fig, block_axes=axes)
-    fig.tight_layout()
-    return fig
-
-
-def plot_allocation(frame: pd.DataFrame, prof: dict, sparsity: float | None = None):
-    """Per-block sparsity of each allocation (lines) above the per-block outlier ratio (bars)."""
-    import matplotlib.pyplot as plt
-
-    _style()
-    sparsity = prof["main_sparsity"] if sparsity is None else sparsity
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    for allocation in ["uniform", "owl", "dlp", "dsa"]:
-        column = f"sparsity_{allocation}"
-        if column in frame:
-            style = dict(marker="o", markersize=3.5) if allocation != "uniform" else dict(linestyle="--")
-            top.plot(
-                frame["block"],
-                100 * frame[column],
-                color=ALLOCATION_COLORS[allocation],
-                label=ALLOCATION_NAMES[allocation],
-                **style,
-            )
-    top.set_ylabel("block sparsity (%)")
-    top.set_title(f"Layer-wise sparsity at {percent(sparsity)} overall")
-    top.legend(title="allocation", ncol=4, loc="best")
-    bottom.bar(frame["block"], frame["owl_outlier_ratio"], color="#9ecae1")
-    bottom.set_ylabel(f"outlier ratio (%)\n(M = {prof['owl_m']:g})")
-    bottom.set_xlabel("decoder block index")
-    fig.suptitle(data_tag(prof), fontsize=10)
-    _finish_axes(fig, block_axes=[top, bottom])
-    fig.tight_layout()
-    return fig
+from ..reports import format_perplexity
+from .style import _finish_axes, _finish_panel_row, _headroom, _legend_outside, _ppl_axis, _style
 
 
 def plot_main_table(numbers: pd.DataFrame, prof: dict):
@@ -323,7 +199,7 @@ def plot_zero_shot(numbers: pd.DataFrame, prof: dict):
     panel per pruner, with each task's chance level and the mean as the last group."""
     import matplotlib.pyplot as plt
 
-    from .reports import TASK_NAMES
+    from ..reports import TASK_NAMES
 
     _style()
     tasks = list(prof["zero_shot"]["tasks"])
@@ -486,80 +362,5 @@ def plot_dsa_search(history: pd.DataFrame, references: dict, blocks: pd.DataFram
     c.set_title("(c) proxy vs the table's evaluation", fontsize=10)
     c.legend(fontsize=8)
     fig.suptitle(f"DSA allocation search — {data_tag(prof)}", fontsize=11)
-    fig.tight_layout()
-    return fig
-
-
-def plot_speedup(cpu: pd.DataFrame, gpu: pd.DataFrame | None, cpu_label: str, gpu_label: str | None):
-    """What sparsity buys: (a) dense time / sparse time of ``y = x W^T`` on this CPU per sparse format and
-    pattern against the token count (one line per shape and format); (b) the same for 2:4 on a GPU from
-    committed results (``gpu``; a panel saying none is committed otherwise). A dashed line marks 1x: below
-    it the sparse product is slower."""
-    import matplotlib.pyplot as plt
-
-    _style()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(14, 4.8))
-    palette = {"csr": "#1f77b4", "csc": "#ff7f0e", "coo": "#2ca02c", "cusparselt": "#d62728", "cutlass": "#9467bd"}
-    markers = ["o", "s", "^", "D", "v", "P", "X", "*", "h"]
-    for ax, frame, label in ((a, cpu, cpu_label), (b, gpu, gpu_label)):
-        ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="1x (dense speed)")
-        if frame is None or not len(frame):
-            ax.text(0.5, 0.5, "no GPU measurement committed yet", ha="center", va="center", transform=ax.transAxes)
-            ax.set_title("(b) 2:4 on a GPU", fontsize=10)
-            continue
-        shapes = list(dict.fromkeys(frame["shape"]))
-        for (shape, pattern, fmt, dtype), rows in frame.groupby(["shape", "pattern", "format", "dtype"], sort=False):
-            linestyle = "-" if pattern != "2:4" or fmt in ("cusparselt", "cutlass") else ":"
-            ax.plot(
-                rows["tokens"],
-                rows["speedup"],
-                marker=markers[shapes.index(shape) % len(markers)],
-                linestyle=linestyle if dtype != "float16" else "-.",
-                color=palette.get(fmt, "black"),
-                label=f"{shape}, {pattern} {fmt}" + ("" if dtype == "float32" else f" {dtype}"),
-            )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("tokens per product")
-        ax.set_ylabel("dense time / sparse time (log; > 1 is faster)")
-        ax.set_title(label, fontsize=10)
-        ax.legend(fontsize=7, ncol=2)
-    fig.suptitle("What sparse weights buy at inference (measured; below 1x is a slow-down)", fontsize=11)
-    _finish_axes(fig)
-    fig.tight_layout()
-    return fig
-
-
-def plot_engine_speedups(frame: pd.DataFrame, machine: str):
-    """Each CPU engine's prefill and decode speed-up of each pruned variant over its own dense run
-    (``dlp_lib.engines.speedups`` rows), as bars from 1x (up: faster); the noise all engines share (the
-    smallest ``<graph>_noise``: the control engines' stray from 1, at least 5%) is shaded around 1x, where a
-    bar says nothing."""
-    import matplotlib.pyplot as plt
-
-    _style()
-    engines = list(dict.fromkeys(frame["engine"]))
-    variants = list(dict.fromkeys(frame["variant"]))
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4.8), sharey=True)
-    width = 0.8 / max(len(engines), 1)
-    colours = plt.get_cmap("tab10")
-    for ax, graph in zip(axes, ("prefill", "decode")):
-        # the noise every engine shares (the controls' stray; an engine's own dense spread may add to it)
-        spread = frame[f"{graph}_noise"].min()
-        ax.axhspan(1 / (1 + spread), 1 + spread, color="grey", alpha=0.2, label=f"noise (±{spread:.0%})")
-        ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
-        for i, engine in enumerate(engines):
-            rows = frame[frame["engine"] == engine].set_index("variant").reindex(variants)
-            positions = [v + (i - (len(engines) - 1) / 2) * width for v in range(len(variants))]
-            ratios = rows[f"{graph}_speedup"]
-            ax.bar(positions, ratios - 1, width, bottom=1, color=colours(i), label=engine)  # up: faster
-        ax.set_xticks(range(len(variants)))
-        ax.set_xticklabels(variants, rotation=30, ha="right", fontsize=8)
-        ax.set_yscale("log")
-        ax.set_ylabel("dense time / pruned time (log; > 1 is faster)")
-        ax.set_title(f"{graph}", fontsize=10)
-    axes[1].legend(fontsize=7)
-    fig.suptitle(f"Pruned models in CPU inference engines, each against its own dense run ({machine})", fontsize=11)
-    _finish_axes(fig)
     fig.tight_layout()
     return fig

@@ -1,0 +1,176 @@
+"""What a grid costs: seconds per job from the quick profile's CPU figures or the measured 7B GPU figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from .. import experiments as ex
+from ..config import ConfigError
+from .jobs import PHASES, GridJob
+
+# GPU seconds on one H200 for the LLaMA-2-7B shape (bf16, 128 x 2048 calibration), from the bench/gpu.py
+# run of 2026-12-04 (../shared/gpu-results/2026-12-04-h200/); bench/results/gpu-7b.json (make bench-gpu)
+# replaces the pruning figures when present. Loading, evaluation, zero-shot and LoRA figures are derived
+# from the measured forward (the floor) and token counts: estimates, not measurements.
+GPU_7B_SECONDS = {
+    "floor": 7.24,  # one forward of 128 x 2048 tokens through every block (measured, warm)
+    "load": 30.0,  # reading 13.5 GB of bf16 weights from a local disk (estimate)
+    "dense_statistics": 8.0,  # measured
+    "magnitude": 2.0,  # a topk per linear (estimate: the measured 46.5 s was torch.kthvalue's)
+    "wanda": 13.9,  # uniform 70% (measured; DLP's pruning costs the same)
+    # SparseGPT uniform 70% with the CUDA defaults (estimate from the measured parts: tensor-core Hessians
+    # 9.1 s, the Triton sweep's solver 37.9 s less the ~30 s its 8,900 selections took in torch.kthvalue,
+    # propagation 6.4 s) and with the reference's fp32 Hessians (41.1 s of statistics instead of 9.1)
+    "sparsegpt": 24.5,
+    "sparsegpt fp32 Hessian": 56.5,
+}
+LLAMA2_7B_PARAMS = 6.74e9
+BENCH_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+LLAMA_PARAMS = {7: 6.74e9, 8: 8.03e9, 13: 13.02e9, 30: 32.53e9, 65: 65.29e9, 70: 68.98e9}  # the names round
+WIKITEXT2_TEST_TOKENS = 338_535  # LLaMA tokenizer
+ZERO_SHOT_TOKENS = 6.5e6  # the 7 tasks' full splits, every choice scored (approximate)
+
+
+def model_parameters(spec: str) -> float:
+    """The parameter count of a model spec, read from its name (``Llama-2-13b-hf``: 13e9) or from a
+    local directory's config.json; the embedded model is 135M."""
+    if spec == "smollm2-135m":
+        return 135e6
+    path = Path(spec)
+    if (path / "config.json").is_file():
+        from ..memory import Shapes
+
+        shapes = Shapes.from_config(json.loads((path / "config.json").read_text()))
+        return float(shapes.layers * shapes.block_params + shapes.outer_params)
+    match = re.search(r"(\d+(?:\.\d+)?)\s*([bBmM])(?![a-zA-Z])", path.name)
+    if match is None:
+        raise ConfigError(f"cannot tell the size of {spec!r} from its name; pass --params (e.g. --params 7e9)")
+    size = float(match.group(1))
+    if match.group(2) in "mM":
+        return size * 1e6
+    return LLAMA_PARAMS.get(size, size * 1e9) if "llama" in path.name.lower() else size * 1e9
+
+
+def gpu_seconds_7b(bench_dir: str | os.PathLike | None = None) -> tuple[dict, str]:
+    """Per-step GPU seconds for the 7B shape and where they come from."""
+    seconds, source = dict(GPU_7B_SECONDS), "an H200's measurements and estimates (dlp_lib.grid.GPU_7B_SECONDS)"
+    path = Path(bench_dir or BENCH_RESULTS) / "gpu-7b.json"
+    if path.is_file():
+        bench = json.loads(path.read_text())
+        seconds["floor"] = bench["floor_seconds"]
+        seconds["dense_statistics"] = bench["dense_statistics_seconds"]
+        for row in bench["runs"]:  # a run labelled by its method alone: uniform, unstructured, defaults
+            if row["run"] in ("magnitude", "wanda", "sparsegpt", "sparsegpt fp32 Hessian"):
+                seconds[row["run"]] = row["seconds"]
+        source = f"{path} ({bench['hardware'].get('gpu', 'GPU')})"
+    return seconds, source
+
+
+def job_seconds(job: GridJob, prof: dict, scale: float, gpu: dict) -> tuple[str, float]:
+    """``(kind, estimated seconds)`` of a job: CPU seconds of the quick profile's table on a CPU
+    profile; GPU seconds of the 7B shape times ``scale`` (parameters / 6.74e9) on a GPU profile."""
+    on_gpu = str(prof["device"]).startswith("cuda")
+    if job.kind == "statistics":
+        if not on_gpu:
+            return "dense statistics", ex.QUICK_SECONDS["dense"]
+        windows = prof["nsamples"] * prof["seqlen"] / (128 * 2048)
+        return "dense statistics", (gpu["load"] + gpu["dense_statistics"] * windows) * scale
+    if job.kind == "search":
+        if not on_gpu:
+            return "DSA search", ex.QUICK_SECONDS["dsa_candidate"] * ex.dsa_search_settings(prof)[1].evaluations()
+        setting = prof["dsa_search"]
+        calibration = setting["nsamples"] * setting["seqlen"] / (128 * 2048)
+        candidate = gpu[setting["method"]] * calibration + gpu["floor"] * setting["windows"] * setting["seqlen"] / (
+            128 * 2048
+        )
+        return "DSA search", (gpu["load"] + candidate * ex.dsa_search_settings(prof)[1].evaluations()) * scale
+    if job.pending:
+        config = ex.run_config(prof, method=prof["dsa_search"]["method"])
+    else:
+        config = job.config()
+    method = "dense" if config.prune is None else config.prune.method
+    kind = method
+    if config.zero_shot_tasks is not None:
+        kind += " + zero-shot"
+    if config.recovery is not None:
+        kind += " + LoRA"
+    if not on_gpu:
+        return kind, ex.run_seconds(config)
+    forward_per_token = gpu["floor"] / (128 * 2048)
+    calibration = config.nsamples * config.seqlen / (128 * 2048)
+    if method == "sparsegpt" and config.prune.sparsegpt_hessian == "fp32":
+        method = "sparsegpt fp32 Hessian"  # the reference's Hessians on CUDA cores
+    total = gpu["load"] + (0.0 if config.prune is None else gpu[method] * calibration)
+    eval_tokens = WIKITEXT2_TEST_TOKENS if config.eval_windows is None else config.eval_windows * config.seqlen
+    if config.eval:
+        total += forward_per_token * eval_tokens / 0.94  # perplexity ran at 94% of a plain forward
+    if config.zero_shot_tasks is not None:
+        tokens = ZERO_SHOT_TOKENS * len(config.zero_shot_tasks) / 7
+        if config.zero_shot_limit is not None:
+            tokens = min(tokens, config.zero_shot_limit * 4 * 200 * len(config.zero_shot_tasks))
+        total += forward_per_token * tokens * 3  # short, padded sequences: a third of the throughput
+    if config.recovery is not None:
+        trained = config.recovery.steps * config.recovery.batch_tokens
+        total += forward_per_token * trained * 3 + 2 * forward_per_token * eval_tokens  # forward + backward
+    return kind, total * scale
+
+
+def estimate(jobs: list[GridJob], prof: dict, params: float | None = None, bench_dir=None) -> dict:
+    """Job counts and estimated device seconds per job kind (see ``job_seconds``)."""
+    on_gpu = str(prof["device"]).startswith("cuda")
+    gpu, source = gpu_seconds_7b(bench_dir)
+    scale = (params or model_parameters(str(prof["model"]))) / LLAMA2_7B_PARAMS
+    kinds: dict[str, dict] = {}
+    for job in jobs:
+        kind, seconds = job_seconds(job, prof, scale, gpu)
+        row = kinds.setdefault(kind, {"jobs": 0, "seconds_each": seconds, "seconds": 0.0})
+        row["jobs"] += 1
+        row["seconds"] += seconds
+    source = source if on_gpu else "experiments.QUICK_SECONDS (quick profile, 2-core CPU)"
+    return {"kinds": kinds, "source": source, "scale": scale, "device": "GPU" if on_gpu else "CPU"}
+
+
+def format_estimate(jobs: list[GridJob], prof: dict, results_dir, estimate_: dict) -> str:
+    stored = sum(1 for j in jobs if j.done(results_dir))
+    total = sum(r["seconds"] for r in estimate_["kinds"].values())
+    lines = [
+        f"profile {prof['name']}, model {prof['model']}: {len(jobs)} jobs ({stored} already stored) in 3 phases",
+        "",
+        f"| job kind | jobs | {estimate_['device']} seconds each (estimate) | {estimate_['device']} hours (estimate) |",
+        "|---|---|---|---|",
+    ]
+    for kind, row in estimate_["kinds"].items():
+        lines.append(f"| {kind} | {row['jobs']} | {row['seconds_each']:.0f} | {row['seconds'] / 3600:.2f} |")
+    lines += [
+        f"| **all** | **{len(jobs)}** | | **{total / 3600:.1f}** |",
+        "",
+        f"An estimate, not a measurement: per-step seconds from {estimate_['source']}" + _estimate_note(estimate_),
+    ]
+    return "\n".join(lines)
+
+
+def _estimate_note(estimate_: dict) -> str:
+    if estimate_["device"] == "GPU":
+        return (
+            f", scaled by parameter count (x{estimate_['scale']:.2f} of LLaMA-2-7B); loading, evaluation, zero-shot "
+            "and LoRA seconds are derived from the measured forward and token counts. Phase-3 jobs are counted "
+            "before the search decides them."
+        )
+    return " (the quick profile's run times: an upper bound for smoke). Phase-3 jobs are counted before the search."
+
+
+def format_jobs(jobs: list[GridJob], results_dir) -> str:
+    lines = []
+    for phase, name in PHASES.items():
+        these = [j for j in jobs if j.phase == phase]
+        lines.append(f"phase {phase}: {name} ({len(these)} jobs)")
+        for job in these:
+            if not job.pending:
+                lines.append(f"  [{'stored' if job.done(results_dir) else 'to run':>6}] {job.label}")
+        waiting = sum(j.pending for j in these)
+        if waiting:
+            lines.append(f"  [ waits] {waiting} runs that need the searched expression (DSA rows, proxy check)")
+    return "\n".join(lines)

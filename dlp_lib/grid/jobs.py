@@ -1,0 +1,134 @@
+"""The grid's jobs: the runs, dense statistics and search each notebook needs, in three phases; one job run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from .. import experiments as ex
+from ..cache import read_cache
+from ..results import config_key
+
+log = logging.getLogger(__name__)
+
+PHASES = {1: "dense statistics", 2: "runs and DSA's search", 3: "runs that need the searched expression"}
+
+
+# ------------------------------------------------------------------------------------------- the jobs
+@dataclass
+class GridJob:
+    """One unit of work: ``kind`` is ``statistics`` (dense statistics of one calibration seed),
+    ``search`` (DSA's search) or ``run`` (one record, ``spec`` being ``run_config``'s keywords under
+    ``profile``). ``pending`` jobs cannot be set up yet (they wait for an earlier phase's output) and
+    are only counted."""
+
+    kind: str
+    phase: int
+    label: str
+    profile: dict = field(repr=False)
+    spec: dict | None = None
+    pending: bool = False
+
+    def done(self, results_dir: str | os.PathLike) -> bool:
+        """Whether the job's output is stored (a record, a statistics table with its norms, a search)."""
+        if self.pending:
+            return False
+        if self.kind == "statistics":
+            return ex.stored_norms_cache(self.profile, results_dir) is not None
+        if self.kind == "search":
+            return ex.stored_dsa_search(self.profile, results_dir) is not None
+        return ex.stored_spec(self.profile, self.spec, results_dir)[1] is not None
+
+    def config(self):
+        return ex.run_config(self.profile, **self.spec) if self.kind == "run" else None
+
+
+def _run_jobs(pairs: list[tuple[dict, dict]], phase: int, seen: set[str]) -> list[GridJob]:
+    """A run job for each (profile, spec) pair whose configuration is not in ``seen`` yet."""
+    jobs = []
+    for prof, spec in pairs:
+        config = ex.run_config(prof, **spec)
+        key = config_key(config.to_dict())
+        if key not in seen:
+            seen.add(key)
+            jobs.append(GridJob("run", phase, ex.run_label(config) + _evaluation(config), prof, spec))
+    return jobs
+
+
+def _evaluation(config) -> str:
+    if config.zero_shot_tasks is not None:
+        return " · zero-shot"
+    return ""
+
+
+def plan(prof: dict, results_dir: str | os.PathLike = "results") -> list[GridJob]:
+    """Every job of ``prof``'s grid in phase order, as far as it can be known now: hyper-parameter runs
+    are filtered for feasibility once the statistics are stored (all of them before), and the runs of
+    phase 3 are ``pending`` placeholders until the search result is stored."""
+    zs, rp = ex.zero_shot_profile(prof), ex.recovery_profile(prof)
+    seen: set[str] = set()
+
+    stats = read_cache(ex.dense_statistics_path(prof, None, results_dir), ex.load_dense_statistics, "dense statistics")
+    hyper = ex.feasible_hyper_specs(stats, prof)[0] if stats is not None else ex.hyper_specs(prof)
+    known = [(prof, ex.dense_spec(prof))]
+    known += [(prof, s) for s in ex.seeded(prof, ex.main_specs(prof))]
+    known += [(prof, s) for s in ex.float_sensitivity_specs(prof) + ex.sweep_specs(prof) + hyper + ex.nm_specs(prof)]
+    known += [(zs, s) for s in ex.seeded(prof, ex.zero_shot_specs(prof))]
+    known += [(rp, s) for s in ex.recovery_specs(prof)]
+    runs = _run_jobs(known, 2, seen)
+    search = GridJob(
+        "search", 2, f"DSA search ({ex.dsa_search_settings(prof)[1].evaluations()} candidates at most)", prof
+    )
+
+    result = ex.stored_dsa_search(prof, results_dir)
+    if result is not None:
+        graph = ex.searched_graph(result)
+        later = [(prof, s) for s in ex.seeded(prof, ex.main_specs(prof, dsa_graph=graph))] if graph else []
+        method, s = prof["dsa_search"]["method"], prof["main_sparsity"]
+        picks = ex.proxy_check_picks(result, prof["dsa_search"]["proxy_check"])
+        later += [
+            (prof, {"method": method, "sparsity": s, "allocation": "dsa", "dsa_graph": c["expression"]}) for c in picks
+        ]
+        dsa_runs = _run_jobs(later, 3, seen)
+    else:  # the DSA rows (each main pruner on each seed) and the proxy check's candidates
+        count = len(prof["main_methods"]) * len(prof["seeds"]) + prof["dsa_search"]["proxy_check"] - 1
+        label = "a run that needs the searched expression (DSA row or proxy check)"
+        dsa_runs = [GridJob("run", 3, label, prof, None, pending=True) for _ in range(count)]
+
+    # one statistics job per calibration seed a run needs the dense norms of (and the profile's seed,
+    # whose table notebooks 01, 02 and 05 show); DSA rows use the same seeds as the main table
+    seeds = {prof["seed"]}
+    for job in runs:
+        config = job.config()
+        if config.prune is not None and config.prune.needs_dense_statistics:
+            seeds.add(config.seed)
+    statistics = [
+        GridJob("statistics", 1, f"dense statistics, calibration seed {seed}", {**prof, "seed": seed})
+        for seed in sorted(seeds)
+    ]
+    return statistics + runs + [search] + dsa_runs
+
+
+def run_job(job: GridJob, results_dir: str, threads: int | None = None) -> dict:
+    """Do one job (in a submitit worker): compute and store its output. Returns a short summary."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    ex.setup_logging()
+    start = time.perf_counter()
+    log.info("started: %s", job.label)
+    if job.kind == "statistics":
+        refresh = ex.stored_norms_cache(job.profile, results_dir) is None  # e.g. a new $DLP_CACHE_DIR
+        ex.dense_statistics(job.profile, results_dir=results_dir, refresh=refresh)
+        headline = "stored"
+    elif job.kind == "search":
+        headline = f"best {ex.searched_graph(ex.dsa_search(job.profile, results_dir))}"
+    else:
+        _, record, _ = ex.run_spec(job.profile, job.spec, results_dir)
+        headline = ex.headline(record)
+    seconds = time.perf_counter() - start
+    log.info("%s: %s (%.0f s)", job.label, headline, seconds)
+    return {"label": job.label, "headline": headline, "seconds": seconds}

