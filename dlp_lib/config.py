@@ -110,6 +110,14 @@ def parse_sparsity_type(sparsity_type: str) -> tuple[int, int] | None:
     return n, m
 
 
+def pattern_sparsity(sparsity_type: str, sparsity: float | None) -> float | None:
+    """The sparsity a run prunes to: N/M for an N:M ``sparsity_type`` (the pattern fixes it, whatever
+    ``sparsity`` says), else ``sparsity`` itself. The one place this rule lives (the CLI, the notebooks'
+    run configurations and the pruner read it)."""
+    nm = parse_sparsity_type(sparsity_type)
+    return sparsity if nm is None else nm[0] / nm[1]
+
+
 def split_method(prune_method: str) -> tuple[str, str | None]:
     """Split the papers' compound names: ``"wanda_dlp"`` -> ("wanda", "dlp"), ``"wanda"`` -> ("wanda", None).
 

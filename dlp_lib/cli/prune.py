@@ -185,17 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _effective_sparsity(args, nm) -> float:
     """``--sparsity_ratio``, checked; for N:M the pattern's N/M (a differing ratio is warned about)."""
-    from ..config import ConfigError
+    from ..config import ConfigError, pattern_sparsity
 
     ratio = args.sparsity_ratio
     if ratio is not None and not 0.0 <= ratio < 1.0:
         raise ConfigError(f"--sparsity_ratio must be in [0, 1) (the fraction of zeros); got {ratio}")
     if nm is None:
         return DEFAULT_SPARSITY if ratio is None else ratio
-    n, m = nm
-    if ratio is not None and abs(ratio - n / m) > 1e-9:
-        log.warning("--sparsity_type %d:%d prunes %g of the weights; ignoring --sparsity_ratio %g", n, m, n / m, ratio)
-    return n / m
+    fixed = pattern_sparsity(args.sparsity_type, ratio)
+    if ratio is not None and abs(ratio - fixed) > 1e-9:
+        log.warning("--sparsity_type %d:%d prunes %g of the weights; ignoring --sparsity_ratio %g", *nm, fixed, ratio)
+    return fixed
 
 
 def build_prune_config(args):

@@ -12,7 +12,7 @@ from .. import heap, pipeline
 from ..config import (
     ConfigError,
     PruneConfig,
-    parse_sparsity_type,
+    pattern_sparsity,
 )
 from ..recovery import RecoveryConfig
 from ..results import load_record, record_path, save_record
@@ -54,9 +54,7 @@ def run_config(
         raise ConfigError(f"unknown hyper-parameter(s) {sorted(unknown)}; known: {', '.join(HYPER_FIELDS)}")
     params.update(hyper)
     params = {k: float(v) if k in _FLOAT_FIELDS else v for k, v in params.items()}
-    nm = parse_sparsity_type(sparsity_type)
-    if nm:
-        sparsity = nm[0] / nm[1]
+    sparsity = pattern_sparsity(sparsity_type, sparsity)
     if sparsity is None:
         sparsity = prof["main_sparsity"]
     if clip_densities:
