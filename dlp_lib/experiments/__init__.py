@@ -27,9 +27,16 @@ Modules, each importing only those above it: ``profiles`` (the settings), ``labe
 
 from ..log import setup_logging  # noqa: F401  (the notebooks call ex.setup_logging())
 from .cost import (  # noqa: F401
+    GPU_7B_SECONDS,
+    LLAMA2_7B_PARAMS,
     QUICK_SECONDS,
+    WIKITEXT2_TEST_TOKENS,
+    ZERO_SHOT_TOKENS,
     dsa_search_seconds,
     estimate_seconds,
+    gpu_run_seconds,
+    gpu_search_seconds,
+    gpu_statistics_seconds,
     planned_runs,
     run_seconds,
 )
@@ -111,6 +118,7 @@ from .specs import (  # noqa: F401
     hyper_specs,
     main_specs,
     nm_specs,
+    notebook_specs,
     recovery_profile,
     recovery_specs,
     seeded,

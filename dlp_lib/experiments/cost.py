@@ -5,22 +5,10 @@ from __future__ import annotations
 import logging
 
 from .. import pipeline
+from ..results import config_key
 from .dsa import dsa_search_settings
 from .runs import run_config
-from .specs import (
-    _unique,
-    dense_spec,
-    float_sensitivity_specs,
-    hyper_specs,
-    main_specs,
-    nm_specs,
-    recovery_profile,
-    recovery_specs,
-    seeded,
-    sweep_specs,
-    zero_shot_profile,
-    zero_shot_specs,
-)
+from .specs import notebook_specs
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +36,14 @@ QUICK_SECONDS = {
 def planned_runs(prof: dict) -> list[pipeline.RunConfig]:
     """Every distinct run the notebooks may need (hyper-parameter runs that turn out infeasible are
     skipped at run time), in notebook order: 01-06, the zero-shot runs of 07, the recovery runs of 08."""
-    specs = [dense_spec(prof)] + seeded(prof, main_specs(prof)) + float_sensitivity_specs(prof)
-    specs += sweep_specs(prof) + hyper_specs(prof) + nm_specs(prof)
-    runs = [run_config(prof, **spec) for spec in _unique(prof, specs)]
-    zs = zero_shot_profile(prof)
-    runs += [run_config(zs, **spec) for spec in seeded(prof, zero_shot_specs(prof))]
-    return runs + [run_config(recovery_profile(prof), **spec) for spec in recovery_specs(prof)]
+    runs, seen = [], set()
+    for run_prof, spec in notebook_specs(prof):
+        config = run_config(run_prof, **spec)
+        key = config_key(config.to_dict())
+        if key not in seen:
+            seen.add(key)
+            runs.append(config)
+    return runs
 
 
 def estimate_seconds(prof: dict, seconds: dict | None = None) -> float:
@@ -89,3 +79,63 @@ def dsa_search_seconds(prof: dict, seconds: dict | None = None) -> float:
     rows = sum(seconds[m] for m in prof["main_methods"]) * len(prof["seeds"])
     check = seconds[setting["method"]] * (setting["proxy_check"] - 1)
     return search + rows + check
+
+
+# ------------------------------------------------------------------------------------------ on a GPU
+# GPU seconds on one H200 for the LLaMA-2-7B shape (bf16, 128 x 2048 calibration), from the bench/gpu.py
+# run of 2026-12-04 (../shared/gpu-results/2026-12-04-h200/); bench/results/gpu-7b.json (make bench-gpu)
+# replaces the pruning figures when present. Loading, evaluation, zero-shot and LoRA figures are derived
+# from the measured forward (the floor) and token counts: estimates, not measurements.
+GPU_7B_SECONDS = {
+    "floor": 7.24,  # one forward of 128 x 2048 tokens through every block (measured, warm)
+    "load": 30.0,  # reading 13.5 GB of bf16 weights from a local disk (estimate)
+    "dense_statistics": 8.0,  # measured
+    "magnitude": 2.0,  # a topk per linear (estimate: the measured 46.5 s was torch.kthvalue's)
+    "wanda": 13.9,  # uniform 70% (measured; DLP's pruning costs the same)
+    # SparseGPT uniform 70% with the CUDA defaults (estimate from the measured parts: tensor-core Hessians
+    # 9.1 s, the Triton sweep's solver 37.9 s less the ~30 s its 8,900 selections took in torch.kthvalue,
+    # propagation 6.4 s) and with the reference's fp32 Hessians (41.1 s of statistics instead of 9.1)
+    "sparsegpt": 24.5,
+    "sparsegpt fp32 Hessian": 56.5,
+}
+WIKITEXT2_TEST_TOKENS = 338_535  # LLaMA tokenizer
+ZERO_SHOT_TOKENS = 6.5e6  # the 7 tasks' full splits, every choice scored (approximate)
+LLAMA2_7B_PARAMS = 6.74e9
+
+
+def gpu_run_seconds(config: pipeline.RunConfig, gpu: dict, scale: float) -> float:
+    """Rough GPU wall time of one run: ``gpu``'s per-step seconds of the LLaMA-2-7B shape (keys of
+    ``GPU_7B_SECONDS``) times ``scale`` (the model's parameters / 6.74e9)."""
+    method = "dense" if config.prune is None else config.prune.method
+    forward_per_token = gpu["floor"] / (128 * 2048)
+    calibration = config.nsamples * config.seqlen / (128 * 2048)
+    if method == "sparsegpt" and config.prune.sparsegpt_hessian == "fp32":
+        method = "sparsegpt fp32 Hessian"  # the reference's Hessians on CUDA cores
+    total = gpu["load"] + (0.0 if config.prune is None else gpu[method] * calibration)
+    eval_tokens = WIKITEXT2_TEST_TOKENS if config.eval_windows is None else config.eval_windows * config.seqlen
+    if config.eval:
+        total += forward_per_token * eval_tokens / 0.94  # perplexity ran at 94% of a plain forward
+    if config.zero_shot_tasks is not None:
+        tokens = ZERO_SHOT_TOKENS * len(config.zero_shot_tasks) / 7
+        if config.zero_shot_limit is not None:
+            tokens = min(tokens, config.zero_shot_limit * 4 * 200 * len(config.zero_shot_tasks))
+        total += forward_per_token * tokens * 3  # short, padded sequences: a third of the throughput
+    if config.recovery is not None:
+        trained = config.recovery.steps * config.recovery.batch_tokens
+        total += forward_per_token * trained * 3 + 2 * forward_per_token * eval_tokens  # forward + backward
+    return total * scale
+
+
+def gpu_statistics_seconds(prof: dict, gpu: dict, scale: float) -> float:
+    """Rough GPU wall time of one dense-statistics pass of ``prof``'s calibration."""
+    windows = prof["nsamples"] * prof["seqlen"] / (128 * 2048)
+    return (gpu["load"] + gpu["dense_statistics"] * windows) * scale
+
+
+def gpu_search_seconds(prof: dict, gpu: dict, scale: float) -> float:
+    """Rough GPU wall time of ``prof``'s DSA search (every candidate evaluated)."""
+    setting = prof["dsa_search"]
+    calibration = setting["nsamples"] * setting["seqlen"] / (128 * 2048)
+    evaluation = setting["windows"] * setting["seqlen"] / (128 * 2048)
+    candidate = gpu[setting["method"]] * calibration + gpu["floor"] * evaluation
+    return (gpu["load"] + candidate * dsa_search_settings(prof)[1].evaluations()) * scale

@@ -138,3 +138,18 @@ def zero_shot_specs(prof: dict) -> list[dict]:
     """Dense, then each zero-shot pruner x allocation at the main sparsity (run with zero_shot_profile)."""
     zs = prof["zero_shot"]
     return main_specs(prof, zs["methods"], allocations=zs.get("allocations", prof["allocations"]))
+
+
+def notebook_specs(prof: dict, hyper: list[dict] | None = None) -> list[tuple[dict, dict]]:
+    """``(profile, spec)`` of every run notebooks 01-08 ask for, in notebook order: the one list both the
+    cost estimate (:func:`dlp_lib.experiments.cost.planned_runs`) and the grid (``grid.jobs.plan``) read.
+    ``hyper`` replaces notebook 05's hyper-parameter specs (the grid passes the feasible ones). Zero-shot
+    and recovery runs carry their own profiles; repeats are left in (callers skip a configuration seen)."""
+    hyper = hyper_specs(prof) if hyper is None else hyper
+    pairs = [(prof, dense_spec(prof))]
+    pairs += [(prof, spec) for spec in seeded(prof, main_specs(prof))]
+    pairs += [(prof, spec) for spec in float_sensitivity_specs(prof) + sweep_specs(prof) + hyper + nm_specs(prof)]
+    zs = zero_shot_profile(prof)
+    pairs += [(zs, spec) for spec in seeded(prof, zero_shot_specs(prof))]
+    rp = recovery_profile(prof)
+    return pairs + [(rp, spec) for spec in recovery_specs(prof)]

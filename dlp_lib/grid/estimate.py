@@ -9,29 +9,16 @@ from pathlib import Path
 
 from .. import experiments as ex
 from ..config import ConfigError
+from ..experiments.cost import (  # noqa: F401  (the GPU figures lived here before)
+    GPU_7B_SECONDS,
+    LLAMA2_7B_PARAMS,
+    WIKITEXT2_TEST_TOKENS,
+    ZERO_SHOT_TOKENS,
+)
 from .jobs import PHASES, GridJob
 
-# GPU seconds on one H200 for the LLaMA-2-7B shape (bf16, 128 x 2048 calibration), from the bench/gpu.py
-# run of 2026-12-04 (../shared/gpu-results/2026-12-04-h200/); bench/results/gpu-7b.json (make bench-gpu)
-# replaces the pruning figures when present. Loading, evaluation, zero-shot and LoRA figures are derived
-# from the measured forward (the floor) and token counts: estimates, not measurements.
-GPU_7B_SECONDS = {
-    "floor": 7.24,  # one forward of 128 x 2048 tokens through every block (measured, warm)
-    "load": 30.0,  # reading 13.5 GB of bf16 weights from a local disk (estimate)
-    "dense_statistics": 8.0,  # measured
-    "magnitude": 2.0,  # a topk per linear (estimate: the measured 46.5 s was torch.kthvalue's)
-    "wanda": 13.9,  # uniform 70% (measured; DLP's pruning costs the same)
-    # SparseGPT uniform 70% with the CUDA defaults (estimate from the measured parts: tensor-core Hessians
-    # 9.1 s, the Triton sweep's solver 37.9 s less the ~30 s its 8,900 selections took in torch.kthvalue,
-    # propagation 6.4 s) and with the reference's fp32 Hessians (41.1 s of statistics instead of 9.1)
-    "sparsegpt": 24.5,
-    "sparsegpt fp32 Hessian": 56.5,
-}
-LLAMA2_7B_PARAMS = 6.74e9
 BENCH_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 LLAMA_PARAMS = {7: 6.74e9, 8: 8.03e9, 13: 13.02e9, 30: 32.53e9, 65: 65.29e9, 70: 68.98e9}  # the names round
-WIKITEXT2_TEST_TOKENS = 338_535  # LLaMA tokenizer
-ZERO_SHOT_TOKENS = 6.5e6  # the 7 tasks' full splits, every choice scored (approximate)
 
 
 def model_parameters(spec: str) -> float:
@@ -70,52 +57,24 @@ def gpu_seconds_7b(bench_dir: str | os.PathLike | None = None) -> tuple[dict, st
 
 
 def job_seconds(job: GridJob, prof: dict, scale: float, gpu: dict) -> tuple[str, float]:
-    """``(kind, estimated seconds)`` of a job: CPU seconds of the quick profile's table on a CPU
-    profile; GPU seconds of the 7B shape times ``scale`` (parameters / 6.74e9) on a GPU profile."""
+    """``(kind, estimated seconds)`` of a job from the one cost model (``dlp_lib.experiments.cost``): the
+    quick profile's CPU seconds on a CPU profile; GPU seconds of the 7B shape times ``scale`` (parameters /
+    6.74e9) on a GPU profile."""
     on_gpu = str(prof["device"]).startswith("cuda")
     if job.kind == "statistics":
-        if not on_gpu:
-            return "dense statistics", ex.QUICK_SECONDS["dense"]
-        windows = prof["nsamples"] * prof["seqlen"] / (128 * 2048)
-        return "dense statistics", (gpu["load"] + gpu["dense_statistics"] * windows) * scale
+        seconds = ex.gpu_statistics_seconds(prof, gpu, scale) if on_gpu else ex.QUICK_SECONDS["dense"]
+        return "dense statistics", seconds
     if job.kind == "search":
-        if not on_gpu:
-            return "DSA search", ex.QUICK_SECONDS["dsa_candidate"] * ex.dsa_search_settings(prof)[1].evaluations()
-        setting = prof["dsa_search"]
-        calibration = setting["nsamples"] * setting["seqlen"] / (128 * 2048)
-        candidate = gpu[setting["method"]] * calibration + gpu["floor"] * setting["windows"] * setting["seqlen"] / (
-            128 * 2048
-        )
-        return "DSA search", (gpu["load"] + candidate * ex.dsa_search_settings(prof)[1].evaluations()) * scale
-    if job.pending:
-        config = ex.run_config(prof, method=prof["dsa_search"]["method"])
-    else:
-        config = job.config()
-    method = "dense" if config.prune is None else config.prune.method
-    kind = method
+        if on_gpu:
+            return "DSA search", ex.gpu_search_seconds(prof, gpu, scale)
+        return "DSA search", ex.QUICK_SECONDS["dsa_candidate"] * ex.dsa_search_settings(prof)[1].evaluations()
+    config = ex.run_config(prof, method=prof["dsa_search"]["method"]) if job.pending else job.config()
+    kind = "dense" if config.prune is None else config.prune.method
     if config.zero_shot_tasks is not None:
         kind += " + zero-shot"
     if config.recovery is not None:
         kind += " + LoRA"
-    if not on_gpu:
-        return kind, ex.run_seconds(config)
-    forward_per_token = gpu["floor"] / (128 * 2048)
-    calibration = config.nsamples * config.seqlen / (128 * 2048)
-    if method == "sparsegpt" and config.prune.sparsegpt_hessian == "fp32":
-        method = "sparsegpt fp32 Hessian"  # the reference's Hessians on CUDA cores
-    total = gpu["load"] + (0.0 if config.prune is None else gpu[method] * calibration)
-    eval_tokens = WIKITEXT2_TEST_TOKENS if config.eval_windows is None else config.eval_windows * config.seqlen
-    if config.eval:
-        total += forward_per_token * eval_tokens / 0.94  # perplexity ran at 94% of a plain forward
-    if config.zero_shot_tasks is not None:
-        tokens = ZERO_SHOT_TOKENS * len(config.zero_shot_tasks) / 7
-        if config.zero_shot_limit is not None:
-            tokens = min(tokens, config.zero_shot_limit * 4 * 200 * len(config.zero_shot_tasks))
-        total += forward_per_token * tokens * 3  # short, padded sequences: a third of the throughput
-    if config.recovery is not None:
-        trained = config.recovery.steps * config.recovery.batch_tokens
-        total += forward_per_token * trained * 3 + 2 * forward_per_token * eval_tokens  # forward + backward
-    return kind, total * scale
+    return kind, ex.gpu_run_seconds(config, gpu, scale) if on_gpu else ex.run_seconds(config)
 
 
 def estimate(jobs: list[GridJob], prof: dict, params: float | None = None, bench_dir=None) -> dict:

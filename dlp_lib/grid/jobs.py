@@ -67,17 +67,11 @@ def plan(prof: dict, results_dir: str | os.PathLike = "results") -> list[GridJob
     """Every job of ``prof``'s grid in phase order, as far as it can be known now: hyper-parameter runs
     are filtered for feasibility once the statistics are stored (all of them before), and the runs of
     phase 3 are ``pending`` placeholders until the search result is stored."""
-    zs, rp = ex.zero_shot_profile(prof), ex.recovery_profile(prof)
     seen: set[str] = set()
 
     stats = read_cache(ex.dense_statistics_path(prof, None, results_dir), ex.load_dense_statistics, "dense statistics")
     hyper = ex.feasible_hyper_specs(stats, prof)[0] if stats is not None else ex.hyper_specs(prof)
-    known = [(prof, ex.dense_spec(prof))]
-    known += [(prof, s) for s in ex.seeded(prof, ex.main_specs(prof))]
-    known += [(prof, s) for s in ex.float_sensitivity_specs(prof) + ex.sweep_specs(prof) + hyper + ex.nm_specs(prof)]
-    known += [(zs, s) for s in ex.seeded(prof, ex.zero_shot_specs(prof))]
-    known += [(rp, s) for s in ex.recovery_specs(prof)]
-    runs = _run_jobs(known, 2, seen)
+    runs = _run_jobs(ex.notebook_specs(prof, hyper), 2, seen)
     search = GridJob(
         "search", 2, f"DSA search ({ex.dsa_search_settings(prof)[1].evaluations()} candidates at most)", prof
     )
