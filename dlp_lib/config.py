@@ -10,6 +10,13 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
+# The settings a run, the commands and DSA's search share, with their defaults declared once: the embedded
+# model and text, and the papers' calibration of 128 windows of 2048 tokens (RunConfig, FitnessSettings and
+# the command-line flags read them from here)
+DEFAULT_MODEL = "smollm2-135m"
+EMBEDDED_SOURCE = "wiki-extracts"
+RUN_DEFAULTS = dict(nsamples=128, seqlen=2048, seed=0, batch_size=8, eval_batch_size=4, dtype="auto")
+
 METHODS = ("magnitude", "wanda", "sparsegpt")
 ALLOCATIONS = ("uniform", "owl", "dlp", "dsa")
 DLP_STATISTICS = ("mean", "median")

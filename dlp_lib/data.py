@@ -37,12 +37,11 @@ from pathlib import Path
 import torch
 
 from .cache import atomic_path, cache_root, load_tensors, read_cache, stable_hash
-from .config import ConfigError
+from .config import EMBEDDED_SOURCE, ConfigError  # noqa: F401  (EMBEDDED_SOURCE: also read from here)
 from .models import package_file
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_SOURCE = "wiki-extracts"
 HUB_SOURCES = ("c4", "wikitext2")
 C4_SHARD = "en/c4-train.00000-of-01024.json.gz"
 

@@ -16,7 +16,7 @@ import torch
 
 from .allocation import allocate, nm_per_block
 from .cache import atomic_path, cache_root, check_cache_root, load_tensors, read_cache, stable_hash
-from .config import ConfigError, PruneConfig, check_device, check_int
+from .config import RUN_DEFAULTS, ConfigError, PruneConfig, check_device, check_int
 from .data import (
     EMBEDDED_SOURCE,
     calibration_windows,
@@ -47,15 +47,15 @@ class RunConfig:
     model: str = DEFAULT_MODEL
     prune: PruneConfig | None = field(default_factory=PruneConfig)
     calibration: str = EMBEDDED_SOURCE
-    nsamples: int = 128
-    seqlen: int = 2048
-    seed: int = 0
+    nsamples: int = RUN_DEFAULTS["nsamples"]
+    seqlen: int = RUN_DEFAULTS["seqlen"]
+    seed: int = RUN_DEFAULTS["seed"]
     eval: str | None = EMBEDDED_SOURCE
     eval_windows: int | None = None
-    batch_size: int = 8
-    eval_batch_size: int = 4
+    batch_size: int = RUN_DEFAULTS["batch_size"]
+    eval_batch_size: int = RUN_DEFAULTS["eval_batch_size"]
     device: str = "cpu"
-    dtype: str = "auto"
+    dtype: str = RUN_DEFAULTS["dtype"]
     trust_remote_code: bool = False
     # keep the model in CPU memory; blocks visit ``device`` one at a time (does not change results)
     offload: bool = False

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..config import DEFAULT_MODEL, EMBEDDED_SOURCE, RUN_DEFAULTS
+
 DEFAULT_SPARSITY = 0.5
 
 
@@ -15,11 +17,13 @@ def add_model_arguments(parser: argparse.ArgumentParser):
     g = parser.add_argument_group("model")
     g.add_argument(
         "--model",
-        default="smollm2-135m",
+        default=DEFAULT_MODEL,
         help="smollm2-135m (embedded), a local HF directory, a .gguf file, or a hub id (default: %(default)s)",
     )
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
-    g.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16 (default: %(default)s)")
+    g.add_argument(
+        "--dtype", default=RUN_DEFAULTS["dtype"], help="auto, float32, float16 or bfloat16 (default: %(default)s)"
+    )
     g.add_argument("--trust_remote_code", action="store_true", help="let transformers run the model's own code")
     return g
 
@@ -68,18 +72,30 @@ def add_calibration_arguments(group) -> None:
     """The calibration windows and the batch sizes, as both commands read them."""
     group.add_argument(
         "--calibration",
-        default="wiki-extracts",
+        default=EMBEDDED_SOURCE,
         help="wiki-extracts (embedded), c4, wikitext2, "
         "c4:/local/shard.json.gz, or a .txt/.jsonl file (default: %(default)s)",
     )
-    group.add_argument("--nsamples", type=int, default=128, help="calibration windows (default: %(default)s)")
-    group.add_argument("--seqlen", type=int, default=2048, help="tokens per window (default: %(default)s)")
-    group.add_argument("--seed", type=int, default=0, help="seed of the calibration sampling (default: %(default)s)")
     group.add_argument(
-        "--batch_size", type=int, default=8, help="calibration windows per forward (default: %(default)s)"
+        "--nsamples", type=int, default=RUN_DEFAULTS["nsamples"], help="calibration windows (default: %(default)s)"
     )
     group.add_argument(
-        "--eval_batch_size", type=int, default=4, help="evaluation windows per forward (default: %(default)s)"
+        "--seqlen", type=int, default=RUN_DEFAULTS["seqlen"], help="tokens per window (default: %(default)s)"
+    )
+    group.add_argument(
+        "--seed", type=int, default=RUN_DEFAULTS["seed"], help="seed of the calibration sampling (default: %(default)s)"
+    )
+    group.add_argument(
+        "--batch_size",
+        type=int,
+        default=RUN_DEFAULTS["batch_size"],
+        help="calibration windows per forward (default: %(default)s)",
+    )
+    group.add_argument(
+        "--eval_batch_size",
+        type=int,
+        default=RUN_DEFAULTS["eval_batch_size"],
+        help="evaluation windows per forward (default: %(default)s)",
     )
 
 

@@ -15,8 +15,11 @@ import torch
 from ..allocation import allocate, dsa_value
 from ..cache import cache_root, stable_hash, write_json_atomic
 from ..config import (
+    DEFAULT_MODEL,
     DSA_README_GRAPH,
+    EMBEDDED_SOURCE,
     METHODS,
+    RUN_DEFAULTS,
     ConfigError,
     PruneConfig,
     check_device,
@@ -37,19 +40,19 @@ class FitnessSettings:
     DSA template of width ``dsa_lambda``. The dense statistics come from the same calibration windows.
     ``sparsegpt_sweep``/``sparsegpt_hessian``: SparseGPT's arithmetic, as in PruneConfig."""
 
-    model: str = "smollm2-135m"
+    model: str = DEFAULT_MODEL
     method: str = "wanda"
     sparsity: float = 0.7
     dsa_lambda: float = 0.08
-    calibration: str = "wiki-extracts"
-    nsamples: int = 128
-    seqlen: int = 2048
+    calibration: str = EMBEDDED_SOURCE
+    nsamples: int = RUN_DEFAULTS["nsamples"]
+    seqlen: int = RUN_DEFAULTS["seqlen"]
     windows: int = 16
-    seed: int = 0
-    batch_size: int = 8
-    eval_batch_size: int = 4
+    seed: int = RUN_DEFAULTS["seed"]
+    batch_size: int = RUN_DEFAULTS["batch_size"]
+    eval_batch_size: int = RUN_DEFAULTS["eval_batch_size"]
     device: str = "cpu"
-    dtype: str = "auto"
+    dtype: str = RUN_DEFAULTS["dtype"]
     trust_remote_code: bool = False
     sparsegpt_sweep: str = "auto"
     sparsegpt_hessian: str = "auto"
