@@ -1,106 +1,13 @@
-"""SparseGPT's column sweep on a CPU as a small C function (``sweep.c``), compiled on first use.
+"""The C column sweep's former module: now :mod:`dlp_lib.sparsegpt.sweep_c` (kept importable)."""
 
-The PyTorch loop spends most of its time in call overhead and in passes over memory: four calls and
-five passes over the block's later columns per column. The C loop does the same float32 operations
-on 32 rows at a time in a cache-resident buffer (a whole solve of one of the embedded model's layers about
-1.5x faster) and is bit-identical to the PyTorch loop (no fused multiply-add, no reassociation: ``COMPILE_FLAGS``).
-
-The shared library is built with the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``)
-into the cache directory, once per source and compiler. Without a compiler, or if the build fails,
-SparseGPT uses the PyTorch loop (same results, slower) and says so once in the log.
-"""
-
-from __future__ import annotations
-
-import ctypes
-import functools
-import hashlib
-import logging
-import os
-import platform
-import shlex
-import shutil
-import subprocess
-from pathlib import Path
-
-import torch
-
-from .cache import atomic_path, cache_root
-
-log = logging.getLogger(__name__)
-
-SOURCE = Path(__file__).with_name("sweep.c")
-# -ffp-contract=off: a product rounded before the subtraction, as PyTorch does (GCC's default fuses them)
-COMPILE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared"]
-CHUNK = 32  # rows per pass, as in sweep.c
-
-
-def compiler() -> list[str] | None:
-    """The C compiler command to build with: ``$CC`` if set (it may carry options), else the first of cc,
-    gcc, clang on the PATH."""
-    if os.environ.get("CC", "").strip():
-        return shlex.split(os.environ["CC"])
-    path = next((path for name in ("cc", "gcc", "clang") if (path := shutil.which(name))), None)
-    return [path] if path else None
-
-
-def _library_path(cc: list[str]) -> Path:
-    """Where the build of this source with this compiler lives (a new source or compiler: a new file)."""
-    try:
-        version = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        version = ""
-    key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(cc).encode(), version.encode(), " ".join(COMPILE_FLAGS).encode()):
-        key.update(part)
-    key.update(platform.machine().encode())
-    suffix = ".dylib" if platform.system() == "Darwin" else ".so"
-    return cache_root() / "kernels" / f"sweep-{key.hexdigest()[:16]}{suffix}"
-
-
-def _build(cc: list[str], target: Path) -> None:
-    with atomic_path(target, keep_existing=True) as tmp:
-        result = subprocess.run(
-            [*cc, *COMPILE_FLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True, timeout=120
-        )
-        if result.returncode != 0:
-            raise OSError(f"{' '.join(cc)} exited with {result.returncode}: {result.stderr.strip()[-500:]}")
-
-
-@functools.cache
-def compiled_sweep():
-    """The C sweep (a ctypes function), built if needed; None, with one warning, if it cannot be built."""
-    cc = compiler()
-    if cc is None:
-        log.warning("no C compiler found (set CC): SparseGPT uses its PyTorch column loop, same results, slower")
-        return None
-    try:
-        path = _library_path(cc)
-        if not path.exists():
-            _build(cc, path)
-        function = ctypes.CDLL(str(path)).sweep_columns
-    except (OSError, subprocess.SubprocessError) as error:
-        log.warning(
-            "could not build SparseGPT's C column loop (%s): using the PyTorch loop, same results, slower", error
-        )
-        return None
-    pointer, integer = ctypes.c_void_p, ctypes.c_long
-    function.argtypes = [pointer, integer, pointer, integer, pointer, integer, pointer, integer, pointer]
-    function.argtypes += [integer] * 5 + [pointer]
-    function.restype = None
-    return function
-
-
-def sweep_columns(W1, errors, mask1, U1, d1, first: int, last: int) -> None:
-    """Sweep columns ``[first, last)`` of one block with the C loop, in place: ``W1`` (rows x width, a view
-    of the float32 weight), ``errors`` (rows x width), ``mask1`` (bool, rows x width), ``U1`` (width x
-    width) with its rows' elements contiguous, ``d1`` contiguous. The pruned entries of the swept
-    columns are zeroed."""
-    if W1.dtype != torch.float32 or W1.stride(1) != 1 or mask1.dtype != torch.bool or mask1.stride(1) != 1:
-        raise ValueError("the C sweep needs float32 weights and a bool mask, each row's columns contiguous")
-    rows, width = W1.shape
-    scratch = torch.empty(width * CHUNK, dtype=torch.float32)
-    compiled_sweep()(
-        W1.data_ptr(), W1.stride(0), errors.data_ptr(), errors.stride(0), mask1.data_ptr(), mask1.stride(0),
-        U1.data_ptr(), U1.stride(0), d1.data_ptr(), width, first, last, 0, rows, scratch.data_ptr(),
-    )  # fmt: skip
+from .sparsegpt.sweep_c import (  # noqa: F401
+    CHUNK,
+    COMPILE_FLAGS,
+    SOURCE,
+    _build,
+    _library_path,
+    c_sweep,
+    compiled_sweep,
+    compiler,
+    sweep_columns,
+)

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def no_triton_interpreter(monkeypatch):
     """Triton's interpreter off: it would take minutes on these models (tests/test_sparsegpt.py checks the
     Triton sweep on small layers); "auto" takes the C loop on a CPU either way."""
-    monkeypatch.setattr(sparsegpt, "interpreted", lambda: False)
+    monkeypatch.setattr(sparsegpt.solver, "interpreted", lambda: False)
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,7 @@ def test_sparsegpt_arithmetic_flags_are_recorded_where_they_change_the_result(ti
 def test_a_sparsegpt_loop_this_device_cannot_run_exits_2_before_loading(tiny_args, capsys, no_loading, monkeypatch):
     from dlp_lib import sparsegpt
 
-    monkeypatch.setattr(sparsegpt, "interpreted", lambda: False)
+    monkeypatch.setattr(sparsegpt.solver, "interpreted", lambda: False)
     assert main([*tiny_args, "--prune_method", "sparsegpt", "--sparsegpt_sweep", "triton"]) == 2
     assert "the Triton sweep runs on CUDA, not cpu; use --sparsegpt_sweep auto or torch" in capsys.readouterr().err
     monkeypatch.setenv("DLP_SPARSEGPT_HESSIAN", "tensor-cores")

@@ -255,7 +255,7 @@ def test_a_sparsegpt_loop_that_cannot_run_here_raises_before_any_change(monkeypa
     a CPU cannot run the kernel then)."""
     from dlp_lib import sparsegpt
 
-    monkeypatch.setattr(sparsegpt, "interpreted", lambda: False)
+    monkeypatch.setattr(sparsegpt.solver, "interpreted", lambda: False)
     model = make_tiny_model("llama")
     before = _snapshot(model)
     if error is None:

@@ -132,7 +132,7 @@ def test_inverse_hessian_cholesky_identity(percdamp):
 def test_sparsegpt_and_its_hessian_run_with_tf32_off_and_restore_the_user_setting(monkeypatch):
     """methods-spec §1.1: the reference switches TF32 off for SparseGPT; we do it only around the
     solve and the Hessian update, so a user's TF32 choice for the forward passes survives."""
-    from dlp_lib import sparsegpt as module
+    from dlp_lib.sparsegpt import solver as module
 
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     seen = []
@@ -314,10 +314,12 @@ def test_sweep_backend_chooses_each_loop_in_one_place(monkeypatch, caplog):
     PyTorch loop elsewhere; an explicit loop that cannot run on the device is a ConfigError."""
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     backend = sparsegpt.sweep_backend
-    monkeypatch.setattr(sparsegpt, "compiled_sweep", lambda: print)  # as if the C loop were built
-    monkeypatch.setattr(sparsegpt, "triton_available", lambda: True)
+    monkeypatch.setattr(sparsegpt.solver, "compiled_sweep", lambda: print)  # as if the C loop were built
+    monkeypatch.setattr(sparsegpt.solver, "triton_available", lambda: True)
     checks = []
-    monkeypatch.setattr(sparsegpt, "triton_check", lambda device, nm: checks.append((device, nm)))  # None: passed
+    monkeypatch.setattr(
+        sparsegpt.solver, "triton_check", lambda device, nm: checks.append((device, nm))
+    )  # None: passed
     assert (backend("cpu"), backend("cuda", nm=(2, 4)), backend("meta")) == ("c", "triton", "torch")
     assert checks == [("cuda", (2, 4))]
     assert [backend(device, "torch") for device in ("cpu", "cuda", "meta")] == ["torch"] * 3
@@ -328,13 +330,13 @@ def test_sweep_backend_chooses_each_loop_in_one_place(monkeypatch, caplog):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert backend("cpu", "triton") == "triton"  # Triton's interpreter runs the kernel on a CPU (the tests)
     monkeypatch.delenv("TRITON_INTERPRET")
-    monkeypatch.setattr(sparsegpt, "triton_check", lambda device, nm: "differs from the PyTorch loop")
+    monkeypatch.setattr(sparsegpt.solver, "triton_check", lambda device, nm: "differs from the PyTorch loop")
     with caplog.at_level("WARNING", logger="dlp_lib.sparsegpt"):
         assert backend("cuda") == "torch"
     assert "the Triton sweep differs from the PyTorch loop on cuda; using the PyTorch loop" in caplog.text
     with pytest.raises(ConfigError, match="the Triton sweep differs from the PyTorch loop on cuda"):
         backend("cuda", "triton")
-    monkeypatch.setattr(sparsegpt, "triton_available", lambda: False)
+    monkeypatch.setattr(sparsegpt.solver, "triton_available", lambda: False)
     assert backend("cuda") == "torch"
     with pytest.raises(ConfigError, match="needs the triton package"):
         backend("cuda", "triton")
@@ -344,7 +346,7 @@ def test_sweep_backend_chooses_each_loop_in_one_place(monkeypatch, caplog):
 
 def test_an_unknown_sweep_fails_before_any_work(layer, monkeypatch):
     W, _, _, H = layer
-    monkeypatch.setattr(sparsegpt, "_solve", lambda *args: pytest.fail("the solver ran"))
+    monkeypatch.setattr(sparsegpt.solver, "_solve", lambda *args: pytest.fail("the solver ran"))
     with pytest.raises(ConfigError, match="unknown SparseGPT sweep 'fast'"):
         sparsegpt_prune(W, H, 0.5, sweep="fast")
 
@@ -409,17 +411,17 @@ def test_the_triton_check_passes_where_the_kernel_equals_the_torch_loop_and_catc
     try:
         assert sparsegpt.triton_check("cpu", nm) is None
         sparsegpt.triton_check.cache_clear()
-        original = sparsegpt.triton_sweep
+        original = sparsegpt.solver.triton_sweep
 
         def off_by_one_bit(W1, *args):
             W, errors = original(W1, *args)
             W.view(torch.int32)[0, -1] ^= 1
             return W, errors
 
-        monkeypatch.setattr(sparsegpt, "triton_sweep", off_by_one_bit)
+        monkeypatch.setattr(sparsegpt.solver, "triton_sweep", off_by_one_bit)
         assert sparsegpt.triton_check("cpu", nm) == "differs from the PyTorch loop"
         sparsegpt.triton_check.cache_clear()
-        monkeypatch.setattr(sparsegpt, "triton_sweep", lambda *args: 1 / 0)
+        monkeypatch.setattr(sparsegpt.solver, "triton_sweep", lambda *args: 1 / 0)
         assert sparsegpt.triton_check("cpu", nm).startswith("failed (ZeroDivisionError")
     finally:
         sparsegpt.triton_check.cache_clear()

@@ -17,11 +17,12 @@ import os
 
 import torch
 
-from .config import SPARSEGPT_SWEEPS, ConfigError
-from .masks import kth_smallest
-from .sparsegpt_c import compiled_sweep, sweep_columns
-from .sparsegpt_triton import interpreted, triton_available, triton_sweep
-from .stats import no_tf32
+from ..config import SPARSEGPT_SWEEPS, ConfigError
+from ..masks import kth_smallest
+from ..stats import no_tf32
+from .sweep_c import c_sweep, compiled_sweep
+from .sweep_torch import torch_sweep
+from .sweep_triton import interpreted, triton_available, triton_sweep
 
 log = logging.getLogger(__name__)
 
@@ -210,72 +211,11 @@ def _solve(weight, H, sparsity, nm, blocksize, percdamp, groups, sweep):
 def _sweep(W1, U1, d1, mask1, nm, sweep):
     """One block's column sweep: prune column i (its mask entries to 0) and push the error onto the
     block's later columns, one column at a time. Returns the pruned block and its errors (rows x width).
-
-    The PyTorch loop works on the block transposed, so that each column is a contiguous row (2x faster on a
-    CPU), and writes every result in place: the error straight into its row, the rank-1 update's products
-    into one buffer. The arithmetic is the reference's, element by element, so the result is bit-identical
-    to it: ``err = (w - q) / d`` is ``w / d`` where pruned and 0 elsewhere, column i needs no update of its
-    own, and the pruned entries are zeroed once at the end (no later step reads them: column j's update
-    uses only the errors, and an N:M group is scored from the columns not yet swept). Multiply, subtract and
-    divide are separate operations, each rounded (no fused multiply-add), which the C loop
-    (``sparsegpt_c``) and the Triton kernel (``sparsegpt_triton``) do too. ``sweep``: "torch", "c" or
-    "triton", from :func:`sweep_backend`.
-    """
+    ``sweep``: "torch" (:mod:`.sweep_torch`), "c" (:mod:`.sweep_c`) or "triton" (:mod:`.sweep_triton`), from
+    :func:`sweep_backend`; the three give the same bits (each multiply, subtract and divide rounded on its
+    own, no fused multiply-add)."""
     if sweep == "triton":
         return triton_sweep(W1, U1, d1, mask1, nm)
     if sweep == "c":
-        return _c_sweep(W1, U1, d1, mask1, nm)
-    W1 = W1.t().contiguous()
-    Err1 = torch.empty_like(W1)
-    product = torch.empty_like(W1)  # the rank-1 update's terms, written in place (no allocation per column)
-    mask_t = mask1.t().contiguous()
-    step = _torch_column_step(W1, Err1, product, mask_t, U1, d1)
-    for i in range(W1.shape[0]):
-        if nm is not None and i % nm[1] == 0:  # N:M: the group's N smallest scores, chosen now
-            lowest = _lowest_in_group(W1[i : i + nm[1]].t(), d1[i : i + nm[1]], nm[0])
-            mask_t.scatter_(0, (i + lowest).t(), True)
-        step(i)
-    W1.masked_fill_(mask_t, 0)
-    return W1.t(), Err1.t().contiguous()
-
-
-def _lowest_in_group(group, d, n):
-    """N:M inside the sweep: for each row of ``group`` (rows x M, the group's columns as they are now),
-    the indices within the group of its ``n`` smallest ``w**2 / d**2``. The scores are made contiguous
-    before ``torch.topk``, so every column loop hands it the same tensor and gets the same choice."""
-    scores = (group**2 / d.unsqueeze(0) ** 2).contiguous()
-    return torch.topk(scores, n, dim=1, largest=False).indices
-
-
-def _c_sweep(W1, U1, d1, mask1, nm):
-    """The sweep with the compiled C loop, in place on the block as it lies in the weight (``W1``: rows
-    x width). For N:M each group's mask is chosen just before the C loop sweeps that group."""
-    rows, width = W1.shape
-    errors = torch.empty(rows, width, dtype=torch.float32)
-    U1, d1 = U1 if U1.stride(1) == 1 else U1.contiguous(), d1.contiguous()
-    if nm is None:
-        sweep_columns(W1, errors, mask1, U1, d1, 0, width)
-        return W1, errors
-    n, m = nm
-    for i in range(0, width, m):
-        mask1.scatter_(1, i + _lowest_in_group(W1[:, i : i + m], d1[i : i + m], n), True)
-        sweep_columns(W1, errors, mask1, U1, d1, i, min(i + m, width))
-    return W1, errors
-
-
-def _torch_column_step(W1, Err1, product, mask_t, U1, d1):
-    """Column i's step on the transposed block: the error row, then the later columns minus its rank-1
-    products (in place, without a host synchronisation)."""
-    zero = torch.zeros((), dtype=W1.dtype, device=W1.device)
-    columns, errors, masks, diagonal = W1.unbind(0), Err1.unbind(0), mask_t.unbind(0), d1.unbind(0)
-    U1_columns = U1.unsqueeze(2)  # U1_columns[i, i + 1 :] is U1[i, i + 1 :] as a column
-
-    def step(i):
-        err = errors[i]
-        torch.where(masks[i], columns[i], zero, out=err)
-        err.div_(diagonal[i])
-        later = product[i + 1 :]
-        torch.mul(U1_columns[i, i + 1 :], err, out=later)  # the same products, rounded the same way
-        W1[i + 1 :].sub_(later)
-
-    return step
+        return c_sweep(W1, U1, d1, mask1, nm)
+    return torch_sweep(W1, U1, d1, mask1, nm)
