@@ -80,7 +80,7 @@ def pytorch_row(model, reference: dict, repeats: int) -> dict:
     row = {"engine": "pytorch", "description": f"PyTorch {torch.__version__} eager, float32"}
     with torch.no_grad():
         for graph in ("prefill", "decode"):
-            args = [torch.from_numpy(a) for a in export.feeds(reference, graph)]
+            args = [torch.from_numpy(a) for a in engines.graph_inputs(reference, graph)[1]]
             seconds = best_seconds(lambda args=args: step(*args), repeats=repeats, warmup=1)
             row[f"{graph}_ms"] = seconds * 1e3
             row[f"{graph}_tps"] = args[0].shape[1] / seconds

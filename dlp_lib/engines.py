@@ -78,12 +78,16 @@ def unavailable(name: str) -> str | None:
     return None
 
 
-def _graph_inputs(reference, graph: str) -> list[np.ndarray]:
+def graph_inputs(reference, graph: str) -> tuple[list[str], list[np.ndarray]]:
+    """The input names and arrays of ``graph`` ("prefill" or "decode") in the graph's order, from
+    ``reference.npz``'s arrays (a dict or the loaded file): the one place the export
+    (:func:`dlp_lib.export.export_onnx`) and the engines agree on them."""
     arrays = [reference[f"{graph}_input_ids"], reference[f"{graph}_attention_mask"]]
     if graph == "decode":
-        count = sum(1 for name in reference.files if name.startswith("decode_past_"))
+        count = sum(1 for name in reference.keys() if name.startswith("decode_past_"))
         arrays += [reference[f"decode_past_{i}"] for i in range(count)]
-    return [np.ascontiguousarray(a) for a in arrays]
+    names = ["input_ids", "attention_mask"] + [f"past_{i}" for i in range(len(arrays) - 2)]
+    return names, [np.ascontiguousarray(a) for a in arrays]
 
 
 def _onnxruntime(path: Path, names: list[str], arrays: list[np.ndarray]):
@@ -192,8 +196,7 @@ def measure(name: str, directory: str | Path, repeats: int = 5) -> dict:
     reference = np.load(directory / "reference.npz")
     row = {"engine": name, "description": ENGINES[name].description, "version": _version(ENGINES[name].package)}
     for graph in ("prefill", "decode"):
-        arrays = _graph_inputs(reference, graph)
-        names = ["input_ids", "attention_mask"] + [f"past_{i}" for i in range(len(arrays) - 2)]
+        names, arrays = graph_inputs(reference, graph)
         start = time.perf_counter()
         run, details = _loader(name)(directory / f"{graph}.onnx", names, arrays)
         row[f"{graph}_compile_s"] = time.perf_counter() - start

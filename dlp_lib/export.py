@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError
+from .engines import graph_inputs
 
 OPSET = 14
 PROMPT_TEXT = (
@@ -98,15 +99,6 @@ def step_inputs(model, tokenizer, prompt_tokens: int) -> dict:
     return {name: t.detach().float().numpy() if t.is_floating_point() else t.numpy() for name, t in arrays.items()}
 
 
-def feeds(reference: dict, graph: str) -> list[np.ndarray]:
-    """The inputs of ``graph`` ("prefill" or "decode") in the graph's order, from ``reference.npz``'s arrays."""
-    arrays = [reference[f"{graph}_input_ids"], reference[f"{graph}_attention_mask"]]
-    if graph == "decode":
-        count = sum(1 for name in reference if name.startswith("decode_past_"))
-        arrays += [reference[f"decode_past_{i}"] for i in range(count)]
-    return arrays
-
-
 def export_onnx(model, tokenizer, directory: str | Path, prompt_tokens: int = 128) -> dict:
     """Write ``prefill.onnx``, ``decode.onnx`` and ``reference.npz`` into ``directory`` (see the module's
     docstring); the model must be on the CPU in float32 (what every engine here reads). Written into a
@@ -134,8 +126,8 @@ def export_onnx(model, tokenizer, directory: str | Path, prompt_tokens: int = 12
         with _eager_attention(model), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about shapes taken as constants: they are fixed here
             for graph in ("prefill", "decode"):
-                args = tuple(torch.from_numpy(a) for a in feeds(reference, graph))
-                names = ["input_ids", "attention_mask"] + [f"past_{i}" for i in range(len(args) - 2)]
+                names, arrays = graph_inputs(reference, graph)
+                args = tuple(torch.from_numpy(a) for a in arrays)
                 torch.onnx.export(
                     step,
                     args,
