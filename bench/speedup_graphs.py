@@ -133,6 +133,8 @@ def main(argv=None) -> int:
     args.shape = args.shape or ("llama2" if args.device == "cuda" else "tiny")
     if args.blocks < 1 or args.repeats < 1:
         parser.error("--blocks and --repeats must be at least 1")
+    if args.budget is not None and not args.budget >= 0:
+        parser.error(f"--budget is seconds after which no part starts, 0 or more; got {args.budget}")
     if args.device == "cuda":
         reason = semi_structured_unavailable()
         if reason:

@@ -110,3 +110,15 @@ def test_bench_script_refuses_the_llama_shapes_on_a_cpu(tmp_path):
         text=True,
     )
     assert done.returncode == 2 and "CUDA" in done.stderr
+
+
+def test_bench_script_refuses_a_budget_that_is_not_seconds(tmp_path):
+    for budget in ("-1", "nan"):
+        done = subprocess.run(
+            [sys.executable, "bench/speedup_graphs.py", "--device", "cpu", "--budget", budget, "--out", str(tmp_path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 2 and "--budget" in done.stderr
+    assert list(tmp_path.iterdir()) == []
