@@ -80,7 +80,7 @@ FIGURES := $(if $(strip $(OUT)),$(OUT)/figures,figures)
 OUTPUTS := $(if $(strip $(OUT)),-p results_dir $(abspath $(RESULTS)) -p tables_dir $(abspath $(TABLES)) \
 	-p figures_dir $(abspath $(FIGURES)))
 NOTEBOOKS := 01_dense_baseline 02_layerwise_allocation 03_perplexity_table 04_sparsity_sweep \
-	05_hyperparameters 06_nm_sparsity 07_zero_shot 08_lora_recovery 09_speedup 10_dsa_search
+	05_hyperparameters 06_nm_sparsity 07_zero_shot 08_lora_recovery 09_speedup 10_dsa_search 11_evopress_search
 EXECUTED := $(if $(strip $(OUT)),$(OUT)/executed,notebooks/executed)
 PARAMETERS := $(EXECUTED)/.parameters
 ARITHMETIC := $(if $(strip $(SPARSEGPT_SWEEP)),--sparsegpt_sweep $(SPARSEGPT_SWEEP)) \
@@ -90,7 +90,7 @@ PAPERMILL := $(VENV)/bin/papermill --cwd notebooks --log-output --no-progress-ba
 	$(if $(strip $(SPARSEGPT_SWEEP)),-p sparsegpt_sweep $(SPARSEGPT_SWEEP)) \
 	$(if $(strip $(SPARSEGPT_HESSIAN)),-p sparsegpt_hessian $(SPARSEGPT_HESSIAN)) $(OUTPUTS)
 
-reproduce: $(EXECUTED)/10_dsa_search.ipynb ## run every notebook in order through papermill (PROFILE=quick|smoke|paper|rehearsal, MODEL=hub id or directory, SPARSEGPT_HESSIAN=fp32|half)
+reproduce: $(EXECUTED)/11_evopress_search.ipynb ## run every notebook in order through papermill (PROFILE=quick|smoke|paper|rehearsal, MODEL=hub id or directory, SPARSEGPT_HESSIAN=fp32|half)
 	@echo "$(TABLES)/ and $(FIGURES)/ are up to date for profile $(PROFILE); executed notebooks in $(EXECUTED)/"
 
 figures: reproduce ## alias of reproduce: regenerate tables/ and figures/
@@ -137,6 +137,7 @@ $(EXECUTED)/07_zero_shot.ipynb: $(EXECUTED)/06_nm_sparsity.ipynb
 $(EXECUTED)/08_lora_recovery.ipynb: $(EXECUTED)/07_zero_shot.ipynb
 $(EXECUTED)/09_speedup.ipynb: $(EXECUTED)/08_lora_recovery.ipynb
 $(EXECUTED)/10_dsa_search.ipynb: $(EXECUTED)/09_speedup.ipynb
+$(EXECUTED)/11_evopress_search.ipynb: $(EXECUTED)/10_dsa_search.ipynb
 
 01_dense_baseline: $(EXECUTED)/01_dense_baseline.ipynb ## notebook 01: dense perplexity, model/data facts, block statistics
 02_layerwise_allocation: $(EXECUTED)/02_layerwise_allocation.ipynb ## notebook 02: per-block sparsity of each allocation
@@ -148,9 +149,13 @@ $(EXECUTED)/10_dsa_search.ipynb: $(EXECUTED)/09_speedup.ipynb
 08_lora_recovery: $(EXECUTED)/08_lora_recovery.ipynb ## notebook 08: LoRA recovery of Wanda x allocation at 70%, sparsity kept
 09_speedup: $(EXECUTED)/09_speedup.ipynb ## notebook 09: pruning speed, sparse formats on this CPU (live), 2:4 on a GPU (committed results)
 10_dsa_search: $(EXECUTED)/10_dsa_search.ipynb ## notebook 10: DSA's allocation search (run by 03 for its DSA rows), proxy check, DSA vs Uniform/OWL/DLP
+11_evopress_search: $(EXECUTED)/11_evopress_search.ipynb ## notebook 11: EvoPress's search per pruner (run by 03 for its EvoPress rows), fitness check, EvoPress vs the others
 
 dsa-search: $(STAMP) ## DSA's evolutionary allocation search on its own (dlp-search; ARGS="--population 16 --generations 10")
 	$(VENV)/bin/dlp-search $(if $(strip $(MODEL)),--model $(MODEL)) $(ARGS)
+
+evopress-search: $(STAMP) ## EvoPress's search on its own (dlp-evopress; ARGS="--prune_method sparsegpt --generations 40 --save out.json")
+	$(VENV)/bin/dlp-evopress $(if $(strip $(MODEL)),--model $(MODEL)) $(ARGS)
 
 # The committed tables (git REF, default HEAD) against the ones in tables/ (e.g. after make reproduce on
 # another machine): every perplexity cell within the reproduction tolerance notebook 03 measured?
@@ -198,4 +203,4 @@ clean: ## remove executed notebooks, caches and build files (keeps .venv and com
 distclean: clean ## also remove .venv and the dlp_lib cache (~/.cache/dlp_lib or DLP_CACHE_DIR)
 	rm -rf $(VENV) $(ENGINES_VENV) "$${DLP_CACHE_DIR:-$$HOME/.cache/dlp_lib}"
 
-.PHONY: help venv engines-venv bench-engines bench-speedup-graphs test test-fast lint format rehearsal-assets rehearse-gpu bench bench-gpu bench-hessian bench-speedup bench-kill-resume bench-memory clean distclean reproduce figures check-reproduction dsa-search FORCE $(NOTEBOOKS)
+.PHONY: help venv engines-venv bench-engines bench-speedup-graphs test test-fast lint format rehearsal-assets rehearse-gpu bench bench-gpu bench-hessian bench-speedup bench-kill-resume bench-memory clean distclean reproduce figures check-reproduction dsa-search evopress-search FORCE $(NOTEBOOKS)

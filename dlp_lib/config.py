@@ -18,7 +18,7 @@ EMBEDDED_SOURCE = "wiki-extracts"
 RUN_DEFAULTS = dict(nsamples=128, seqlen=2048, seed=0, batch_size=8, eval_batch_size=4, dtype="auto")
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
-ALLOCATIONS = ("uniform", "owl", "dlp", "dsa")
+ALLOCATIONS = ("uniform", "owl", "dlp", "dsa", "evopress")
 DLP_STATISTICS = ("mean", "median")
 MAX_PERTURB = 1e-2  # beyond this a "perturbation" is no longer float-level noise
 DSA_README_GRAPH = "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"  # the one expression DSA's README gives
@@ -167,6 +167,8 @@ class PruneConfig:
     # DSA
     dsa_graph: str = DSA_README_GRAPH
     dsa_lambda: float = 0.08
+    # EvoPress: a saved search result (dlp-evopress --save FILE); its per-linear sparsities
+    evopress: str = ""
     # allocation outside (0, 1] densities: refuse unless the user asks to clip
     clip_densities: bool = False
     # Wanda's appendix variant (cumulative-score threshold per row)
@@ -219,8 +221,26 @@ class PruneConfig:
             from .dsa_ops import parse_dsa_graph
 
             parse_dsa_graph(self.dsa_graph)
+        if self.allocation == "evopress":
+            self._check_evopress()
         if self.perturb and self.method == "magnitude":
             raise ConfigError("magnitude pruning uses no calibration statistics, so there is nothing to perturb")
+
+    def _check_evopress(self) -> None:
+        """A readable search result for this sparsity, unstructured: before any model work."""
+        from .evopress_file import allocation_key, read_allocation
+
+        if not self.evopress:
+            raise ConfigError("the evopress allocation needs a saved search: --evopress FILE (dlp-evopress)")
+        if self.nm:
+            raise ConfigError("an EvoPress allocation is per-linear unstructured sparsity; drop the N:M pattern")
+        result = read_allocation(self.evopress)
+        if abs(result["sparsity"] - self.sparsity) > 1e-9:
+            raise ConfigError(
+                f"the EvoPress search in {self.evopress} allocated {result['sparsity']:g} sparsity, not "
+                f"{self.sparsity:g}: pass --sparsity_ratio {result['sparsity']:g} or search at {self.sparsity:g}"
+            )
+        object.__setattr__(self, "_evopress_key", allocation_key(result))
 
     @property
     def nm(self) -> tuple[int, int] | None:
@@ -228,8 +248,9 @@ class PruneConfig:
 
     @property
     def needs_dense_statistics(self) -> bool:
-        """Whether a non-uniform allocation needs the dense calibration statistics."""
-        return self.allocation != "uniform"
+        """Whether the allocation is computed from the dense calibration statistics (EvoPress's is read
+        from its saved search)."""
+        return self.allocation not in ("uniform", "evopress")
 
     def on_device(self, device) -> PruneConfig:
         """This configuration with its "auto" Hessian arithmetic made concrete for ``device``
@@ -245,4 +266,8 @@ class PruneConfig:
         if not self.perturb:
             d.pop("perturb")
             d.pop("perturb_seed")
+        if self.allocation == "evopress":  # the allocation itself, wherever its file lies
+            d["evopress"] = self._evopress_key
+        else:
+            d.pop("evopress")
         return without_reference_arithmetic(d)

@@ -182,6 +182,8 @@ def check_model_fit(model, config: RunConfig) -> None:
         # with a device_map the calibration activations live where the first block does
         device = config.device if config.device_map is None else next(decoder_blocks(model)[0].parameters()).device
         check_memory(model, config.nsamples, config.seqlen, config.batch_size, prune.method, device, config.offload)
+    if prune is not None and prune.allocation == "evopress":
+        evopress_allocation(model, prune)  # searched on this model's linears, before any data work
     nm = config.prune.nm if config.prune is not None else None
     if nm:
         n, m = nm
@@ -287,6 +289,37 @@ def block_allocation(model, config: PruneConfig, norms) -> dict:
     return {"statistic": statistic, "densities": [float(d) for d in densities], "block_sizes": sizes}
 
 
+def evopress_block_targets(result: dict, model) -> list[dict[str, float]]:
+    """The per-linear sparsities of a saved search as ``prune_model`` takes them (one dict per block),
+    checked against ``model``: the same blocks, linears and sizes."""
+    sparsities, sizes = result["linear_sparsities"], result["linear_sizes"]
+    targets, seen = [], set()
+    for index, block in enumerate(decoder_blocks(model)):
+        targets.append({})
+        for name, linear in linear_sublayers(block).items():
+            key = f"{index}.{name}"
+            if key not in sparsities or sizes.get(key) != linear.weight.numel():
+                raise ConfigError(
+                    f"the EvoPress allocation was searched on another model ({result['settings']['model']}): it has "
+                    f"no linear {key} of {linear.weight.numel()} weights; search on this model first"
+                )
+            targets[-1][name] = float(sparsities[key])
+            seen.add(key)
+    if seen != set(sparsities):
+        raise ConfigError(
+            f"the EvoPress allocation has {len(sparsities)} linears, this model {len(seen)}: search on it"
+        )
+    return targets
+
+
+def evopress_allocation(model, config: PruneConfig) -> tuple[list[dict[str, float]], dict]:
+    """Per-block ``{linear: sparsity}`` targets of a saved EvoPress search, and what the record says of it."""
+    from .evopress_file import allocation_record, read_allocation
+
+    result = read_allocation(config.evopress)
+    return evopress_block_targets(result, model), allocation_record(result)
+
+
 def run(config: RunConfig, progress: bool = True, save_model: str | Path | None = None) -> dict:
     """Run one configuration and return its result record (a JSON-serialisable dict)."""
     validate(config)
@@ -332,6 +365,8 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
                 allocation["block_nm"] = block_nm
             else:
                 block_sparsities = [1.0 - d for d in allocation["densities"]]
+        elif prune.allocation == "evopress":
+            block_sparsities, allocation = evopress_allocation(model, prune)
         report = prune_model(
             model, prune, calibration, block_sparsities, block_nm, config.batch_size, progress, offload_device
         )

@@ -49,9 +49,14 @@ class PruneReport:
     seconds: dict = field(default_factory=dict)
     # SparseGPT only: the column loop that ran ("c", "torch", "triton") and the Hessian arithmetic applied
     sparsegpt: dict | None = None
+    # per-linear targets ("<block>.<linear>"), where the allocation gave them (EvoPress)
+    linear_targets: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["linear_targets"] is None:
+            d.pop("linear_targets")
+        return d
 
 
 def zero_fraction(tensor: torch.Tensor) -> float:
@@ -129,12 +134,30 @@ def _check_block_patterns(patterns, blocks, config: PruneConfig) -> None:
                 raise ConfigError(f"block {index} {name}: input size {linear.in_features} is not a multiple of M={m}")
 
 
-def _check_block_targets(block_targets: list[float], num_blocks: int) -> None:
-    if len(block_targets) != num_blocks:
-        raise ConfigError(f"got {len(block_targets)} block sparsities for a model with {num_blocks} blocks")
-    bad = [(i, s) for i, s in enumerate(block_targets) if not 0.0 <= s < 1.0]
+def _check_block_targets(block_targets: list, blocks) -> None:
+    """One target per block: a sparsity, or ``{linear name: sparsity}`` naming every linear of the block."""
+    if len(block_targets) != len(blocks):
+        raise ConfigError(f"got {len(block_targets)} block sparsities for a model with {len(blocks)} blocks")
+    bad = []
+    for i, (target, block) in enumerate(zip(block_targets, blocks)):
+        if isinstance(target, dict):
+            names = set(linear_sublayers(block))
+            if set(target) != names:
+                raise ConfigError(f"block {i}: per-linear sparsities must name exactly its linears {sorted(names)}")
+            bad += [(f"{i}.{n}", s) for n, s in target.items() if not 0.0 <= s < 1.0]
+        elif not 0.0 <= target < 1.0:
+            bad.append((i, target))
     if bad:
         raise ConfigError(f"block sparsities must be in [0, 1); blocks {bad} are not")
+
+
+def block_mean_target(target, block) -> float:
+    """A block's target sparsity: itself, or its linears' targets weighted by their sizes."""
+    if not isinstance(target, dict):
+        return target
+    linears = linear_sublayers(block)
+    numel = {n: lin.weight.numel() for n, lin in linears.items()}
+    return sum(target[n] * numel[n] for n in linears) / sum(numel.values())
 
 
 class _InputsComplete(Exception):
@@ -205,6 +228,7 @@ def _prune_block(
     block, inputs: BlockInputs | None, config: PruneConfig, sparsity, nm, seconds, propagate, index=0, sweeps=None
 ):
     """Statistics on the dense block, prune every linear, then recompute the block's outputs in place.
+    ``sparsity``: the block's, or ``{linear name: sparsity}`` (an EvoPress allocation).
     ``sweeps``: SparseGPT's column loop per N:M pattern (None: unstructured), from ``sweep_backend``."""
     linears = linear_sublayers(block)
     device = next(iter(linears.values())).weight.device
@@ -222,14 +246,16 @@ def _prune_block(
     if nm is not None and nm[0] == 0:
         pass  # a block given 0:M keeps all its weights
     elif config.method == "sparsegpt":
-        shared = {}  # linears grouped by the Hessian they share, in block order
+        shared = {}  # linears grouped by the Hessian they share and their sparsity, in block order
         for name, linear in linears.items():
-            shared.setdefault(id(stats[name]), (stats[name], []))[1].append(linear)
-        for stat, group in shared.values():
-            _prune_sparsegpt(group, config, sparsity, stat, nm, sweeps[nm])
+            target = sparsity[name] if isinstance(sparsity, dict) else sparsity
+            shared.setdefault((id(stats[name]), target), (stats[name], target, []))[2].append(linear)
+        for stat, target, group in shared.values():
+            _prune_sparsegpt(group, config, target, stat, nm, sweeps[nm])
     else:
         for name, linear in linears.items():
-            _prune_linear(linear, config, sparsity, stats.get(name), nm)
+            target = sparsity[name] if isinstance(sparsity, dict) else sparsity
+            _prune_linear(linear, config, target, stats.get(name), nm)
     stats.clear()  # free Hessians before the next forward
     t2 = _now(device)
     if inputs is not None and propagate:
@@ -276,8 +302,9 @@ def prune_model(
         config: method, sparsity, pattern and hyper-parameters; SparseGPT's "auto" arithmetic is made
             concrete for the device here (``PruneConfig.on_device``).
         calibration: windows x tokens token ids; needed by Wanda and SparseGPT.
-        block_sparsities: one target sparsity per decoder block (an allocation); uniform if None.
-            Ignored for N:M sparsity, which uses ``block_nm``.
+        block_sparsities: one target sparsity per decoder block (an allocation), or per block a dict
+            ``{linear name: sparsity}`` (an EvoPress allocation); uniform if None. Ignored for N:M
+            sparsity, which uses ``block_nm``.
         block_nm: one (N, M) pattern per block for N:M sparsity; ``config``'s N:M for all if None.
         batch_size: calibration windows per forward call.
         offload_device: if set (e.g. ``"cuda"``), the model stays in CPU memory and one decoder block at
@@ -289,7 +316,14 @@ def prune_model(
     """
     blocks = decoder_blocks(model)
     targets = list(block_sparsities) if block_sparsities is not None else [config.sparsity] * len(blocks)
-    _check_block_targets(targets, len(blocks))
+    _check_block_targets(targets, blocks)
+    linear_targets = None
+    if any(isinstance(t, dict) for t in targets):
+        if config.nm:
+            raise ConfigError("per-linear sparsities (an EvoPress allocation) are unstructured; drop the N:M pattern")
+        linear_targets = {
+            f"{i}.{n}": float(s) for i, t in enumerate(targets) if isinstance(t, dict) for n, s in t.items()
+        }
     patterns = list(block_nm) if block_nm is not None else [config.nm] * len(blocks)
     _check_block_patterns(patterns, blocks, config)
     if config.nm:
@@ -334,10 +368,11 @@ def prune_model(
         allocation=config.allocation,
         sparsity_type=config.sparsity_type,
         target_sparsity=config.sparsity,
-        block_targets=targets,
+        block_targets=[block_mean_target(t, b) for t, b in zip(targets, blocks)],
         block_achieved=per_block,
         linear_achieved=per_linear,
         overall_achieved=overall,
         seconds=seconds,
         sparsegpt=arithmetic,
+        linear_targets=linear_targets,
     )

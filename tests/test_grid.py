@@ -51,7 +51,11 @@ def test_smoke_plan_is_every_notebook_run_once_in_phases(tmp_path):
     assert [j.kind for j in jobs if j.phase == 2].count("search") == 1
     pending = [j for j in jobs if j.pending]
     assert all(j.phase == 3 for j in pending)
-    assert len(pending) == len(prof["main_methods"]) * len(prof["seeds"]) + prof["dsa_search"]["proxy_check"] - 1
+    dsa = len(prof["main_methods"]) * len(prof["seeds"]) + prof["dsa_search"]["proxy_check"] - 1
+    evopress = prof["evopress_search"]
+    searched = len(evopress["methods"]) * (len(prof["seeds"]) + max(evopress["proxy_check"] - 2, 0))
+    assert len(pending) == dsa + searched
+    assert [j.spec for j in jobs if j.kind == "evopress"] == [{"method": m} for m in evopress["methods"]]
     assert not any(j.done(tmp_path) for j in jobs)
 
 
@@ -64,7 +68,7 @@ def test_plan_after_the_search_lists_the_dsa_rows_and_the_proxy_check(tmp_path, 
     result = {"best": {"expression": exprs[0], "fitness": 10.0}, "candidates": candidates}
     monkeypatch.setattr(ex, "stored_dsa_search", lambda p, d: result)
     jobs = grid.plan(prof, tmp_path)
-    third = [j for j in jobs if j.phase == 3]
+    third = [j for j in jobs if j.phase == 3 and "EvoPress" not in j.label and "searched allocation" not in j.label]
     assert not any(j.pending for j in third)
     graphs = [(j.spec["dsa_graph"], j.spec.get("seed")) for j in third]
     # the DSA row of each seed (its seed-0 run is also the proxy check's best pick), then the other picks
@@ -73,6 +77,35 @@ def test_plan_after_the_search_lists_the_dsa_rows_and_the_proxy_check(tmp_path, 
     labels = [j.label for j in jobs if not j.pending]
     assert len(set(labels)) == len(labels)
     assert f"DSA {exprs[2]} (λ=" in third[2].label
+
+
+def test_plan_after_evopress_lists_its_rows_and_its_checked_allocations(tmp_path, monkeypatch):
+    from dlp_lib.evopress_file import FORMAT
+
+    prof = ex.profile("smoke")
+    sparsities = {"0.mlp.up_proj": 0.7}
+    pick = {"levels": [1], "linear_sparsities": {"0.mlp.up_proj": 0.71}, "block_sparsities": [0.71], "kl": 0.5}
+    result = {
+        "format": FORMAT, "key": "k", "sparsity": 0.7, "settings": {"model": "m"}, "linear_sparsities": sparsities,
+        "linear_sizes": {"0.mlp.up_proj": 100}, "block_sparsities": [0.7], "levels": [0], "fitness": 0.4,
+        "checked": [{**pick, "generation": -1, "levels": [0]}, {**pick, "generation": 1}],
+    }  # fmt: skip
+    path = ex.evopress_path(prof, "wanda", tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(result))
+    monkeypatch.setattr(ex, "stored_evopress", lambda p, m, d: result)
+    jobs = [j for j in grid.plan(prof, tmp_path) if j.phase == 3 and "EvoPress" in j.label]
+    assert not any(j.pending for j in jobs)
+    # the EvoPress row on each seed, then the checked allocation of generation 1 (its start is the Uniform run)
+    assert [(j.spec["evopress"], j.spec.get("seed")) for j in jobs] == [
+        (str(path), 0),
+        (str(path), 1),
+        (str(ex.pick_path(prof, "wanda", 1, tmp_path)), None),
+    ]
+    assert (
+        json.loads(ex.pick_path(prof, "wanda", 1, tmp_path).read_text())["linear_sparsities"]
+        == pick["linear_sparsities"]
+    )
 
 
 def test_plan_leaves_out_the_hyper_parameter_runs_the_statistics_show_infeasible(tmp_path, monkeypatch):

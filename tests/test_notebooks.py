@@ -82,6 +82,16 @@ EXPECTED = {
         "dsa_versus.csv",
         "dsa_search.png",
     ],
+    "11_evopress_search": [
+        "evopress_search.csv",
+        "evopress_search.md",
+        "evopress_linears.csv",
+        "evopress_check.csv",
+        "evopress_check.md",
+        "evopress_versus.csv",
+        "evopress_search.png",
+        "evopress_linears.png",
+    ],
 }
 
 
@@ -143,11 +153,14 @@ def test_notebooks_render_in_order_from_the_smoke_grid_without_computing(tmp_pat
     prof = ex.profile("smoke")
     table = pd.read_csv(tmp_path / "main_table.csv")
     assert table["method"].iloc[0] == "dense"
-    # every pruner x allocation, then the searched DSA expression (notebook 03 runs the search)
-    assert len(table) == 1 + len(prof["main_methods"]) * (len(prof["allocations"]) + 1)
-    assert table["allocation"].tolist()[1:] == ["uniform", "owl", "dlp", "dsa"]
-    assert table["perplexity"].notna().all() and table["n"].tolist() == [1] + [len(prof["seeds"])] * 4
+    # every pruner x allocation, then the searched DSA expression and EvoPress allocation (notebook 03 runs
+    # both searches; smoke searches EvoPress for Wanda, its only pruner)
+    assert prof["main_methods"] == prof["evopress_search"]["methods"] == ["wanda"]
+    assert len(table) == 1 + len(prof["main_methods"]) * (len(prof["allocations"]) + 2)
+    assert table["allocation"].tolist()[1:] == ["uniform", "owl", "dlp", "dsa", "evopress"]
+    assert table["perplexity"].notna().all() and table["n"].tolist() == [1] + [len(prof["seeds"])] * 5
     assert "DSA (searched)" in (tmp_path / "main_table.md").read_text()
+    assert "EvoPress (searched)" in (tmp_path / "main_table.md").read_text()
     runs = pd.read_csv(tmp_path / "main_table_runs.csv")
     for _, row in table.iloc[1:].iterrows():
         cell = runs[(runs["method"] == row["method"]) & (runs["allocation"] == row["allocation"])]

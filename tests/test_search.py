@@ -355,7 +355,7 @@ def test_main_specs_gain_one_dsa_row_per_pruner():
     assert all(s["dsa_graph"] == "W:()-(MEAN)-()" for s in dsa)
     config = ex.run_config(prof, **dsa[0])
     assert config.prune.dsa_graph == "W:()-(MEAN)-()" and config.prune.dsa_lambda == 0.08
-    assert ex.table_allocations(prof) == ["uniform", "owl", "dlp", "dsa"]
+    assert ex.table_allocations(prof) == ["uniform", "owl", "dlp", "dsa", "evopress"]
 
 
 def test_dsa_search_settings_follow_the_profile():
@@ -399,9 +399,9 @@ def test_dsa_versus_claims_an_ordering_only_beyond_spread_and_tolerance():
     runs = _runs({"uniform": [600, 580, 590], "owl": [330, 300, 320], "dlp": [330, 320, 325], "dsa": [310, 305, 315]})
     tolerance = pd.DataFrame([dict(method="wanda", allocation="uniform", sparsity=0.7, tolerance_log=math.log(1.1))])
     versus = reports.dsa_versus(runs, prof, "wanda", tolerance).set_index("versus")
-    assert versus.loc["uniform", "dsa_better_seeds"] == 3 and versus.loc["uniform", "ranges_apart"]
+    assert versus.loc["uniform", "searched_better_seeds"] == 3 and versus.loc["uniform", "ranges_apart"]
     assert versus.loc["uniform", "beyond_tolerance"] and versus.loc["uniform", "tolerance_pct"] == pytest.approx(10.0)
-    assert versus.loc["owl", "dsa_better_seeds"] == 2 and not versus.loc["owl", "ranges_apart"]
+    assert versus.loc["owl", "searched_better_seeds"] == 2 and not versus.loc["owl", "ranges_apart"]
     assert versus.loc["dlp", "ratio"] == pytest.approx(325 / 310) and not versus.loc["dlp", "beyond_tolerance"]
     lines = reports.dsa_verdicts(versus.reset_index())
     assert lines[0].startswith(

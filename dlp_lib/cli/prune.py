@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("pruning")
     add_pruning_arguments(g)
     g.add_argument(
-        "--allocation", default=None, help="uniform, owl, dlp or dsa (default: from --prune_method, else uniform)"
+        "--allocation",
+        default=None,
+        help="uniform, owl, dlp, dsa or evopress (default: from --prune_method, else uniform)",
     )
     g.add_argument(
         "--sparsity_type",
@@ -89,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="graph_string",
         default=None,
         help="DSA's allocation expression, e.g. one found by dlp-search (required with --allocation dsa)",
+    )
+    g.add_argument(
+        "--evopress",
+        default=None,
+        metavar="FILE",
+        help="a saved EvoPress search (dlp-evopress --save FILE): its per-linear sparsities "
+        "(with --allocation evopress)",
     )
     g.add_argument(
         "--clip_densities", action="store_true", help="clip an allocation that leaves (0, 1] instead of refusing it"
@@ -244,12 +253,19 @@ def build_prune_config(args):
         "dlp_alpha": args.alpha,
         "dlp_statistic": args.dlp_statistic,
         "dsa_graph": args.graph_string,
+        "evopress": args.evopress,
         "percdamp": args.percdamp,
         "blocksize": args.blocksize,
         "perturb": args.perturb,
         "perturb_seed": args.perturb_seed,
     }
     kwargs.update({k: v for k, v in optional.items() if v is not None})
+    if args.evopress is not None and kwargs["allocation"] != "evopress":
+        raise ConfigError(f"--evopress {args.evopress} is an allocation: add --allocation evopress, or drop --evopress")
+    if kwargs["allocation"] == "evopress" and args.evopress is not None and args.sparsity_ratio is None:
+        from ..evopress_file import read_allocation
+
+        kwargs["sparsity"] = read_allocation(args.evopress)["sparsity"]  # the sparsity it was searched for
     if kwargs.get("allocation") == "dsa" and args.graph_string is None:
         raise ConfigError(
             f"--allocation dsa needs --dsa_graph: DSA's README expression {DSA_README_GRAPH} is not finite on most "

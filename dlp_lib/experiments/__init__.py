@@ -20,9 +20,9 @@ Example::
 
 Modules, each importing only those above it: ``profiles`` (the settings), ``labels`` (names in tables),
 ``runs`` (a configuration per spec, the record cache), ``specs`` (the runs each notebook asks for), ``dsa``
-(the allocation search for notebook 10), ``cost`` (seconds per run), ``frames`` (records as pandas),
-``dense`` (dense statistics and the allocation analyses on them). Every public name is importable from
-``dlp_lib.experiments`` itself.
+(the allocation search for notebook 10), ``evopress`` (EvoPress's search for notebook 11), ``cost``
+(seconds per run), ``frames`` (records as pandas), ``dense`` (dense statistics and the allocation analyses
+on them). Every public name is importable from ``dlp_lib.experiments`` itself.
 """
 
 from ..log import setup_logging  # noqa: F401  (the notebooks call ex.setup_logging())
@@ -34,6 +34,10 @@ from .cost import (  # noqa: F401
     ZERO_SHOT_TOKENS,
     dsa_search_seconds,
     estimate_seconds,
+    evopress_search_seconds,
+    evopress_seconds,
+    evopress_tokens,
+    gpu_evopress_seconds,
     gpu_run_seconds,
     gpu_search_seconds,
     gpu_statistics_seconds,
@@ -66,6 +70,18 @@ from .dsa import (  # noqa: F401
     spearman,
     stored_dsa_search,
     table_block_sparsity,
+)
+from .evopress import (  # noqa: F401
+    evopress,
+    evopress_allocations,
+    evopress_check,
+    evopress_check_specs,
+    evopress_history,
+    evopress_linear_sparsity,
+    evopress_path,
+    evopress_settings,
+    pick_path,
+    stored_evopress,
 )
 from .frames import (  # noqa: F401
     block_sparsity_frame,

@@ -7,6 +7,7 @@ import logging
 from .. import pipeline
 from ..results import config_key
 from .dsa import dsa_search_settings
+from .evopress import evopress_settings
 from .runs import run_config
 from .specs import notebook_specs
 
@@ -28,6 +29,10 @@ QUICK_SECONDS = {
     "zero_shot": 23,
     "lora_1k_tokens": 5.3,
     "dsa_candidate": 3,
+    # EvoPress: a forward and KL per 1024 search tokens; building a pruner's database (loading, dense logits,
+    # statistics and every level)
+    "kl_1k_tokens": 1.75,
+    "evopress_database": {"wanda": 15, "sparsegpt": 60},
     "speedup": 60,
     "setup": 260,
 }
@@ -51,7 +56,7 @@ def estimate_seconds(prof: dict, seconds: dict | None = None) -> float:
     seconds = seconds or QUICK_SECONDS
     total = float(seconds.get("setup", 0.0)) + float(seconds.get("speedup", 0.0))
     total += sum(run_seconds(config, seconds) for config in planned_runs(prof))
-    return total + dsa_search_seconds(prof, seconds)
+    return total + dsa_search_seconds(prof, seconds) + evopress_seconds(prof, seconds)
 
 
 def run_seconds(config: pipeline.RunConfig, seconds: dict | None = None) -> float:
@@ -79,6 +84,36 @@ def dsa_search_seconds(prof: dict, seconds: dict | None = None) -> float:
     rows = sum(seconds[m] for m in prof["main_methods"]) * len(prof["seeds"])
     check = seconds[setting["method"]] * (setting["proxy_check"] - 1)
     return search + rows + check
+
+
+def evopress_tokens(prof: dict, method: str) -> tuple[int, int]:
+    """``(search tokens scored per generation, tokens of the final check)`` of ``prof``'s EvoPress search."""
+    settings, config = evopress_settings(prof, method)
+    candidates = [config.offspring, *config.survivors[:-1]]
+    candidates[-1] += 1  # the parent joins the last stage
+    per_generation = sum(c * t for c, t in zip(candidates, config.tokens))
+    check = prof["evopress_search"]["proxy_check"] * settings.windows * settings.window_seqlen
+    return per_generation, check
+
+
+def evopress_search_seconds(prof: dict, method: str, seconds: dict | None = None) -> float:
+    """Rough wall time of one EvoPress search (database, generations, final check) on the quick CPU figures."""
+    seconds = seconds or QUICK_SECONDS
+    per_generation, check = evopress_tokens(prof, method)
+    tokens = prof["evopress_search"]["generations"] * per_generation + check
+    return seconds["evopress_database"][method] + seconds["kl_1k_tokens"] * tokens / 1024
+
+
+def evopress_seconds(prof: dict, seconds: dict | None = None) -> float:
+    """Rough wall time of the EvoPress searches and the runs they add: each searched pruner's row on every
+    seed and the check's runs along the search (its start and end are the Uniform and EvoPress rows)."""
+    seconds = seconds or QUICK_SECONDS
+    setting = prof["evopress_search"]
+    total = 0.0
+    for method in setting["methods"]:
+        total += evopress_search_seconds(prof, method, seconds)
+        total += seconds[method] * (len(prof["seeds"]) + max(setting["proxy_check"] - 2, 0))
+    return total
 
 
 # ------------------------------------------------------------------------------------------ on a GPU
@@ -139,3 +174,20 @@ def gpu_search_seconds(prof: dict, gpu: dict, scale: float) -> float:
     evaluation = setting["windows"] * setting["seqlen"] / (128 * 2048)
     candidate = gpu[setting["method"]] * calibration + gpu["floor"] * evaluation
     return (gpu["load"] + candidate * dsa_search_settings(prof)[1].evaluations()) * scale
+
+
+def gpu_evopress_seconds(prof: dict, method: str, gpu: dict, scale: float) -> float:
+    """Rough GPU wall time of ``prof``'s EvoPress search for ``method``: loading, the database (Wanda: one
+    pruning's worth of scores and sorts; SparseGPT: one solve per level on the dense Hessians), the dense
+    logits, every candidate's forward (about the floor per token, with the KL on top) and the final check."""
+    settings, config = evopress_settings(prof, method)
+    per_token = gpu["floor"] / (128 * 2048)
+    calibration = settings.nsamples * settings.seqlen / (128 * 2048)
+    levels = 2 * settings.num_levels + 1
+    database = gpu["dense_statistics"] * calibration + gpu[method] * calibration * (
+        levels if method == "sparsegpt" else 1
+    )
+    per_generation, check = evopress_tokens(prof, method)
+    logits = settings.windows * settings.window_seqlen
+    searched = config.generations * per_generation * 1.2  # the KL over the vocabulary: about a fifth more
+    return (gpu["load"] + database + per_token * (logits + searched + check)) * scale

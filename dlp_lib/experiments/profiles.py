@@ -158,6 +158,26 @@ _DEFAULTS = dict(
         "windows": 8,
         "proxy_check": 8,
     },
+    # EvoPress's search (dlp_lib.search.evopress; run by notebook 03 for its EvoPress rows, shown by notebook
+    # 11), once per pruner in `methods`: a level database of every linear (EvoPress's unit) at `num_levels`
+    # levels each way of the main sparsity, from the table's calibration windows; KL from the dense model on
+    # `windows` calibration-side windows of `window_seqlen` tokens; `offspring` children per generation,
+    # `survivors` kept by each selection stage of `tokens` tokens (EvoPress: 64 offspring, 8 -> 2 -> 1 on 2k ->
+    # 16k -> 64k tokens, 400 generations). Quick: ~4.5 s a generation here. `proxy_check` allocations along the
+    # search (the Uniform start and the last included) are scored on every window and run with the table's settings.
+    evopress_search={
+        "methods": ["wanda", "sparsegpt"],
+        "granularity": "linear",
+        "num_levels": 4,
+        "windows": 8,
+        "window_seqlen": 128,
+        "generations": 40,
+        "offspring": 8,
+        "survivors": [2, 1],
+        "tokens": [128, 512],
+        "search_seed": 0,
+        "proxy_check": 4,
+    },
 )
 
 PROFILES: dict[str, dict] = {
@@ -211,6 +231,19 @@ PROFILES: dict[str, dict] = {
             "end_to_end": True,
             "prompt_tokens": 16,
             "decode_tokens": 2,
+        },
+        evopress_search={
+            "methods": ["wanda"],
+            "granularity": "linear",
+            "num_levels": 2,
+            "windows": 2,
+            "window_seqlen": 64,
+            "generations": 2,
+            "offspring": 2,
+            "survivors": [2, 1],
+            "tokens": [64, 128],
+            "search_seed": 0,
+            "proxy_check": 2,
         },
         seeds=[0, 1],
         float_sensitivity={
@@ -279,6 +312,22 @@ PROFILES: dict[str, dict] = {
             "windows": 16,
             "proxy_check": 10,
         },
+        # EvoPress's own scale is 400 generations of 64 offspring on 8192-token windows, its SparseGPT database
+        # at 8 levels each way; here 150 x 32 on 2048-token windows and 3 levels each way (LLaMA-2-7B's fp16
+        # SparseGPT database: 7 levels x 13.5 GB in host memory)
+        evopress_search={
+            "methods": ["wanda", "sparsegpt"],
+            "granularity": "linear",
+            "num_levels": 3,
+            "windows": 32,
+            "window_seqlen": 2048,
+            "generations": 150,
+            "offspring": 32,
+            "survivors": [4, 1],
+            "tokens": [4096, 32768],
+            "search_seed": 0,
+            "proxy_check": 6,
+        },
         seeds=[0, 1, 2, 3, 4],
         float_sensitivity={
             "cells": [
@@ -327,6 +376,15 @@ PROFILES["rehearsal"] = dict(
         "generations": 2,
         "nsamples": 2,
         "windows": 1,
+        "proxy_check": 2,
+    },
+    evopress_search={
+        **_PAPER["evopress_search"],
+        "windows": 2,
+        "generations": 2,
+        "offspring": 4,
+        "survivors": [2, 1],
+        "tokens": [2048, 4096],
         "proxy_check": 2,
     },
     float_sensitivity={**_PAPER["float_sensitivity"], "draws": 2},

@@ -49,9 +49,9 @@ def run_config(
     if method is None or method == "dense":
         return pipeline.RunConfig(prune=None, **settings)
     params = {name: prof[name] for name in HYPER_FIELDS + ARITHMETIC_FIELDS}
-    unknown = set(hyper) - set(HYPER_FIELDS)
+    unknown = set(hyper) - set(HYPER_FIELDS) - {"evopress"}  # evopress: a search result file, not a profile setting
     if unknown:
-        raise ConfigError(f"unknown hyper-parameter(s) {sorted(unknown)}; known: {', '.join(HYPER_FIELDS)}")
+        raise ConfigError(f"unknown hyper-parameter(s) {sorted(unknown)}; known: {', '.join(HYPER_FIELDS)}, evopress")
     params.update(hyper)
     params = {k: float(v) if k in _FLOAT_FIELDS else v for k, v in params.items()}
     sparsity = pattern_sparsity(sparsity_type, sparsity)
@@ -80,6 +80,7 @@ def run_label(config: pipeline.RunConfig) -> str:
         "owl": f"OWL (λ={p.owl_lambda:g}, M={p.owl_m:g})",
         "dlp": f"DLP (α={p.dlp_alpha:g})",
         "dsa": f"DSA {p.dsa_graph} (λ={p.dsa_lambda:g})",
+        "evopress": f"EvoPress {p.to_dict()['evopress'] if p.allocation == 'evopress' else ''}",
     }[p.allocation]
     pattern = p.sparsity_type if p.nm else f"{percent(p.sparsity)} unstructured"
     clipped = " · clipped" if p.clip_densities else ""

@@ -16,11 +16,16 @@ def dense_spec(prof: dict) -> dict:
 
 
 def main_specs(
-    prof: dict, methods: list[str] | None = None, dsa_graph: str | None = None, allocations: list[str] | None = None
+    prof: dict,
+    methods: list[str] | None = None,
+    dsa_graph: str | None = None,
+    allocations: list[str] | None = None,
+    evopress: dict[str, str] | None = None,
 ) -> list[dict]:
     """Dense, then every pruner (default: the profile's main methods) x allocation (default: the
     profile's) at the main sparsity (unstructured); with ``dsa_graph`` (the searched expression,
-    ``dsa_search``) each pruner also gets a DSA row."""
+    ``dsa_search``) each pruner also gets a DSA row, and with ``evopress`` (``{pruner: search result
+    file}``, ``evopress_allocations``) each pruner searched gets an EvoPress row with its own search."""
     s = prof["main_sparsity"]
     methods = prof["main_methods"] if methods is None else methods
     allocations = prof["allocations"] if allocations is None else allocations
@@ -29,12 +34,15 @@ def main_specs(
         specs += [{"method": m, "sparsity": s, "allocation": a} for a in allocations]
         if dsa_graph is not None:
             specs.append({"method": m, "sparsity": s, "allocation": "dsa", "dsa_graph": dsa_graph})
+        if evopress and m in evopress:
+            specs.append({"method": m, "sparsity": s, "allocation": "evopress", "evopress": evopress[m]})
     return specs
 
 
 def table_allocations(prof: dict) -> list[str]:
-    """The allocations of the main table, in order: the profile's, then DSA (the searched expression)."""
-    return [*prof["allocations"], "dsa"]
+    """The allocations of the main table, in order: the profile's, then DSA (the searched expression), then
+    EvoPress (the searched per-linear sparsities)."""
+    return [*prof["allocations"], "dsa", "evopress"]
 
 
 def seeded(prof: dict, specs: list[dict]) -> list[dict]:

@@ -68,6 +68,11 @@ def job_seconds(job: GridJob, prof: dict, scale: float, gpu: dict) -> tuple[str,
         if on_gpu:
             return "DSA search", ex.gpu_search_seconds(prof, gpu, scale)
         return "DSA search", ex.QUICK_SECONDS["dsa_candidate"] * ex.dsa_search_settings(prof)[1].evaluations()
+    if job.kind == "evopress":
+        method = job.spec["method"]
+        if on_gpu:
+            return "EvoPress search", ex.gpu_evopress_seconds(prof, method, gpu, scale)
+        return "EvoPress search", ex.evopress_search_seconds(prof, method)
     config = ex.run_config(prof, method=prof["dsa_search"]["method"]) if job.pending else job.config()
     kind = "dense" if config.prune is None else config.prune.method
     if config.zero_shot_tasks is not None:
@@ -131,5 +136,5 @@ def format_jobs(jobs: list[GridJob], results_dir) -> str:
                 lines.append(f"  [{'stored' if job.done(results_dir) else 'to run':>6}] {job.label}")
         waiting = sum(j.pending for j in these)
         if waiting:
-            lines.append(f"  [ waits] {waiting} runs that need the searched expression (DSA rows, proxy check)")
+            lines.append(f"  [ waits] {waiting} runs that need a search's result (DSA and EvoPress rows, proxy check)")
     return "\n".join(lines)

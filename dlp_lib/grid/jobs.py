@@ -13,16 +13,20 @@ from ..results import config_key
 
 log = logging.getLogger(__name__)
 
-PHASES = {1: "dense statistics", 2: "runs and DSA's search", 3: "runs that need the searched expression"}
+PHASES = {
+    1: "dense statistics",
+    2: "runs, DSA's and EvoPress's searches",
+    3: "runs that need a search's result",
+}
 
 
 # ------------------------------------------------------------------------------------------- the jobs
 @dataclass
 class GridJob:
     """One unit of work: ``kind`` is ``statistics`` (dense statistics of one calibration seed),
-    ``search`` (DSA's search) or ``run`` (one record, ``spec`` being ``run_config``'s keywords under
-    ``profile``). ``pending`` jobs cannot be set up yet (they wait for an earlier phase's output) and
-    are only counted."""
+    ``search`` (DSA's search), ``evopress`` (EvoPress's search for ``spec["method"]``) or ``run`` (one
+    record, ``spec`` being ``run_config``'s keywords under ``profile``). ``pending`` jobs cannot be set up
+    yet (they wait for an earlier phase's output) and are only counted."""
 
     kind: str
     phase: int
@@ -39,6 +43,8 @@ class GridJob:
             return ex.stored_norms_cache(self.profile, results_dir) is not None
         if self.kind == "search":
             return ex.stored_dsa_search(self.profile, results_dir) is not None
+        if self.kind == "evopress":
+            return ex.stored_evopress(self.profile, self.spec["method"], results_dir) is not None
         return ex.stored_spec(self.profile, self.spec, results_dir)[1] is not None
 
     def config(self):
@@ -91,6 +97,24 @@ def plan(prof: dict, results_dir: str | os.PathLike = "results") -> list[GridJob
         label = "a run that needs the searched expression (DSA row or proxy check)"
         dsa_runs = [GridJob("run", 3, label, prof, None, pending=True) for _ in range(count)]
 
+    evopress = [
+        GridJob("evopress", 2, f"EvoPress search for {m}", prof, {"method": m})
+        for m in prof["evopress_search"]["methods"]
+    ]
+    evopress_runs = []
+    for job in evopress:
+        method, s = job.spec["method"], prof["main_sparsity"]
+        result = ex.stored_evopress(prof, method, results_dir)
+        if result is not None:
+            path = str(ex.evopress_path(prof, method, results_dir))
+            later = [(prof, spec) for spec in ex.seeded(prof, ex.main_specs(prof, [method], evopress={method: path}))]
+            later += [(prof, spec) for spec in ex.evopress_check_specs(prof, method, result, results_dir)]
+            evopress_runs += _run_jobs(later, 3, seen)
+        else:
+            label = "a run that needs the searched allocation (EvoPress row)"
+            count = len(prof["seeds"]) + max(prof["evopress_search"]["proxy_check"] - 2, 0)
+            evopress_runs += [GridJob("run", 3, label, prof, None, pending=True) for _ in range(count)]
+
     # one statistics job per calibration seed a run needs the dense norms of (and the profile's seed,
     # whose table notebooks 01, 02 and 05 show); DSA rows use the same seeds as the main table
     seeds = {prof["seed"]}
@@ -102,7 +126,7 @@ def plan(prof: dict, results_dir: str | os.PathLike = "results") -> list[GridJob
         GridJob("statistics", 1, f"dense statistics, calibration seed {seed}", {**prof, "seed": seed})
         for seed in sorted(seeds)
     ]
-    return statistics + runs + [search] + dsa_runs
+    return statistics + runs + [search] + evopress + dsa_runs + evopress_runs
 
 
 def run_job(job: GridJob, results_dir: str, threads: int | None = None) -> dict:
@@ -120,6 +144,8 @@ def run_job(job: GridJob, results_dir: str, threads: int | None = None) -> dict:
         headline = "stored"
     elif job.kind == "search":
         headline = f"best {ex.searched_graph(ex.dsa_search(job.profile, results_dir))}"
+    elif job.kind == "evopress":
+        headline = f"KL {ex.evopress(job.profile, job.spec['method'], results_dir)['fitness']:.4g}"
     else:
         _, record, _ = ex.run_spec(job.profile, job.spec, results_dir)
         headline = ex.headline(record)

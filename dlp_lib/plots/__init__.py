@@ -2,12 +2,16 @@
 
 Every figure names the model, data and profile it comes from. Modules: ``style`` (the look, saving),
 ``allocation`` (dense statistics and the allocations), ``results`` (the perplexity, accuracy and search
-figures of notebooks 03-08 and 10), ``speed`` (notebook 09).
+figures of notebooks 03-08 and 10), ``speed`` (notebook 09), ``evopress`` (notebook 11).
 """
 
 from .allocation import (  # noqa: F401
     plot_allocation,
     plot_dense_block_statistics,
+)
+from .evopress import (  # noqa: F401
+    plot_evopress,
+    plot_evopress_linears,
 )
 from .results import (  # noqa: F401
     CHANCE,

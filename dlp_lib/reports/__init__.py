@@ -1,4 +1,4 @@
-"""Tables: one module per table family (perplexity, zero_shot, tolerance, recovery, dsa) over ``format``.
+"""Tables: one module per table family (perplexity, zero_shot, tolerance, recovery, dsa, evopress) over ``format``.
 
 records (dlp_lib.experiments) ──► records_frame ──► main_table / nm_table / ... ──► write_table
 """
@@ -9,6 +9,11 @@ from .dsa import (  # noqa: F401
     dsa_versus,
     proxy_check_caption,
 )
+from .evopress import (  # noqa: F401
+    evopress_check_caption,
+    evopress_summary,
+    evopress_table,
+)
 from .format import (  # noqa: F401
     format_perplexity,
     format_tolerance,
@@ -18,6 +23,7 @@ from .format import (  # noqa: F401
 )
 from .perplexity import (  # noqa: F401
     dsa_note,
+    evopress_note,
     machine_of,
     main_table,
     main_table_caption,

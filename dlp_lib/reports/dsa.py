@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from ..experiments import (
-    ALLOCATION_NAMES,
+    TABLE_NAMES,
     model_name,
 )
 from ..spread import (
@@ -17,34 +17,39 @@ from ..spread import (
 from .format import format_perplexity, format_tolerance
 
 
-def dsa_versus(runs: pd.DataFrame, prof: dict, method: str, tolerances: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The searched DSA row against each other allocation of ``method`` in the main table's runs
-    (``main_table_runs``): means, the ratio, in how many seeds DSA is better on the same calibration
-    windows, whether the min–max ranges over seeds are apart, and whether the gap of the means exceeds
-    the cell's reproduction tolerance. An empty frame if there is no DSA row."""
+def dsa_versus(
+    runs: pd.DataFrame, prof: dict, method: str, tolerances: pd.DataFrame | None = None, searched: str = "dsa"
+) -> pd.DataFrame:
+    """A searched row (``searched``: DSA's expression, or EvoPress's allocation) against each other
+    allocation of ``method`` in the main table's runs (``main_table_runs``): means, the ratio, in how many
+    seeds the searched one is better on the same calibration windows, whether the min–max ranges over seeds
+    are apart, and whether the gap of the means exceeds the cell's reproduction tolerance. An empty frame
+    if there is no such row."""
     sub = runs[runs["method"] == method]
-    if "dsa" not in set(sub["allocation"]):
+    if searched not in set(sub["allocation"]):
         return pd.DataFrame()
     values = per_seed_values(sub, "allocation")
     tol = math.nan
     if tolerances is not None and len(tolerances):
         tol = lookup_tolerance(tolerances, method, prof["main_sparsity"])[0]
-    dsa = values["dsa"]
+    found = values[searched]
+    others = [a for a in [*prof["allocations"], "dsa", "evopress"] if a in values and a != searched]
     rows = []
-    for other in [a for a in prof["allocations"] if a in values]:
+    for other in others:
         theirs = values[other]
-        both = dsa.notna() & theirs.notna()
-        gap = math.log(theirs.mean() / dsa.mean())  # > 0: DSA is better
+        both = found.notna() & theirs.notna()
+        gap = math.log(theirs.mean() / found.mean())  # > 0: the searched one is better
         rows.append(
             {
                 "method": method,
+                "searched": searched,
                 "versus": other,
                 "perplexity": float(theirs.mean()),
-                "dsa_perplexity": float(dsa.mean()),
-                "ratio": float(theirs.mean() / dsa.mean()),
-                "dsa_better_seeds": int((dsa[both] < theirs[both]).sum()),
+                "searched_perplexity": float(found.mean()),
+                "ratio": float(theirs.mean() / found.mean()),
+                "searched_better_seeds": int((found[both] < theirs[both]).sum()),
                 "seeds": int(both.sum()),
-                "ranges_apart": bool(dsa.max() < theirs.min() or theirs.max() < dsa.min()),
+                "ranges_apart": bool(found.max() < theirs.min() or theirs.max() < found.min()),
                 "tolerance_pct": 100.0 * (math.exp(tol) - 1.0) if math.isfinite(tol) else math.nan,
                 "beyond_tolerance": bool(math.isfinite(tol) and abs(gap) > tol),
             }
@@ -57,14 +62,15 @@ def dsa_verdicts(versus: pd.DataFrame) -> list[str]:
     beyond the spread over seeds and beyond the reproduction tolerance (only then a claim)."""
     lines = []
     for _, r in versus.iterrows():
-        name = ALLOCATION_NAMES[r["versus"]]
-        better = r["dsa_perplexity"] < r["perplexity"]
+        name = TABLE_NAMES[r["versus"]]
+        mine = TABLE_NAMES[r["searched"]]
+        better = r["searched_perplexity"] < r["perplexity"]
         # the gap as the worse one's excess over the better one: the same ratio scale as the tolerance
-        worse, excess = (name, r["ratio"] - 1.0) if better else ("DSA", 1.0 / r["ratio"] - 1.0)
+        worse, excess = (name, r["ratio"] - 1.0) if better else (mine, 1.0 / r["ratio"] - 1.0)
         head = (
-            f"DSA (searched) {'beats' if better else 'does not beat'} {name}: {format_perplexity(r['dsa_perplexity'])} "
+            f"{mine} {'beats' if better else 'does not beat'} {name}: {format_perplexity(r['searched_perplexity'])} "
             f"vs {format_perplexity(r['perplexity'])} ({worse} {100 * excess:.0f}% higher); "
-            f"DSA better in {r['dsa_better_seeds']} of {r['seeds']} seeds"
+            f"{mine.split(' (')[0]} better in {r['searched_better_seeds']} of {r['seeds']} seeds"
         )
         spread = "min–max ranges apart" if r["ranges_apart"] else "min–max ranges overlap"
         tol = (

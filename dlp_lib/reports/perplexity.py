@@ -119,7 +119,27 @@ def main_table_caption(prof: dict, records: list[dict] = ()) -> str:
         f"range; n = runs. {BOLD_RULE} Model {model_name(prof)}, evaluation on "
         f"{source_name(prof['eval'], long=True)}, calibration {prof['nsamples']}×{prof['seqlen']} tokens of "
         f"{source_name(prof['calibration'])}; profile '{prof.get('name')}'. Sparsity = achieved; Pruning = "
-        f"seconds of the pruning pass.{dsa_note(prof, records)} Machine: {machine_of(records)}."
+        f"seconds of the pruning pass.{dsa_note(prof, records)}{evopress_note(prof, records)} "
+        f"Machine: {machine_of(records)}."
+    )
+
+
+def evopress_note(prof: dict, records: list[dict]) -> str:
+    """A sentence on the EvoPress rows, if any: whose search, at what scale."""
+    methods = [
+        r["config"]["prune"]["method"]
+        for r in records
+        if (r["config"].get("prune") or {}).get("allocation") == "evopress"
+    ]
+    if not methods:
+        return ""
+    search = prof["evopress_search"]
+    names = " and ".join(METHOD_NAMES[m] for m in dict.fromkeys(methods))
+    return (
+        f" EvoPress (searched): per-linear sparsities found by our EvoPress search for each pruner ({names}; "
+        f"notebook 11: a level database of every linear at ±{search['num_levels']} levels, {search['generations']} "
+        f"generations of {search['offspring']} offspring, fitness = KL divergence from the dense model on "
+        f"calibration-side windows of {search['window_seqlen']} tokens), the total sparsity the same as every row's."
     )
 
 

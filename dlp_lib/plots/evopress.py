@@ -1,0 +1,88 @@
+"""Notebook 11's figures: EvoPress's search progress, its allocation beside the others, fitness against evaluation."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..experiments import ALLOCATION_COLORS, METHOD_NAMES, TABLE_NAMES, data_tag, percent
+from .style import _style
+
+MARKERS = {"wanda": "o", "sparsegpt": "s"}
+
+
+def plot_evopress(histories: dict, blocks: dict, checks: dict, prof: dict):
+    """EvoPress in panels: (a) the surviving parent's KL per generation (its last stage's windows), with
+    the checked allocations' KL on every window; (b) KL against the perplexity with the table's settings;
+    then one panel per pruner: per-block sparsity of the EvoPress allocation beside Uniform, OWL, DLP and
+    DSA (the table's runs, profile seed). ``histories``, ``blocks``, ``checks``: ``{pruner: frame}`` of
+    ``evopress_history``, ``table_block_sparsity`` and ``evopress_check``."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    _style()
+    methods = list(histories)
+    fig, axes = plt.subplots(1, 2 + len(methods), figsize=(6 * (2 + len(methods)), 4.8))
+    a, c = axes[0], axes[1]
+    for method in methods:
+        history, check = histories[method], checks[method]
+        marker = MARKERS.get(method, "o")
+        a.plot(history["generation"] + 1, history["fitness"], color="#9467bd", marker=marker, markersize=3,
+               linewidth=1, label=f"{METHOD_NAMES[method]}: parent, last stage's windows")  # fmt: skip
+        a.scatter(check["generation"] + 1, check["kl"], color="black", marker=marker, zorder=3,
+                  label=f"{METHOD_NAMES[method]}: checked, every window")  # fmt: skip
+        c.plot(check["kl"], check["perplexity"], color="#9467bd", marker=marker, label=METHOD_NAMES[method])
+        for _, row in check.iterrows():
+            label = "Uniform" if row["generation"] < 0 else f"g{int(row['generation']) + 1}"
+            c.annotate(label, (row["kl"], row["perplexity"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    a.set_xlabel("generation (0: the Uniform start)")
+    a.set_ylabel("KL from the dense model (nats per token)")
+    a.set_title("(a) search progress", fontsize=10)
+    a.legend(fontsize=7)
+    a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    c.set_yscale("log")
+    c.set_xlabel("KL on every search window")
+    c.set_ylabel("perplexity, table settings (log)")
+    c.set_title("(b) fitness vs the table's evaluation", fontsize=10)
+    c.legend(fontsize=8)
+    for ax, method in zip(axes[2:], methods):
+        frame = blocks[method]
+        for allocation in [x for x in ("uniform", "owl", "dlp", "dsa", "evopress") if x in frame]:
+            style = dict(linestyle="--") if allocation == "uniform" else dict(marker="o", markersize=3)
+            if allocation == "evopress":
+                style = dict(marker="D", markersize=4, linewidth=2)
+            ax.plot(frame.index, 100 * frame[allocation], color=ALLOCATION_COLORS[allocation],
+                    label=TABLE_NAMES[allocation], **style)  # fmt: skip
+        ax.set_xlabel("decoder block index")
+        ax.set_ylabel("block sparsity (%)")
+        ax.set_title(f"({chr(ord('c') + methods.index(method))}) {METHOD_NAMES[method]}: per-block sparsity at "
+                     f"{percent(prof['main_sparsity'])} (seed {prof['seed']})", fontsize=10)  # fmt: skip
+        ax.legend(fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"EvoPress allocation search — {data_tag(prof)}", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_evopress_linears(linears: dict, prof: dict):
+    """The found sparsity of every linear (rows: the block's linears, columns: blocks), one heat map per
+    pruner (``linears``: ``{pruner: evopress_linear_sparsity frame}``), centred on the target sparsity."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    methods = list(linears)
+    fig, axes = plt.subplots(len(methods), 1, figsize=(12, 2.6 * len(methods) + 0.6), squeeze=False)
+    target = prof["main_sparsity"]
+    spread = max(float((f - target).abs().max().max()) for f in linears.values()) or 0.01
+    for ax, method in zip(axes[:, 0], methods):
+        frame: pd.DataFrame = linears[method].T
+        image = ax.imshow(100 * frame.values, aspect="auto", cmap="RdBu_r", vmin=100 * (target - spread),
+                          vmax=100 * (target + spread))  # fmt: skip
+        ax.set_yticks(range(len(frame.index)), frame.index, fontsize=8)
+        ax.set_xticks(range(len(frame.columns)), frame.columns, fontsize=7)
+        ax.set_xlabel("decoder block")
+        ax.set_title(f"{METHOD_NAMES[method]}: sparsity of each linear (%; red sparser than {percent(target)})",
+                     fontsize=10)  # fmt: skip
+        fig.colorbar(image, ax=ax, fraction=0.03)
+    fig.suptitle(f"EvoPress per-linear sparsities — {data_tag(prof)}", fontsize=11)
+    fig.tight_layout()
+    return fig
