@@ -9,7 +9,8 @@ reference's ``reproduction_tolerance.csv``) or when it is missing on one side. F
 tolerance marks them noise-dominated are listed apart: they are expected to move on another machine.
 DSA's cells depend on the expression its search found, and the search's fitness is itself
 float-sensitive: when the two sides' searches ended on different expressions (``dsa_search.csv``),
-their DSA cells are listed apart as not comparable, whatever their tolerance. The exit status is 1
+their DSA cells are listed apart as not comparable, whatever their tolerance; so are a pruner's EvoPress
+cells when its two searches ended on different allocations (``evopress_search.csv``). The exit status is 1
 when any other cell is flagged. Zero-shot accuracies are not compared.
 """
 
@@ -27,6 +28,7 @@ from .spread import NOISE_DOMINATED_FACTOR, lookup_tolerance
 TOLERANCE_FILE = "reproduction_tolerance.csv"
 SEARCH_FILE = "dsa_search.csv"  # one row per generation; the last row's best_expression is the result
 OTHER_EXPRESSION = "other searched expression"
+EVOPRESS_FILE = "evopress_search.csv"  # per pruner and generation; the last row's parent_key is the result
 
 # table (CSV name without suffix) -> the columns that identify one cell
 TABLES = {
@@ -61,6 +63,15 @@ def searched_expression(tables_dir: str | Path) -> str | None:
     return str(search["best_expression"].iloc[-1]) if len(search) else None
 
 
+def searched_allocations(tables_dir: str | Path) -> dict:
+    """``{pruner: key of the allocation its EvoPress search ended on}`` of a folder (empty without the table)."""
+    path = Path(tables_dir) / EVOPRESS_FILE
+    if not path.is_file():
+        return {}
+    search = pd.read_csv(path)
+    return {m: str(rows["parent_key"].iloc[-1]) for m, rows in search.groupby("method", sort=False)}
+
+
 def check_tables(
     reference_dir: str | Path, fresh_dir: str | Path, tolerances: pd.DataFrame | None = None
 ) -> pd.DataFrame:
@@ -80,6 +91,8 @@ def check_tables(
         tolerances = pd.read_csv(path)
     expressions = searched_expression(reference_dir), searched_expression(fresh_dir)
     other_search = None not in expressions and expressions[0] != expressions[1]
+    allocations = searched_allocations(reference_dir), searched_allocations(fresh_dir)
+    other_evopress = {m for m in allocations[0] if m in allocations[1] and allocations[0][m] != allocations[1][m]}
     rows = []
     for table, columns in TABLES.items():
         ref_path, fresh_path = reference_dir / f"{table}.csv", fresh_dir / f"{table}.csv"
@@ -111,6 +124,8 @@ def check_tables(
                 status = "ok" if abs(log_ratio) <= tol else "outside tolerance"
                 if status != "ok" and other_search and _value(row, "allocation") == "dsa":
                     status = OTHER_EXPRESSION
+                if status != "ok" and method in other_evopress and _value(row, "allocation") == "evopress":
+                    status = OTHER_EXPRESSION  # EvoPress's search ended on another allocation
             rows.append(
                 {
                     "cell": _cell_name(table, row, columns),
@@ -153,7 +168,10 @@ def report(result: pd.DataFrame) -> str:
     groups = (
         (unexpected(result), "unexpected"),
         (bad[~other & bad["noise_dominated"]], "noise-dominated (expected to move on another machine)"),
-        (bad[other], "DSA with another searched expression (not comparable; the search is float-sensitive too)"),
+        (
+            bad[other],
+            "DSA or EvoPress with another searched result (not comparable; the search is float-sensitive too)",
+        ),
     )
     for part, title in groups:
         if len(part):

@@ -201,7 +201,7 @@ def test_dsa_cells_from_another_searched_expression_are_listed_apart(tmp_path, c
     assert reproduction.main([*args, str(tmp_path / "other")]) == 0
     out = capsys.readouterr().out
     assert "different expressions: W:(SIGMOID)-(MEAN)-(EXP) (reference), W:(SIGMOID)-(MEAN)-(EXP)-(SQRT) (fresh)" in out
-    assert "DSA with another searched expression" in out and "method=magnitude, allocation=dsa" in out
+    assert "DSA or EvoPress with another searched result" in out and "method=magnitude, allocation=dsa" in out
     assert "unexpected" not in out
 
     _write_tables(tmp_path / "same", moved)
@@ -219,6 +219,28 @@ def test_dsa_cells_from_another_searched_expression_are_listed_apart(tmp_path, c
         "sparsity_sweep: method=wanda, allocation=dsa, sparsity=0.7": "ok",
     }
     assert reproduction.main([*args, str(tmp_path / "both")]) == 1
+
+
+def test_evopress_cells_from_another_searched_allocation_are_listed_apart(tmp_path):
+    """A pruner's EvoPress cells are not comparable when its two searches ended on different allocations
+    (the last ``parent_key`` of ``evopress_search.csv``); with the same allocation they are checked as usual."""
+    cells = [("wanda", "uniform", 0.7, 590.0), ("wanda", "evopress", 0.7, 350.0)]
+    _write_tables(tmp_path / "ref", cells, _tolerances())
+    moved = [cells[0], ("wanda", "evopress", 0.7, 900.0)]
+    for folder, key in (("ref", "a1"), ("other", "b2"), ("same", "a1")):
+        if folder != "ref":
+            _write_tables(tmp_path / folder, moved)
+        rows = [{"method": "wanda", "generation": g, "parent_key": k} for g, k in enumerate(["u0", key])]
+        pd.DataFrame(rows).to_csv(tmp_path / folder / reproduction.EVOPRESS_FILE, index=False)
+    assert reproduction.searched_allocations(tmp_path / "other") == {"wanda": "b2"}
+    other = reproduction.check_tables(tmp_path / "ref", tmp_path / "other")
+    status = dict(zip(other["cell"], other["status"]))
+    assert status["sparsity_sweep: method=wanda, allocation=evopress, sparsity=0.7"] == reproduction.OTHER_EXPRESSION
+    assert reproduction.unexpected(other).empty
+    same = reproduction.check_tables(tmp_path / "ref", tmp_path / "same")
+    assert reproduction.unexpected(same)["cell"].tolist() == [
+        "sparsity_sweep: method=wanda, allocation=evopress, sparsity=0.7"
+    ]
 
 
 def test_check_errors_clearly(tmp_path):

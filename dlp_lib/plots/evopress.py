@@ -39,9 +39,12 @@ def plot_evopress(histories: dict, blocks: dict, checks: dict, prof: dict):
     a.set_title("(a) search progress", fontsize=10)
     a.legend(fontsize=7)
     a.xaxis.set_major_locator(MaxNLocator(integer=True))
-    c.set_yscale("log")
+    values = pd.concat([check["perplexity"] for check in checks.values()])
+    wide = values.max() > 3 * values.min()  # a log axis only where the perplexities span a factor 3
+    if wide:
+        c.set_yscale("log")
     c.set_xlabel("KL on every search window")
-    c.set_ylabel("perplexity, table settings (log)")
+    c.set_ylabel("perplexity, table settings" + (" (log)" if wide else ""))
     c.set_title("(b) fitness vs the table's evaluation", fontsize=10)
     c.legend(fontsize=8)
     for ax, method in zip(axes[2:], methods):
