@@ -9,7 +9,8 @@
    tokenizer and saved as a hub checkpoint, so every job loads it from disk as a user's would.
 3. The slice, each job through the grid's job runner (``dlp_lib.grid.run_job``) in this process: the dense
    statistics, one run per pruner x allocation at 128 x 2048 with WikiText-2 evaluation, zero-shot on a few
-   examples per task, 2 LoRA steps of 128 x 1024 tokens, 2 generations of DSA's search, then the DSA rows.
+   examples per task, 2 LoRA steps of 128 x 1024 tokens, 2 generations of DSA's search and of EvoPress's (Wanda's
+   database), then the DSA and EvoPress rows.
    Jobs are taken in that order while the budget lasts; ``rehearsal-gpu.json`` is rewritten after each.
 4. Per-job seconds (from each record's own timings) and peak GPU memory, and from them a projection of
    the whole ``paper`` profile in GPU-hours per notebook, beside ``python -m dlp_lib.grid --profile paper
@@ -56,6 +57,7 @@ NOTEBOOKS = {
     "07": "07 zero-shot",
     "08": "08 LoRA recovery",
     "10": "10 DSA search",
+    "11": "11 EvoPress search",
 }
 ALLOCATIONS = ("uniform", "owl", "dlp")
 METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -128,6 +130,18 @@ def slice_profile(model_dir: Path, device: str, nsamples: int, lora_batch_tokens
             "windows": 2,
             "proxy_check": 1,
         },  # fmt: skip
+        # Wanda's database only: SparseGPT's holds every level of a 7B model in host memory (its cost is the
+        # dry run's estimate)
+        evopress_search={
+            **paper["evopress_search"],
+            "methods": ["wanda"],
+            "windows": 2,
+            "generations": 2,
+            "offspring": 4,
+            "survivors": [2, 1],
+            "tokens": [2048, 4096],
+            "proxy_check": 2,
+        },
     )
 
 
@@ -138,8 +152,8 @@ def job_order(jobs: list[grid.GridJob]) -> list[grid.GridJob]:
     def rank(job: grid.GridJob) -> tuple:
         if job.kind == "statistics":
             return (0,)
-        if job.kind == "search":
-            return (5,)
+        if job.kind in ("search", "evopress"):
+            return (5, job.kind)
         config = job.config()
         method = "dense" if config.prune is None else config.prune.method
         allocation = None if config.prune is None else config.prune.allocation
@@ -179,6 +193,9 @@ def measured_parts(job: grid.GridJob, results_dir: str, seconds: float) -> dict:
         result = ex.stored_dsa_search(job.profile, results_dir)
         evaluated = len(result.get("candidates", [])) + len(result.get("references", []))  # the same proxy each
         return {"search": seconds, "candidates": evaluated}
+    if job.kind == "evopress":
+        result = ex.stored_evopress(job.profile, job.spec["method"], results_dir)
+        return {"evopress": seconds, "generations": len(result.get("history", []))}
     _, record = ex.stored_spec(job.profile, job.spec, results_dir)
     timings = record.get("timings", {})
     parts = {"load": timings.get("load_model"), "prune": timings.get("prune")}
@@ -282,6 +299,8 @@ def project(paper: dict, units: dict, fallback: dict, nsamples: int) -> dict:
         _, dry = grid.job_seconds(job, paper, scale, gpu)
         if job.kind == "statistics":
             notebook, seconds = "01", unit["statistics"] * calibration
+        elif job.kind == "evopress":
+            notebook, seconds = "11", dry  # the cost model's: the slice runs 2 generations of Wanda's only
         elif job.kind == "search" or job.pending:
             notebook = "10"
             if job.kind == "search":

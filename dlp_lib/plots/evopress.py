@@ -80,6 +80,7 @@ def plot_evopress_linears(linears: dict, prof: dict):
         frame: pd.DataFrame = linears[method].T
         image = ax.imshow(100 * frame.values, aspect="auto", cmap="RdBu_r", vmin=100 * (target - spread),
                           vmax=100 * (target + spread))  # fmt: skip
+        ax.grid(False)
         ax.set_yticks(range(len(frame.index)), frame.index, fontsize=8)
         ax.set_xticks(range(len(frame.columns)), frame.columns, fontsize=7)
         ax.set_xlabel("decoder block")
