@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from .flags import (
     add_calibration_arguments,
     add_model_arguments,
     add_output_arguments,
     add_sparsegpt_arguments,
+    checked_save_path,
     one_line,
     resolve_device,
-    start_logging,
+    start_command,
 )
 
 PROG = "dlp-evopress"
@@ -82,8 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_settings(args):
     """Validate every flag; returns ``(EvoPressSettings, EvoPressConfig, save path or None)``."""
-    from ..cache import check_cache_root, check_writable
-    from ..config import ConfigError
+    from ..cache import check_cache_root
     from ..data import check_source
     from ..models import check_model_spec, resolve_dtype
     from ..search.evopress import EvoPressConfig, EvoPressSettings
@@ -120,32 +119,17 @@ def build_settings(args):
     check_model_spec(settings.model, network=True)
     check_source(settings.calibration)
     check_cache_root()
-    save = None
-    if args.save:
-        save = Path(args.save).expanduser()
-        if save.is_dir():
-            raise ConfigError(f"--save {save} is a directory; give a file path such as {save / 'evopress.json'}")
-        check_writable(save, "the search result")
+    save = checked_save_path(args.save, "evopress.json")
     return settings, config, save
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the search; returns the exit status (0 ok, 2 invalid settings)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 2
-    start_logging(args)
+    started = start_command(PROG, build_parser(), argv, build_settings)
+    if isinstance(started, int):
+        return started
+    args, (settings, config, save) = started
     from ..config import ConfigError
-    from ..heap import keep_freed_memory
-
-    try:
-        settings, config, save = build_settings(args)
-    except ConfigError as err:
-        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
-        return 2
-    keep_freed_memory()
     from ..search.evopress import evopress_search, save_evopress
 
     try:

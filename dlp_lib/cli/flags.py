@@ -134,3 +134,44 @@ def resolve_device(device: str | None) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
     return device
+
+
+def checked_save_path(save: str | None, example: str):
+    """``--save``: None, or a writable file path as a ``Path`` (a directory is refused, naming ``example``,
+    a file name, inside it)."""
+    from pathlib import Path
+
+    from ..cache import check_writable
+    from ..config import ConfigError
+
+    if not save:
+        return None
+    path = Path(save).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"--save {path} is a directory; give a file path such as {path / example}")
+    check_writable(path, "the search result")
+    return path
+
+
+def start_command(prog: str, parser: argparse.ArgumentParser, argv, build):
+    """Parse ``argv``, start the log and ``build(args)`` the command's settings (every check before a model
+    loads), then keep freed memory in the heap (the Makefile's MALLOC_* settings, for a user who runs the
+    command directly). Returns ``(args, settings)``, or the exit status: argparse's, or 2 with a one-line
+    error on stderr for a ConfigError."""
+    import sys
+
+    from ..config import ConfigError
+    from ..heap import keep_freed_memory
+
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+    start_logging(args)
+    try:
+        settings = build(args)
+    except ConfigError as err:
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    keep_freed_memory()
+    return args, settings

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from .flags import (
     DEFAULT_SPARSITY,
@@ -25,9 +24,10 @@ from .flags import (
     add_output_arguments,
     add_pruning_arguments,
     add_sparsegpt_arguments,
+    checked_save_path,
     one_line,
     resolve_device,
-    start_logging,
+    start_command,
 )
 
 PROG = "dlp-search"
@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_settings(args):
     """Validate every flag and return ``(FitnessSettings, SearchConfig, save path or None)``."""
-    from ..cache import check_cache_root, check_writable
-    from ..config import ConfigError, PruneConfig
+    from ..cache import check_cache_root
+    from ..config import PruneConfig
     from ..data import check_source
     from ..models import check_model_spec, resolve_dtype
     from ..search import DSA_README_GRAPH, FitnessSettings, SearchConfig
@@ -117,33 +117,17 @@ def build_settings(args):
     check_model_spec(fitness.model, network=True)
     check_source(fitness.calibration)
     check_cache_root()  # candidates and windows are cached as they are computed
-    save = None
-    if args.save:
-        save = Path(args.save).expanduser()
-        if save.is_dir():
-            raise ConfigError(f"--save {save} is a directory; give a file path such as {save / 'dsa_search.json'}")
-        check_writable(save, "the search result")
+    save = checked_save_path(args.save, "dsa_search.json")
     return fitness, config, save
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the search; returns the exit status (0 ok, 2 invalid settings)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 2
-    start_logging(args)
+    started = start_command(PROG, build_parser(), argv, build_settings)
+    if isinstance(started, int):
+        return started
+    args, (fitness_settings, config, save) = started
     from ..config import ConfigError
-    from ..heap import keep_freed_memory
-
-    try:
-        fitness_settings, config, save = build_settings(args)
-    except ConfigError as err:
-        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
-        return 2
-    keep_freed_memory()  # the Makefile's MALLOC_* settings, for a user who runs the command directly
-
     from ..search import ProxyFitness, save_result, search
 
     try:
