@@ -32,7 +32,7 @@ QUICK_SECONDS = {
     # EvoPress: a forward and KL per 1024 search tokens; building a pruner's database (loading, dense logits,
     # statistics and every level)
     "kl_1k_tokens": 1.75,
-    "evopress_database": {"wanda": 15, "sparsegpt": 60},
+    "evopress_database": {"wanda": 25, "sparsegpt": 50},
     "speedup": 60,
     "setup": 260,
 }
