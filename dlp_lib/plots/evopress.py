@@ -8,6 +8,7 @@ from ..experiments import ALLOCATION_COLORS, METHOD_NAMES, TABLE_NAMES, data_tag
 from .style import _style
 
 MARKERS = {"wanda": "o", "sparsegpt": "s"}
+COLORS = {"wanda": "#9467bd", "sparsegpt": "#17becf"}
 
 
 def plot_evopress(histories: dict, blocks: dict, checks: dict, prof: dict):
@@ -21,16 +22,20 @@ def plot_evopress(histories: dict, blocks: dict, checks: dict, prof: dict):
 
     _style()
     methods = list(histories)
-    fig, axes = plt.subplots(1, 2 + len(methods), figsize=(6 * (2 + len(methods)), 4.8))
+    rows = (len(methods) + 3) // 2
+    fig, grid = plt.subplots(rows, 2, figsize=(14, 4.8 * rows), squeeze=False)
+    axes = list(grid.flat)
+    for unused in axes[2 + len(methods) :]:
+        unused.set_visible(False)
     a, c = axes[0], axes[1]
     for method in methods:
         history, check = histories[method], checks[method]
-        marker = MARKERS.get(method, "o")
-        a.plot(history["generation"] + 1, history["fitness"], color="#9467bd", marker=marker, markersize=3,
+        marker, color = MARKERS.get(method, "o"), COLORS.get(method, "#9467bd")
+        a.plot(history["generation"] + 1, history["fitness"], color=color, marker=marker, markersize=3,
                linewidth=1, label=f"{METHOD_NAMES[method]}: parent, last stage's windows")  # fmt: skip
-        a.scatter(check["generation"] + 1, check["kl"], color="black", marker=marker, zorder=3,
+        a.scatter(check["generation"] + 1, check["kl"], color=color, edgecolor="black", marker=marker, s=60, zorder=3,
                   label=f"{METHOD_NAMES[method]}: checked, every window")  # fmt: skip
-        c.plot(check["kl"], check["perplexity"], color="#9467bd", marker=marker, label=METHOD_NAMES[method])
+        c.plot(check["kl"], check["perplexity"], color=color, marker=marker, label=METHOD_NAMES[method])
         for _, row in check.iterrows():
             label = "Uniform" if row["generation"] < 0 else f"g{int(row['generation']) + 1}"
             c.annotate(label, (row["kl"], row["perplexity"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
