@@ -229,7 +229,8 @@ def test_gpu_rehearsal_script_runs_its_slice_on_the_cpu(assets, tmp_path, monkey
     units = result["projection"]["measured_units"]
     assert all(v is not None and v > 0 for v in units.values()), units
     notebooks = {row["notebook"][:2]: row for row in result["projection"]["notebooks"]}
-    assert set(notebooks) == {"01", "03", "04", "05", "06", "07", "08", "10"}
+    assert set(notebooks) == {"01", "03", "04", "05", "06", "07", "08", "10", "11"}
+    assert any(k["kind"] == "evopress" for k in kinds)
     paper_jobs = len(__import__("dlp_lib.grid", fromlist=["plan"]).plan(ex.profile("paper"), tmp_path / "empty"))
     assert sum(row["jobs"] for row in notebooks.values()) == paper_jobs
     assert all(row["projected_hours"] > 0 and row["dry_run_hours"] > 0 for row in notebooks.values())
@@ -272,7 +273,7 @@ def test_gpu_rehearsal_without_budget_or_lm_eval_projects_from_the_estimate(asse
 
 
 # ------------------------------------------------------------------------------------------ the rehearsal
-EXPECTED_RUNS = {"main": 1 + 3 * 4, "nm": 3 * 2 * 3, "zero_shot": 1 + 2 * 3, "recovery": 2 * 3}
+EXPECTED_RUNS = {"main": 1 + 3 * 4 + 2, "nm": 3 * 2 * 3, "zero_shot": 1 + 2 * 3, "recovery": 2 * 3}
 
 
 @pytest.mark.integration
@@ -300,7 +301,8 @@ def test_make_reproduce_rehearsal_runs_every_notebook_on_the_tiny_llama(assets, 
             assert where.is_file() and where.stat().st_size > 0, f"{notebook} did not write {name}"
     tables = out / "tables"
     main = pd.read_csv(tables / "main_table.csv")
-    assert len(main) == EXPECTED_RUNS["main"] and main["n"].tolist() == [1, 1] + [5] * 11  # magnitude-uniform: no seed
+    assert len(main) == EXPECTED_RUNS["main"] and main["n"].tolist() == [1, 1] + [5] * 13  # magnitude-uniform: no seed
+    assert main.loc[main["allocation"] == "evopress", "method"].tolist() == ["wanda", "sparsegpt"]
     assert set(
         pd.read_csv(tables / "nm_sparsity.csv")[["method", "sparsity_type", "allocation"]].itertuples(index=False)
     ) == {
