@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--num_levels", type=int, default=s.num_levels, help="levels each way of the target (default: %(default)s)"
     )
     add_calibration_arguments(g)
+    for action in parser._actions:  # the search evaluates no perplexity: one flag of the shared set is moot
+        if action.dest == "eval_batch_size":
+            action.help = argparse.SUPPRESS
     add_sparsegpt_arguments(g)
     g = parser.add_argument_group("fitness and evolution")
     g.add_argument("--search_windows", type=int, default=s.windows, help="search windows (default: %(default)s)")
