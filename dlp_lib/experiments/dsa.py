@@ -13,7 +13,7 @@ from ..cache import read_cache, stable_hash, write_json_atomic
 from ..search import FitnessSettings, ProxyFitness, SearchConfig, search
 from .frames import record_row
 from .labels import ALLOCATION_NAMES
-from .profiles import ARITHMETIC_FIELDS
+from .profiles import search_run_settings
 from .runs import _json_object, before_computing, run_specs
 
 log = logging.getLogger(__name__)
@@ -27,21 +27,14 @@ def dsa_search_settings(prof: dict) -> tuple[FitnessSettings, SearchConfig]:
     seed, DSA width and main sparsity; the search's own (smaller) windows."""
     setting = prof["dsa_search"]
     fitness = FitnessSettings(
-        model=prof["model"],
         method=setting["method"],
         sparsity=float(prof["main_sparsity"]),
         dsa_lambda=float(prof["dsa_lambda"]),
-        calibration=prof["calibration"],
         nsamples=setting["nsamples"],
         seqlen=setting["seqlen"],
         windows=setting["windows"],
-        seed=prof["seed"],
-        batch_size=prof["batch_size"],
         eval_batch_size=prof["eval_batch_size"],
-        device=prof["device"],
-        dtype=prof["dtype"],
-        trust_remote_code=prof["trust_remote_code"],
-        **{name: prof[name] for name in ARITHMETIC_FIELDS},
+        **search_run_settings(prof),
     )
     return fitness, SearchConfig(**{k: v for k, v in setting.items() if k in SEARCH_FIELDS})
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..cache import read_cache, stable_hash, write_json_atomic
 from ..search.evopress import EvoPressConfig, EvoPressSettings, evopress_search
-from .profiles import ARITHMETIC_FIELDS
+from .profiles import search_run_settings
 from .runs import _json_object, before_computing, run_specs
 
 log = logging.getLogger(__name__)
@@ -24,19 +24,12 @@ def evopress_settings(prof: dict, method: str) -> tuple[EvoPressSettings, EvoPre
     model, calibration windows (the table's, so the dense statistics are shared), seed and main sparsity."""
     setting = prof["evopress_search"]
     settings = EvoPressSettings(
-        model=prof["model"],
         method=method,
         sparsity=float(prof["main_sparsity"]),
-        calibration=prof["calibration"],
         nsamples=prof["nsamples"],
         seqlen=prof["seqlen"],
-        seed=prof["seed"],
-        batch_size=prof["batch_size"],
-        device=prof["device"],
-        dtype=prof["dtype"],
-        trust_remote_code=prof["trust_remote_code"],
         **{name: setting[name] for name in SETTING_FIELDS},
-        **{name: prof[name] for name in ARITHMETIC_FIELDS},
+        **search_run_settings(prof),
     )
     return settings, EvoPressConfig(**{name: setting[name] for name in CONFIG_FIELDS})
 

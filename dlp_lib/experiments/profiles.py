@@ -391,6 +391,16 @@ PROFILES["rehearsal"] = dict(
 )
 
 
+# the profile settings a search shares with the runs it stands for: the model, the calibration source and
+# seed, the device and SparseGPT's arithmetic (DSA's FitnessSettings and EvoPress's settings take them alike)
+SEARCH_RUN_FIELDS = ("model", "calibration", "seed", "batch_size", "device", "dtype", "trust_remote_code")
+
+
+def search_run_settings(prof: dict) -> dict:
+    """``prof``'s values of SEARCH_RUN_FIELDS and ARITHMETIC_FIELDS, as a search's settings take them."""
+    return {name: prof[name] for name in SEARCH_RUN_FIELDS + ARITHMETIC_FIELDS}
+
+
 def _fill_assets_dir(value, root: str):
     """``value`` with REHEARSAL_DIR in its strings replaced by ``root`` (profiles hold nested dicts and lists)."""
     if isinstance(value, str):

@@ -330,7 +330,7 @@ def checkpoint_path(settings: EvoPressSettings, config: EvoPressConfig, cache_di
     return root / f"{search_key(settings, config)}.json"
 
 
-def _state_of(path: Path, settings: EvoPressSettings, config: EvoPressConfig, context: dict) -> dict | None:
+def _state_of(path: Path, config: EvoPressConfig, context: dict) -> dict | None:
     stored = read_cache(path, lambda p: json.loads(p.read_text()), "EvoPress checkpoint")
     if not isinstance(stored, dict) or stored.get("context") != context or stored.get("config") != config.to_dict():
         return None
@@ -349,12 +349,12 @@ def evopress_search(
     ``check``: that many allocations along the search (the Uniform start, parents evenly spread over the
     generations, the last one) are scored on *every* search window (``result["checked"]``), so their
     fitness can be compared with a full evaluation."""
-    config.stage_windows(settings.window_seqlen, settings.windows)  # before the model loads
+    stage_windows = config.stage_windows(settings.window_seqlen, settings.windows)  # before the model loads
     start = time.perf_counter()
     problem = problem or EvoPressProblem(settings, progress)
     context = problem.context()
     path = checkpoint_path(settings, config, cache_dir)
-    state = _state_of(path, settings, config, context)
+    state = _state_of(path, config, context)
     if state is not None:
         log.info("resuming the EvoPress search from %s after generation %d", path, len(state["history"]))
     ladder = problem.ladder
@@ -366,7 +366,7 @@ def evopress_search(
         problem.score,
         ladder,
         config,
-        config.stage_windows(settings.window_seqlen, settings.windows),
+        stage_windows,
         settings.windows,
         state,
         checkpoint,
