@@ -21,7 +21,7 @@ from dlp_lib.data import (
     wiki_extracts_parts,
 )
 
-PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity"
+PARITY = Path(__file__).resolve().parent / "fixtures" / "parity"
 SEQLEN = 32
 WORDS = (
     "river stone garden window paper silver market winter orange castle music forest engine bridge "
@@ -342,10 +342,7 @@ def test_wiki_extracts_split_is_disjoint_by_article():
 
 
 def test_parity_windows(embedded_tokenizer):
-    path = PARITY / "windows.json"
-    if not path.is_file():
-        pytest.skip(f"parity fixture {path} not found (the shared folder sits beside the repository checkout)")
-    expected = json.loads(path.read_text())
+    expected = json.loads((PARITY / "windows.json").read_text())
     calibration = calibration_windows("wiki-extracts", embedded_tokenizer, nsamples=16, seqlen=512, seed=0)
     evaluation = evaluation_windows("wiki-extracts", embedded_tokenizer, 512, 24)
     assert calibration.shape == (16, 512) and evaluation.shape == (24, 512)

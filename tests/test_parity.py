@@ -1,4 +1,4 @@
-"""Parity with the authors' public code on the fixed windows of ../shared/parity (integration tests:
+"""Parity with the authors' public code on the fixed windows of tests/fixtures/parity (integration tests:
 the embedded SmolLM2-135M, 16 calibration and 24 evaluation windows of 512 tokens).
 
 What is compared and how tightly:
@@ -29,11 +29,8 @@ from dlp_lib.models import load_model
 from dlp_lib.pipeline import block_allocation, cached_dense_norms
 from dlp_lib.prune import prune_model
 
-PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity"
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not (PARITY / "reference.json").is_file(), reason=f"parity fixtures not found at {PARITY}"),
-]
+PARITY = Path(__file__).resolve().parent / "fixtures" / "parity"
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
