@@ -83,6 +83,8 @@ NOTEBOOKS := 01_dense_baseline 02_layerwise_allocation 03_perplexity_table 04_sp
 	05_hyperparameters 06_nm_sparsity 07_zero_shot 08_lora_recovery 09_speedup 10_dsa_search 11_evopress_search
 EXECUTED := $(if $(strip $(OUT)),$(OUT)/executed,notebooks/executed)
 PARAMETERS := $(EXECUTED)/.parameters
+# the notebooks' results_dir when it is not their default ../results (OUTPUTS passes it with OUT)
+RESULTS_PARAMETER = $(if $(strip $(OUT)),,$(if $(filter-out results,$(RESULTS)),-p results_dir ../$(RESULTS)))
 ARITHMETIC := $(if $(strip $(SPARSEGPT_SWEEP)),--sparsegpt_sweep $(SPARSEGPT_SWEEP)) \
 	$(if $(strip $(SPARSEGPT_HESSIAN)),--sparsegpt_hessian $(SPARSEGPT_HESSIAN))
 PAPERMILL := $(VENV)/bin/papermill --cwd notebooks --log-output --no-progress-bar -k python3 \
@@ -101,8 +103,16 @@ grid: $(STAMP) ## every missing run of PROFILE as its own job via submitit (ARGS
 	$(if $(filter rehearsal,$(PROFILE)),$(PY) -m dlp_lib.rehearsal)
 	$(PY) -m dlp_lib.grid --profile $(PROFILE) $(if $(strip $(MODEL)),--model $(MODEL)) $(ARITHMETIC) --results $(RESULTS) $(ARGS)
 
+# records/ holds the records behind the committed tables and figures (quick profile, embedded model): there
+# make render reads them, so a fresh clone redraws every table and figure without running a model; for
+# any other profile or model it reads results/, where make grid (or make reproduce) stored them
+COMMITTED_RECORDS := records
 render: export DLP_RECORDS_ONLY := 1
-render: reproduce ## the notebooks from the stored records only (after make grid); refuses to compute a run
+render: RESULTS := $(if $(and $(filter quick,$(PROFILE)),$(if $(strip $(MODEL)$(OUT)),,1)),$(COMMITTED_RECORDS),$(RESULTS))
+render: reproduce ## the notebooks from stored records only, computing nothing (quick: the committed records/; else after make grid)
+
+records: $(STAMP) ## replace records/ with the records of the last quick make reproduce (results/): what make render reads
+	$(PY) -m dlp_lib.experiments.archive --results results --records $(COMMITTED_RECORDS)
 
 # rewritten only when PROFILE, MODEL or SparseGPT's arithmetic change, so that executed notebooks of other
 # settings are redone;
@@ -113,8 +123,8 @@ $(PARAMETERS): FORCE | $(STAMP)
 	@$(if $(filter rehearsal,$(PROFILE)),$(PY) -m dlp_lib.rehearsal)
 	@$(PY) -m dlp_lib.preflight --profile $(PROFILE) $(if $(strip $(MODEL)),--model $(MODEL)) $(ARITHMETIC) \
 		--outputs $(RESULTS) $(TABLES) $(FIGURES) $(EXECUTED)
-	@echo "$(strip profile=$(PROFILE) model=$(MODEL) $(ARITHMETIC))" | cmp -s - $@ \
-		|| echo "$(strip profile=$(PROFILE) model=$(MODEL) $(ARITHMETIC))" > $@
+	@echo "$(strip profile=$(PROFILE) model=$(MODEL) records=$(RESULTS) $(ARITHMETIC))" | cmp -s - $@ \
+		|| echo "$(strip profile=$(PROFILE) model=$(MODEL) records=$(RESULTS) $(ARITHMETIC))" > $@
 
 NOTEBOOK_CODE := $(wildcard dlp_lib/experiments/*.py dlp_lib/reports/*.py dlp_lib/plots/*.py dlp_lib/search/*.py) \
 	dlp_lib/spread.py dlp_lib/speedup.py dlp_lib/engines.py dlp_lib/graphs.py
@@ -123,7 +133,7 @@ NOTEBOOK_CODE := $(wildcard dlp_lib/experiments/*.py dlp_lib/reports/*.py dlp_li
 # a killed run leaves no executed notebook that make would take for up to date
 $(EXECUTED)/%.ipynb: notebooks/%.ipynb $(PARAMETERS) $(NOTEBOOK_CODE) | $(STAMP)
 	@rm -f $(EXECUTED)/$*.failed.ipynb $(EXECUTED)/.$*.partial.ipynb
-	$(PAPERMILL) $< $(EXECUTED)/.$*.partial.ipynb \
+	$(PAPERMILL) $(RESULTS_PARAMETER) $< $(EXECUTED)/.$*.partial.ipynb \
 		|| { mv -f $(EXECUTED)/.$*.partial.ipynb $(EXECUTED)/$*.failed.ipynb 2>/dev/null; exit 1; }
 	@mv -f $(EXECUTED)/.$*.partial.ipynb $@
 
@@ -196,11 +206,12 @@ bench-kill-resume: $(STAMP) ## SIGKILL make reproduce (smoke) 10 times, resume, 
 bench-memory: $(STAMP) ## peak memory of pruning a random LLaMA-2-7B-width model vs dlp_lib.memory's estimate; 7B/13B/70B table
 	$(PY) bench/memory.py
 
-clean: ## remove executed notebooks, caches and build files (keeps .venv and committed tables/figures)
-	rm -rf build notebooks/executed .pytest_cache .ruff_cache results rehearsal
+clean: ## remove caches, build files, results/ and failed runs (keeps .venv and every committed output: tables, figures, records, executed notebooks)
+	rm -rf build .pytest_cache .ruff_cache results rehearsal
+	rm -f notebooks/executed/*.failed.ipynb notebooks/executed/.*.partial.ipynb notebooks/executed/.parameters
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean ## also remove .venv and the dlp_lib cache (~/.cache/dlp_lib or DLP_CACHE_DIR)
 	rm -rf $(VENV) $(ENGINES_VENV) "$${DLP_CACHE_DIR:-$$HOME/.cache/dlp_lib}"
 
-.PHONY: help venv engines-venv bench-engines bench-speedup-graphs test test-fast lint format rehearsal-assets rehearse-gpu bench bench-gpu bench-hessian bench-speedup bench-kill-resume bench-memory clean distclean reproduce figures check-reproduction dsa-search evopress-search FORCE $(NOTEBOOKS)
+.PHONY: help venv engines-venv bench-engines bench-speedup-graphs test test-fast lint format rehearsal-assets rehearse-gpu bench bench-gpu bench-hessian bench-speedup bench-kill-resume bench-memory clean distclean reproduce figures render records check-reproduction dsa-search evopress-search FORCE $(NOTEBOOKS)

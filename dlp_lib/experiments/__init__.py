@@ -89,6 +89,7 @@ from .frames import (  # noqa: F401
     dense_perplexity,
     record_row,
     records_frame,
+    runs_table,
 )
 from .labels import (  # noqa: F401
     ALLOCATION_COLORS,
@@ -116,6 +117,7 @@ from .profiles import (  # noqa: F401
 )
 from .runs import (  # noqa: F401
     RECORDS_ONLY_ENV,
+    RunList,
     before_computing,
     cached_run,
     headline,

@@ -43,6 +43,21 @@ def record_row(record: dict) -> dict:
     }
 
 
+def runs_table(*run_lists) -> pd.DataFrame:
+    """The runs behind a notebook section, one row each: the configuration, its record's file name in
+    the results folder, the seconds the run took when it was computed, and whether it was computed now
+    or read from that record. Takes one or more ``run_specs`` results."""
+    rows = []
+    for records in run_lists:
+        for record, run in zip(records, records.runs):
+            seconds = (record.get("timings") or {}).get("total")
+            source = "computed" if run["computed"] else "read from record"
+            rows.append({"run": run["run"], "record": run["record"], "seconds": seconds, "source": source})
+    frame = pd.DataFrame(rows, columns=["run", "record", "seconds", "source"])
+    frame["seconds"] = frame["seconds"].round(1)
+    return frame
+
+
 def records_frame(records: list[dict]) -> pd.DataFrame:
     """One row per record (see ``record_row``)."""
     return pd.DataFrame([record_row(r) for r in records])

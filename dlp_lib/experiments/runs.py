@@ -188,18 +188,33 @@ def run_spec(
         return config, cached_run(config, results_dir, progress), False
 
 
+class RunList(list):
+    """The records of ``run_specs``, in order, with ``runs``: one row per record saying which
+    configuration it is, where its record lies and whether it was computed now or read from that file
+    (``frames.runs_table`` shows them)."""
+
+    def __init__(self, records: list[dict], runs: list[dict]):
+        super().__init__(records)
+        self.runs = runs
+
+
 def run_specs(
     prof: dict, specs: list[dict], results_dir: str | os.PathLike = "results", progress: bool = False
-) -> list[dict]:
-    """``run_spec`` for each spec, logging one line per run."""
-    records = []
+) -> RunList:
+    """``run_spec`` for each spec. A run that is computed logs one line when it ends (someone is
+    waiting); a record read from ``results_dir`` logs nothing: the returned list's ``runs`` says which
+    was which."""
+    records, runs = [], []
     for index, spec in enumerate(specs, 1):
         start = time.perf_counter()
         config, record, cached = run_spec(prof, spec, results_dir, progress)
-        how = "cached" if cached else f"ran in {time.perf_counter() - start:.0f} s"
-        log.info("[%d/%d] %s: %s (%s)", index, len(specs), run_label(config), headline(record), how)
+        path = record_path(results_dir, config.to_dict())
+        if not cached:
+            seconds = time.perf_counter() - start
+            log.info("[%d/%d] %s: %s (ran in %.0f s)", index, len(specs), run_label(config), headline(record), seconds)
+        runs.append({"run": run_label(config), "record": path.name, "computed": not cached})
         records.append(record)
-    return records
+    return RunList(records, runs)
 
 
 def headline(record: dict) -> str:
