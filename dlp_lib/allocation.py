@@ -1,6 +1,6 @@
 """Layer-wise allocation: one scalar statistic per decoder block -> one density per block.
 
-OWL, DLP and DSA are one affine template (methods-spec §3.0)::
+OWL, DLP and DSA are one affine template (docs/methods.md#one-template-for-owl-dlp-and-dsa)::
 
     d_l = (1 - s) + 2 * width * direction * (x_l - mean(x)) / (max(x) - min(x))
 
@@ -44,7 +44,7 @@ def dlp_unimportance(scores: torch.Tensor, statistic: str = "mean") -> float:
     return abs(float(value))
 
 
-# --- DSA's graph expressions (methods-spec §3.3.1) ---
+# --- DSA's graph expressions (docs/methods.md#dsa) ---
 
 
 # ------------------------------------------------------------------------------ the template
@@ -53,7 +53,7 @@ def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def affine_densities(statistic, sparsity: float, width: float, direction: float, weights=None) -> torch.Tensor:
-    """The template of methods-spec §3.0 in float64, mean weighted by ``weights`` (parameter counts)."""
+    """The module docstring's template in float64, mean weighted by ``weights`` (parameter counts)."""
     x = torch.as_tensor(statistic, dtype=torch.float64)
     w = torch.ones_like(x) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
     spread = x.max() - x.min()

@@ -1,5 +1,5 @@
 """DSA's allocation expressions: the operators, the grammar ``W:(PRE,...)-(REDUCTION)-(POST,...)`` read
-strictly, and an expression's value on one block's scores (methods-spec §3.3)."""
+strictly, and an expression's value on one block's scores (docs/methods.md#dsa)."""
 
 from __future__ import annotations
 

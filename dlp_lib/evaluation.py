@@ -1,4 +1,4 @@
-"""Evaluation: perplexity over fixed windows (methods-spec §4.1); zero-shot accuracy (§4.2) in zeroshot.py."""
+"""Evaluation: perplexity over fixed windows (docs/methods.md#perplexity); zero-shot accuracy in zeroshot/."""
 
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 def cumulative_score_mask(score: torch.Tensor, alpha: float) -> torch.Tensor:
     """Wanda's appendix variant: per row, prune every weight up to the largest sorted score whose
-    cumulative sum is <= ``alpha`` times the row total (methods-spec §2.2)."""
+    cumulative sum is <= ``alpha`` times the row total (docs/methods.md#wanda)."""
     sorted_scores, _ = torch.sort(score, dim=1)
     cumulative = torch.cumsum(sorted_scores, dim=1)
     keep_count = (cumulative <= alpha * score.sum(dim=1, keepdim=True)).sum(dim=1, keepdim=True)

@@ -1,4 +1,4 @@
-"""The only orchestrator: the sequential block-by-block pruning loop (methods-spec §1.4).
+"""The only orchestrator: the sequential block-by-block pruning loop (docs/methods.md#the-block-by-block-pruning-pass).
 
 For each decoder block: record statistics of its linear layers on inputs produced by the already
 pruned blocks 0..l-1 (all sublayers see the dense version of the block, as in the reference code),

@@ -17,7 +17,7 @@ def wanda_score(weight: torch.Tensor, input_norms: torch.Tensor) -> torch.Tensor
 
 def block_wanda_scores(weights: dict[str, torch.Tensor], norms: dict[str, torch.Tensor]) -> torch.Tensor:
     """All Wanda scores of one block's linears, flattened and concatenated (fp32): the per-element
-    input of every allocation statistic (OWL, DLP, DSA), whatever the pruner (methods-spec §3.0)."""
+    input of every allocation statistic (OWL, DLP, DSA), whatever the pruner (docs/methods.md#allocations)."""
     return torch.cat([wanda_score(w, norms[name]).flatten() for name, w in weights.items()])
 
 

@@ -18,7 +18,7 @@ HALF_DTYPES = (torch.bfloat16, torch.float16)
 @contextmanager
 def no_tf32():
     """Full fp32 matmuls on CUDA while active: TF32 keeps ~10 mantissa bits, too few for SparseGPT's
-    Hessian and its Cholesky factors (the reference switches TF32 off, methods-spec §1.1). The
+    Hessian and its Cholesky factors (the reference switches TF32 off, docs/methods.md#sparsegpt). The
     previous settings are restored afterwards, so the model's own forward passes are unaffected."""
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     saved = (matmul.allow_tf32, cudnn.allow_tf32)
@@ -31,7 +31,7 @@ def no_tf32():
 
 class InputNorms:
     """Wanda's statistic for one linear layer: ``r_j = (1/N) * sum over windows and tokens of x_j**2``,
-    N the number of windows (methods-spec §2.2; the constant factor cancels in every ranking).
+    N the number of windows (docs/methods.md#wanda; the constant factor cancels in every ranking).
 
     Accumulated with the reference code's running-mean rule, one window at a time, so the float
     result matches it: at 70% sparsity a 1e-6 relative change in ``r`` moves enough weights across
@@ -60,7 +60,7 @@ class InputNorms:
 
 class Hessian:
     """SparseGPT's statistic for one linear layer: ``H = (2/N) * sum over tokens of x x^T`` in fp32,
-    N the number of windows (methods-spec §2.3), with the reference's running update per batch.
+    N the number of windows (docs/methods.md#sparsegpt), with the reference's running update per batch.
 
     ``x^T x`` is symmetric, so each update computes only the upper triangle, one band of rows at a
     time (about 60% of the matrix product's work), and mirrors it into the lower one. Every entry is

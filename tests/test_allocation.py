@@ -1,4 +1,5 @@
-"""Layer-wise allocation (methods-spec §3): the OWL/DLP/DSA template, statistics, DSA graphs, N:M per block."""
+"""Layer-wise allocation (docs/methods.md#allocations): the OWL/DLP/DSA template, statistics, DSA graphs,
+N:M per block."""
 
 from __future__ import annotations
 

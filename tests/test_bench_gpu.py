@@ -162,7 +162,7 @@ def test_every_run_names_valid_options_and_the_compared_runs_exist(gpu_bench):
         PruneConfig(method, 0.5, sparsity_type, allocation, **options)
 
 
-# What the lent GPU machine's image lacks (../shared: torch, transformers, accelerate, peft; no gguf,
+# What the lent GPU machine's image lacks (it has torch, transformers, accelerate, peft; no gguf,
 # datasets or lm-eval): the prepared run must not need them, or the device minutes are lost to an ImportError.
 ABSENT_ON_THE_GPU_IMAGE = ("gguf", "datasets", "lm_eval")
 

@@ -1,4 +1,4 @@
-"""Perplexity over fixed windows (methods-spec §4.1): exp of the mean over windows of each window's
+"""Perplexity over fixed windows (docs/methods.md#perplexity): exp of the mean over windows of each window's
 mean next-token cross-entropy."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The model-structure adapter (methods-spec §1.3-1.4): block discovery, block-0 input capture and
-block-by-block replay, on tiny random models of every supported architecture."""
+"""The model-structure adapter (docs/methods.md#the-block-by-block-pruning-pass): block discovery, block-0
+input capture and block-by-block replay, on tiny random models of every supported architecture."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Masks (methods-spec §2.1, §2.2): True marks a weight to prune."""
+"""Masks (docs/methods.md#pruners): True marks a weight to prune."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The sequential pruning loop (methods-spec §1.4) and the per-matrix rules it applies (§2.1-2.3), on
-tiny random models of every supported architecture."""
+"""The sequential pruning loop (docs/methods.md#the-block-by-block-pruning-pass) and the per-matrix rules it
+applies (docs/methods.md#pruners), on tiny random models of every supported architecture."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def test_dense_input_norms_do_not_depend_on_batch_size(arch, tiny_windows):
 
 
 def test_dense_input_norms_match_the_definition(tiny_windows):
-    """r_j = (1/N) sum over windows and tokens of x_j^2, N = number of windows (methods-spec §2.2)."""
+    """r_j = (1/N) sum over windows and tokens of x_j^2, N = number of windows (docs/methods.md#wanda)."""
     model = make_tiny_model("llama")
     q_proj = decoder_blocks(model)[0].self_attn.q_proj
     seen = []

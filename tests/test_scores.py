@@ -1,4 +1,4 @@
-"""Per-weight scores (methods-spec §2.1, §2.2, §3.0)."""
+"""Per-weight scores (docs/methods.md: "Magnitude", "Wanda", "One template for OWL, DLP and DSA")."""
 
 from __future__ import annotations
 

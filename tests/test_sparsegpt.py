@@ -1,4 +1,4 @@
-"""SparseGPT's OBS solver (methods-spec §2.3)."""
+"""SparseGPT's OBS solver (docs/methods.md#sparsegpt)."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def test_inverse_hessian_cholesky_identity(percdamp):
 
 
 def test_sparsegpt_and_its_hessian_run_with_tf32_off_and_restore_the_user_setting(monkeypatch):
-    """methods-spec §1.1: the reference switches TF32 off for SparseGPT; we do it only around the
+    """docs/methods.md#sparsegpt: the reference switches TF32 off for SparseGPT; we do it only around the
     solve and the Hessian update, so a user's TF32 choice for the forward passes survives."""
     from dlp_lib.sparsegpt import solver as module
 

@@ -1,4 +1,5 @@
-"""Calibration statistics (methods-spec §2.2 InputNorms, §2.3 Hessian) and the hook context manager."""
+"""Calibration statistics (docs/methods.md: InputNorms in "Wanda", Hessian in "SparseGPT") and the hook
+context manager."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ MAX_GENERATIONS = 10_000
 @dataclass(frozen=True)
 class SearchConfig:
     """The evolutionary loop. DSA's released code has population 100 and mutation probability 0.2
-    (methods-spec §3.3.3); ``initial`` expressions start the first population, random ones fill it."""
+    (docs/methods.md#dsa); ``initial`` expressions start the first population, random ones fill it."""
 
     population: int = 16
     generations: int = 10

@@ -1,4 +1,4 @@
-"""SparseGPT (methods-spec §2.3): the solver and its column sweeps side by side, bit for bit alike.
+"""SparseGPT (docs/methods.md#sparsegpt): the solver and its column sweeps side by side, bit for bit alike.
 
 :mod:`.solver` (the OBS solver, the block loop, which sweep runs where), :mod:`.sweep_torch` (the PyTorch
 loop, any device), :mod:`.sweep_c` (a C loop compiled from ``sweep.c`` on first use, CPU), :mod:`.sweep_triton`

@@ -1,6 +1,6 @@
 """SparseGPT's OBS solver as a pure function: (weight, Hessian, target) -> (new weight, loss).
 
-Follows methods-spec §2.3: dead-input handling, damping, Cholesky of the inverse Hessian, a column
+Follows docs/methods.md#sparsegpt: dead-input handling, damping, Cholesky of the inverse Hessian, a column
 sweep with lazy block updates, an adaptive per-block mask (or N:M chosen inside the sweep), and OBS
 compensation of the not-yet-pruned columns. Everything runs in fp32, with TF32 off on CUDA.
 

