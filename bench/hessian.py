@@ -4,7 +4,8 @@
     python bench/hessian.py --seeds 0 --cells uniform:unstructured   # one cell, one seed
 
 On CUDA with bf16/fp16 activations, ``sparsegpt_hessian="half"`` forms ``x^T x`` from the activations as they
-are, on tensor cores (4.5x faster than the reference's fp32 on the LLaMA-2-7B shape on an H200). Every
+are, on tensor cores (4.5x faster than the reference's fp32 on the LLaMA-2-7B shape on an H200:
+bench/results/h200-2026-12-04/gpu-7b.json). Every
 product of two bf16 numbers is exact in fp32 and the sums are fp32 either way, so the two arithmetics differ
 only in rounding: the scale 2/N applied to each sum instead of to every input, and the order of summation.
 A CPU forms the same exact products from fp32 copies of the bf16 inputs with the same matrix product, so

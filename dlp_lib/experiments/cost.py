@@ -118,7 +118,7 @@ def evopress_seconds(prof: dict, seconds: dict | None = None) -> float:
 
 # ------------------------------------------------------------------------------------------ on a GPU
 # GPU seconds on one H200 for the LLaMA-2-7B shape (bf16, 128 x 2048 calibration), from the bench/gpu.py
-# run of 2026-12-04 (../shared/gpu-results/2026-12-04-h200/); bench/results/gpu-7b.json (make bench-gpu)
+# run of 2026-12-04 (bench/results/h200-2026-12-04/gpu-7b*.json); bench/results/gpu-7b.json (make bench-gpu)
 # replaces the pruning figures when present. Loading, evaluation, zero-shot and LoRA figures are derived
 # from the measured forward (the floor) and token counts: estimates, not measurements.
 GPU_7B_SECONDS = {
