@@ -27,7 +27,8 @@ def kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
 def kth_smallest_by_topk(values: torch.Tensor, k: int) -> torch.Tensor:
     """:func:`kth_smallest` by ``torch.topk``: the smallest of the ``n - k + 1`` largest values. CUDA's
     ``torch.kthvalue`` works a long slice in one thread block (an H200: 158 ms on a 4096 x 11008 bf16
-    matrix, 1.07 ms for a sort, 0.62 ms for topk; a SparseGPT block of 4096 x 128 fp32: 2.4 / 0.08 / 0.11 ms).
+    matrix, 1.07 ms for a sort, 0.62 ms for topk; a SparseGPT block of 4096 x 128 fp32: 2.4 / 0.08 / 0.11 ms;
+    bench/results/h200-2026-12-04/select.json).
     NaN counts as larger than every number, as in ``torch.sort`` and ``torch.kthvalue``: the answer is NaN
     when all of the ``n - k + 1`` largest are, else the smallest number among them. Any device (the tests
     run it on a CPU against ``torch.kthvalue``)."""

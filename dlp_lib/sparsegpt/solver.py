@@ -115,7 +115,8 @@ def sweep_backend(device, requested: str = "auto", nm: tuple[int, int] | None = 
 
     "auto" takes the C loop on a CPU (the PyTorch loop if it cannot be built) and, on CUDA, the Triton
     kernel once :func:`triton_check` has seen it give the PyTorch loop's results bit for bit on this device
-    (on an H200 a 7B solve took 37.9 s with it, 54.8 s without); else the PyTorch loop, with a warning.
+    (on an H200 a 7B solve took 37.9 s with it, 54.8 s without:
+    bench/results/h200-2026-12-04/gpu-7b.json); else the PyTorch loop, with a warning.
     An explicit loop that cannot run on ``device`` is a ConfigError."""
     if requested not in SPARSEGPT_SWEEPS:
         raise ConfigError(f"unknown SparseGPT sweep {requested!r}; use one of {', '.join(SPARSEGPT_SWEEPS)}")

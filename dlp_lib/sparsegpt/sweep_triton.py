@@ -16,7 +16,8 @@ On a CPU the kernel runs in Triton's interpreter (``TRITON_INTERPRET=1``, set be
 imported, as tests/conftest.py does): that is how the tests compare it with the PyTorch loop. The tests also
 compile it for A100 and H100/H200 (sm_80, sm_90) without a GPU and read the PTX: IEEE divisions only, no
 fused multiply-add. On an H200 (2026-12-04) its weights equalled the PyTorch loop's bit for bit on the
-LLaMA-2-7B shape and it swept the columns in 38 s against the PyTorch loop's 55 s (``bench/gpu.py``);
+LLaMA-2-7B shape and it swept the columns in 38 s against the PyTorch loop's 55 s
+(``bench/results/h200-2026-12-04/gpu-7b.json``, from ``bench/gpu.py``);
 ``sparsegpt.triton_check`` repeats the comparison on a small block on each device before it is used.
 """
 
