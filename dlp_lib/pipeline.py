@@ -16,10 +16,19 @@ import torch
 
 from .allocation import allocate, nm_per_block
 from .cache import atomic_path, cache_root, check_cache_root, load_tensors, read_cache, stable_hash
-from .config import RUN_DEFAULTS, ConfigError, PruneConfig, check_device, check_int
+from .config import (
+    BY_MODEL,
+    RUN_DEFAULTS,
+    ConfigError,
+    PruneConfig,
+    check_device,
+    check_int,
+    default_sources,
+    is_embedded_model,
+)
 from .data import (
-    EMBEDDED_SOURCE,
     calibration_windows,
+    check_default_sources,
     check_source,
     check_training_source,
     evaluation_windows,
@@ -42,15 +51,20 @@ DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that determines a run's result. ``prune=None`` evaluates the dense model."""
+    """Everything that determines a run's result. ``prune=None`` evaluates the dense model.
+
+    ``calibration`` and ``eval`` (``None``: no perplexity) not given are the model's defaults
+    (``config.default_sources``): the embedded extracts for the embedded model, the papers' C4 and
+    WikiText-2 test for any other. The instance holds the source it resolved to, so its ``to_dict``
+    (a record's key) is the one the same sources given explicitly make."""
 
     model: str = DEFAULT_MODEL
     prune: PruneConfig | None = field(default_factory=PruneConfig)
-    calibration: str = EMBEDDED_SOURCE
+    calibration: str = BY_MODEL
     nsamples: int = RUN_DEFAULTS["nsamples"]
     seqlen: int = RUN_DEFAULTS["seqlen"]
     seed: int = RUN_DEFAULTS["seed"]
-    eval: str | None = EMBEDDED_SOURCE
+    eval: str | None = BY_MODEL
     eval_windows: int | None = None
     batch_size: int = RUN_DEFAULTS["batch_size"]
     eval_batch_size: int = RUN_DEFAULTS["eval_batch_size"]
@@ -73,6 +87,11 @@ class RunConfig:
     recovery: RecoveryConfig | None = None
 
     def __post_init__(self):
+        defaults = dict(zip(("calibration", "eval"), default_sources(self.model)))
+        defaulted = tuple(name for name in defaults if getattr(self, name) is BY_MODEL)
+        for name in defaulted:
+            object.__setattr__(self, name, defaults[name])
+        object.__setattr__(self, "_defaulted", defaulted)  # not a field: no part of the record's key
         if self.prune is not None:  # the record's key names the Hessian arithmetic that runs on this device
             object.__setattr__(self, "prune", self.prune.on_device(self.device))
         for name in ("nsamples", "batch_size", "eval_batch_size"):
@@ -122,6 +141,22 @@ class RunConfig:
         return d
 
     @property
+    def reads_calibration(self) -> bool:
+        """Whether the run reads calibration windows: to prune (not magnitude with a uniform allocation),
+        or to train a recovery without its own ``data``."""
+        prune = self.prune
+        pruning = prune is not None and (prune.method != "magnitude" or prune.needs_dense_statistics)
+        return pruning or (self.recovery is not None and not self.recovery.data)
+
+    @property
+    def defaulted_sources(self) -> dict[str, str]:
+        """``--calibration`` / ``--eval`` -> the source the model's default gave it, for those the run
+        reads and was not given (a RunConfig made by ``dataclasses.replace`` counts its sources as given)."""
+        flags = {"calibration": "--calibration", "eval": "--eval"}
+        read = {"calibration": self.reads_calibration, "eval": self.eval is not None}
+        return {flags[name]: getattr(self, name) for name in getattr(self, "_defaulted", ()) if read[name]}
+
+    @property
     def recovery_source(self) -> str | None:
         """The text the recovery trains on: its own ``data``, else the calibration source."""
         if self.recovery is None:
@@ -138,8 +173,9 @@ def gpu_count() -> int:
 
 
 def validate(config: RunConfig) -> None:
-    """Check the device, the model and data sources (a hub one: in the cache or reachable) before any model
-    work. (A RunConfig for CUDA can be made without a GPU: the grid plans GPU jobs on a login node.)"""
+    """Check the device, the model and data sources (a hub one: in the cache or reachable; one a model other
+    than the embedded one reads by default: reachable, not in offline mode) before any model work. (A RunConfig
+    for CUDA can be made without a GPU: the grid plans GPU jobs on a login node.)"""
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {config.device!r} requested but CUDA is not available; use --device cpu")
     if config.device_map is not None and gpu_count() == 0:
@@ -149,10 +185,12 @@ def validate(config: RunConfig) -> None:
         sweep_backend(config.device, config.prune.sparsegpt_sweep, config.prune.nm)  # one that cannot run here
     check_cache_root()  # windows, statistics and converted models are cached as they are made
     check_model_spec(config.model, network=True)
+    defaulted = config.defaulted_sources
+    check_default_sources(config.model, defaulted)  # the papers' data from the hub: offline, refused here
     if config.prune is not None and (config.prune.method != "magnitude" or config.prune.needs_dense_statistics):
-        check_source(config.calibration)
+        check_source(config.calibration, network="--calibration" not in defaulted)  # a default: checked above
     if config.eval:
-        check_source(config.eval)
+        check_source(config.eval, network="--eval" not in defaulted)
     if config.recovery is not None:
         check_training_source(config.recovery_source, config.eval)
     if config.zero_shot_tasks is not None:
@@ -323,6 +361,9 @@ def evopress_allocation(model, config: PruneConfig) -> tuple[list[dict[str, floa
 def run(config: RunConfig, progress: bool = True, save_model: str | Path | None = None) -> dict:
     """Run one configuration and return its result record (a JSON-serialisable dict)."""
     validate(config)
+    defaulted = ", ".join(f"{flag} {source}" for flag, source in config.defaulted_sources.items())
+    if defaulted and not is_embedded_model(config.model):
+        log.info("no data given for %s: the papers' %s", config.model, defaulted)
     timings = {}
     start = time.perf_counter()
     home = "cpu" if config.offload else config.device

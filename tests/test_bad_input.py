@@ -163,6 +163,7 @@ def test_infeasible_alpha_says_the_statistics_were_kept(tiny_args, tmp_path, cap
 # ---------------------------------------------------------------------------------- library entry points
 def test_library_entry_points(tiny_model_dir, text_file, embedded_tokenizer):
     model = load_model(str(tiny_model_dir))[0]
+    too_long = RunConfig(model=str(tiny_model_dir), calibration="wiki-extracts", seqlen=512, eval=None)
     cases = [
         (lambda: PruneConfig(sparsity=1.0), "sparsity must be in [0, 1)"),
         (lambda: PruneConfig(method="wanda", sparsity_type="2:2"), "0 < N < M"),
@@ -176,7 +177,7 @@ def test_library_entry_points(tiny_model_dir, text_file, embedded_tokenizer):
         (lambda: calibration_windows("/no/such.txt", embedded_tokenizer), "unknown data source"),
         (lambda: calibration_windows(str(text_file), embedded_tokenizer, nsamples=0), "nsamples > 0"),
         (lambda: evaluation_windows(str(text_file), embedded_tokenizer, seqlen=64, count=10**6), "the source has"),
-        (lambda: pipeline.run(RunConfig(model=str(tiny_model_dir), seqlen=512, eval=None)), "256 positions"),
+        (lambda: pipeline.run(too_long), "256 positions"),
     ]
     for call, expected in cases:
         with pytest.raises(ConfigError) as info:

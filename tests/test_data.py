@@ -1,5 +1,6 @@
-"""Text sources and token windows: the C4 sampler (methods-spec §1.2), the WikiText-2 windows (§4.1),
-local files, the on-disk cache, the embedded wiki-extracts split and the parity windows."""
+"""Text sources and token windows (docs/methods.md, "Calibration and evaluation data"): the C4 sampler, the
+WikiText-2 windows, local files, the on-disk cache, the embedded wiki-extracts split and the parity windows.
+Which source a run reads when none is given: tests/test_data_defaults.py."""
 
 from __future__ import annotations
 

@@ -194,6 +194,7 @@ def test_cli_round_trip_keeps_perplexity(tmp_path, tiny_model_dir):
     record_path, saved = tmp_path / "run.json", tmp_path / "saved"
     args = [
         "--model", str(tiny_model_dir), "--prune_method", "wanda", "--sparsity_ratio", "0.6",
+        "--calibration", "wiki-extracts", "--eval", "wiki-extracts",  # another model's default: the hub's
         "--nsamples", "2", "--seqlen", "32", "--eval_windows", "2", "--lora_steps", "3", "--lora_lr", "1e-2",
         "--lora_batch_tokens", "64", "--lora_heldout", "2", "--lora_eval_every", "1",
         "--save", str(record_path), "--save_model", str(saved), "--quiet",
@@ -261,7 +262,8 @@ def test_unknown_target_is_refused_before_pruning(tiny_model_dir, capsys, monkey
         raise AssertionError("pruned before checking the recovery settings")
 
     monkeypatch.setattr(pipeline, "prune_model", no_pruning)
-    flags = ["--model", str(tiny_model_dir), "--lora_steps", "2", "--lora_targets", "query_key_value"]
+    flags = ["--model", str(tiny_model_dir), "--calibration", "wiki-extracts", "--eval", "wiki-extracts"]
+    flags += ["--lora_steps", "2", "--lora_targets", "query_key_value"]
     assert main(["--nsamples", "2", "--seqlen", "32", *flags]) == 2
     err = capsys.readouterr().err
     assert "unknown LoRA target module 'query_key_value'" in err and "self_attn.q_proj" in err
@@ -354,6 +356,7 @@ def test_zero_shot_after_recovery_scores_the_adapter_model(tmp_path, tiny_model_
     record_path = tmp_path / "run.json"
     args = [
         "--model", str(tiny_model_dir), "--prune_method", "wanda", "--sparsity_ratio", "0.6",
+        "--calibration", "wiki-extracts", "--eval", "wiki-extracts",  # another model's default: the hub's
         "--nsamples", "2", "--seqlen", "32", "--eval_windows", "2", "--lora_steps", "2", "--lora_lr", "1e-2",
         "--lora_batch_tokens", "64", "--lora_heldout", "2", "--eval_zero_shot", "--tasks", "rte,openbookqa",
         "--limit", "4", "--zero_shot_batch_size", "4", "--save", str(record_path), "--quiet",

@@ -248,7 +248,15 @@ def test_candidate_json_round_trip_keeps_inf():
 # ------------------------------------------------------------------------------ on a tiny real model
 @pytest.fixture(scope="module")
 def tiny_fitness(tiny_model_dir, tmp_path_factory):
-    settings = FitnessSettings(model=str(tiny_model_dir), sparsity=0.6, nsamples=2, seqlen=16, windows=2, batch_size=2)
+    settings = FitnessSettings(
+        model=str(tiny_model_dir),
+        calibration="wiki-extracts",
+        sparsity=0.6,
+        nsamples=2,
+        seqlen=16,
+        windows=2,
+        batch_size=2,
+    )
     return ProxyFitness(settings, progress=False, cache_dir=tmp_path_factory.mktemp("dsa"))
 
 
@@ -261,7 +269,13 @@ def test_an_invalid_expression_has_infinite_fitness_and_its_reason(tiny_fitness)
 
 def test_a_density_outside_0_1_has_infinite_fitness_and_its_reason(tiny_model_dir, tmp_path):
     settings = FitnessSettings(
-        model=str(tiny_model_dir), sparsity=0.6, dsa_lambda=0.5, nsamples=2, seqlen=16, windows=2
+        model=str(tiny_model_dir),
+        calibration="wiki-extracts",
+        sparsity=0.6,
+        dsa_lambda=0.5,
+        nsamples=2,
+        seqlen=16,
+        windows=2,
     )
     (candidate,) = ProxyFitness(settings, progress=False, cache_dir=tmp_path).evaluate(["W:()-(MEAN)-()"])
     assert candidate.fitness == math.inf and "outside (0, 1]" in candidate.reason
@@ -325,6 +339,7 @@ def test_cli_runs_a_search_and_prints_the_command_that_applies_it(tiny_model_dir
     heap_settings = []
     monkeypatch.setattr("dlp_lib.heap.keep_freed_memory", lambda: heap_settings.append(1) or True)
     flags = ["--model", str(tiny_model_dir), "--sparsity_ratio", "0.6", "--nsamples", "2", "--seqlen", "16"]
+    flags += ["--calibration", "wiki-extracts"]  # another model's default is the hub's C4
     flags += ["--search_windows", "2", "--population", "3", "--generations", "2", "--elite", "1", "--quiet"]
     assert search_cli.main([*flags, "--save", str(tmp_path / "out" / "search.json")]) == 0
     assert heap_settings == [1]  # the Makefile's MALLOC_* settings, applied by the command itself

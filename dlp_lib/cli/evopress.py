@@ -22,6 +22,8 @@ from .flags import (
     add_model_arguments,
     add_output_arguments,
     add_sparsegpt_arguments,
+    calibration_source,
+    check_calibration,
     checked_save_path,
     one_line,
     resolve_device,
@@ -86,19 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
 def build_settings(args):
     """Validate every flag; returns ``(EvoPressSettings, EvoPressConfig, save path or None)``."""
     from ..cache import check_cache_root
-    from ..data import check_source
     from ..models import check_model_spec, resolve_dtype
     from ..search.evopress import EvoPressConfig, EvoPressSettings
 
     resolve_dtype(args.dtype)
     args.device = resolve_device(args.device)
+    calibration, defaulted = calibration_source(args)  # the model's default when not given
     settings = EvoPressSettings(
         model=args.model,
         method=args.prune_method.lower(),
         sparsity=args.sparsity_ratio,
         granularity=args.granularity,
         num_levels=args.num_levels,
-        calibration=args.calibration,
+        calibration=calibration,
         nsamples=args.nsamples,
         seqlen=args.seqlen,
         windows=args.search_windows,
@@ -120,7 +122,7 @@ def build_settings(args):
     )
     config.stage_windows(settings.window_seqlen, settings.windows)
     check_model_spec(settings.model, network=True)
-    check_source(settings.calibration)
+    check_calibration(settings.model, settings.calibration, defaulted)
     check_cache_root()
     save = checked_save_path(args.save, "evopress.json")
     return settings, config, save

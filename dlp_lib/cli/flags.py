@@ -6,9 +6,17 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..config import DEFAULT_MODEL, EMBEDDED_SOURCE, RUN_DEFAULTS
+from ..config import DEFAULT_MODEL, EMBEDDED_SOURCE, PAPER_CALIBRATION, PAPER_EVAL, RUN_DEFAULTS
 
 DEFAULT_SPARSITY = 0.5
+# the data flags' defaults, as --help says them (config.default_sources decides)
+CALIBRATION_DEFAULT_HELP = (
+    f"{EMBEDDED_SOURCE} for the embedded {DEFAULT_MODEL}, {PAPER_CALIBRATION} for any other model, as the papers"
+)
+EVAL_DEFAULT_HELP = (
+    f"{EMBEDDED_SOURCE} for the embedded {DEFAULT_MODEL}, {PAPER_EVAL} (WikiText-2 test) for any other model, "
+    "as the papers"
+)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser):
@@ -72,9 +80,11 @@ def add_calibration_arguments(group) -> None:
     """The calibration windows and the batch sizes, as both commands read them."""
     group.add_argument(
         "--calibration",
-        default=EMBEDDED_SOURCE,
-        help="wiki-extracts (embedded), c4, wikitext2, "
-        "c4:/local/shard.json.gz, or a .txt/.jsonl file (default: %(default)s)",
+        default=None,
+        help=f"calibration text: {EMBEDDED_SOURCE} (embedded Wikipedia extracts), {PAPER_CALIBRATION} (the hub's first "
+        f"C4 train shard), {PAPER_EVAL}, or local copies: c4:/local/c4-train.00000-of-01024.json.gz, "
+        f"wikitext2:/local/test.parquet, a .txt/.jsonl file (default: {CALIBRATION_DEFAULT_HELP}; offline, "
+        "pass a local copy)",
     )
     group.add_argument(
         "--nsamples", type=int, default=RUN_DEFAULTS["nsamples"], help="calibration windows (default: %(default)s)"
@@ -175,3 +185,24 @@ def start_command(prog: str, parser: argparse.ArgumentParser, argv, build):
         return 2
     keep_freed_memory()
     return args, settings
+
+
+def calibration_source(args) -> tuple[str, bool]:
+    """``--calibration``, or the model's default when it was not given (``config.default_sources``), and
+    whether it was the default."""
+    from ..config import default_sources
+
+    if args.calibration is None:
+        return default_sources(args.model)[0], True
+    return args.calibration, False
+
+
+def check_calibration(model: str, source: str, defaulted: bool) -> None:
+    """Refuse, before the model loads, a calibration source that cannot be read: a default the hub cannot
+    give (``data.check_default_sources``: one line naming --calibration and the local forms), or any
+    other unreadable source (``data.check_source``)."""
+    from ..data import check_default_sources, check_source
+
+    if defaulted:
+        check_default_sources(model, {"--calibration": source})
+    check_source(source, network=not defaulted)

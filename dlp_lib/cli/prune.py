@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .flags import (
     DEFAULT_SPARSITY,
+    EVAL_DEFAULT_HELP,
     add_calibration_arguments,
     add_model_arguments,
     add_output_arguments,
@@ -117,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibration_arguments(g)
     g.add_argument(
         "--eval",
-        default="wiki-extracts",
-        help="perplexity data, same forms as --calibration, or 'none' (default: %(default)s)",
+        default=None,
+        help="perplexity text, the forms of --calibration but c4 (wikitext2:/local/test.parquet: a local WikiText-2 "
+        f"test), or 'none' (default: {EVAL_DEFAULT_HELP}; offline, pass a local copy)",
     )
     g.add_argument("--eval_windows", type=int, default=None, help="evaluate on the first N windows (default: all)")
 
@@ -325,7 +327,7 @@ def record_destination(save: str, config_dict: dict) -> Path:
 def build_run_config(args):
     """Validate every flag and return ``(RunConfig, record path or None)``; raises ConfigError."""
     from ..cache import check_writable
-    from ..config import ConfigError
+    from ..config import BY_MODEL, ConfigError
     from ..models import resolve_dtype
     from ..pipeline import RunConfig, validate
     from ..saving import check_save_directory
@@ -333,7 +335,10 @@ def build_run_config(args):
     prune = build_prune_config(args)
     resolve_dtype(args.dtype)
     args.device = resolve_device(args.device)
-    eval_source = None if args.eval.lower() in ("none", "") else args.eval
+    if args.eval is None:
+        eval_source = BY_MODEL  # the model's default (config.default_sources)
+    else:
+        eval_source = None if args.eval.lower() in ("none", "") else args.eval
     zero_shot_tasks = None
     if args.eval_zero_shot:
         from ..zeroshot import PAPER_TASKS, resolve_tasks
@@ -344,7 +349,7 @@ def build_run_config(args):
     config = RunConfig(
         model=args.model,
         prune=prune,
-        calibration=args.calibration,
+        calibration=BY_MODEL if args.calibration is None else args.calibration,
         nsamples=args.nsamples,
         seqlen=args.seqlen,
         seed=args.seed,

@@ -24,6 +24,8 @@ from .flags import (
     add_output_arguments,
     add_pruning_arguments,
     add_sparsegpt_arguments,
+    calibration_source,
+    check_calibration,
     checked_save_path,
     one_line,
     resolve_device,
@@ -78,18 +80,18 @@ def build_settings(args):
     """Validate every flag and return ``(FitnessSettings, SearchConfig, save path or None)``."""
     from ..cache import check_cache_root
     from ..config import PruneConfig
-    from ..data import check_source
     from ..models import check_model_spec, resolve_dtype
     from ..search import DSA_README_GRAPH, FitnessSettings, SearchConfig
 
     resolve_dtype(args.dtype)
     args.device = resolve_device(args.device)
+    calibration, defaulted = calibration_source(args)  # the model's default when not given
     fitness = FitnessSettings(
         model=args.model,
         method=args.prune_method.lower(),
         sparsity=DEFAULT_SPARSITY if args.sparsity_ratio is None else args.sparsity_ratio,
         dsa_lambda=PruneConfig.dsa_lambda if args.Lamda is None else args.Lamda,
-        calibration=args.calibration,
+        calibration=calibration,
         nsamples=args.nsamples,
         seqlen=args.seqlen,
         windows=args.search_windows,
@@ -115,7 +117,7 @@ def build_settings(args):
         initial=tuple(args.initial) if args.initial else (DSA_README_GRAPH,),
     )
     check_model_spec(fitness.model, network=True)
-    check_source(fitness.calibration)
+    check_calibration(fitness.model, fitness.calibration, defaulted)
     check_cache_root()  # candidates and windows are cached as they are computed
     save = checked_save_path(args.save, "dsa_search.json")
     return fitness, config, save

@@ -38,13 +38,14 @@ from tqdm.auto import tqdm
 
 from ..cache import cache_root, read_cache, stable_hash, write_json_atomic
 from ..config import (
+    BY_MODEL,
     DEFAULT_MODEL,
-    EMBEDDED_SOURCE,
     RUN_DEFAULTS,
     ConfigError,
     PruneConfig,
     check_device,
     check_int,
+    default_sources,
     hessian_for_device,
     without_reference_arithmetic,
 )
@@ -67,7 +68,7 @@ class EvoPressSettings:
     sparsity: float = 0.7
     granularity: str = "linear"
     num_levels: int = 8
-    calibration: str = EMBEDDED_SOURCE
+    calibration: str = BY_MODEL  # the embedded extracts for the embedded model, else C4 (config.default_sources)
     nsamples: int = RUN_DEFAULTS["nsamples"]
     seqlen: int = RUN_DEFAULTS["seqlen"]
     windows: int = 32
@@ -81,6 +82,8 @@ class EvoPressSettings:
     sparsegpt_hessian: str = "auto"
 
     def __post_init__(self):
+        if self.calibration is BY_MODEL:
+            object.__setattr__(self, "calibration", default_sources(self.model)[0])
         object.__setattr__(self, "sparsegpt_hessian", hessian_for_device(self.sparsegpt_hessian, self.device))
         if self.method not in DATABASE_METHODS:
             raise ConfigError(

@@ -15,15 +15,16 @@ import torch
 from ..allocation import allocate, dsa_value
 from ..cache import cache_root, stable_hash, write_json_atomic
 from ..config import (
+    BY_MODEL,
     DEFAULT_MODEL,
     DSA_README_GRAPH,
-    EMBEDDED_SOURCE,
     METHODS,
     RUN_DEFAULTS,
     ConfigError,
     PruneConfig,
     check_device,
     check_int,
+    default_sources,
     hessian_for_device,
     without_reference_arithmetic,
 )
@@ -44,7 +45,7 @@ class FitnessSettings:
     method: str = "wanda"
     sparsity: float = 0.7
     dsa_lambda: float = 0.08
-    calibration: str = EMBEDDED_SOURCE
+    calibration: str = BY_MODEL  # the embedded extracts for the embedded model, else C4 (config.default_sources)
     nsamples: int = RUN_DEFAULTS["nsamples"]
     seqlen: int = RUN_DEFAULTS["seqlen"]
     windows: int = 16
@@ -58,6 +59,8 @@ class FitnessSettings:
     sparsegpt_hessian: str = "auto"
 
     def __post_init__(self):
+        if self.calibration is BY_MODEL:
+            object.__setattr__(self, "calibration", default_sources(self.model)[0])
         # the candidates' cache key names the Hessian arithmetic that runs on this device (PruneConfig.on_device)
         object.__setattr__(self, "sparsegpt_hessian", hessian_for_device(self.sparsegpt_hessian, self.device))
         if self.method not in METHODS:
