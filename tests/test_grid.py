@@ -137,7 +137,8 @@ def test_dry_run_for_paper_on_llama2_7b_prints_the_jobs_and_the_estimate(tmp_pat
     assert grid.main(argv) == 0
     out = capsys.readouterr().out
     jobs = grid.plan(ex.profile("paper", model="meta-llama/Llama-2-7b-hf"), tmp_path)
-    assert f"{len(jobs)} jobs (0 already stored) in 3 phases" in out
+    assert f"{len(jobs)} jobs (0 already stored) in 4 phases" in out
+    assert [j.kind for j in jobs if j.phase == 4] == ["speed"]
     assert f"| **all** | **{len(jobs)}** |" in out
     assert "GPU hours (estimate)" in out and "An estimate, not a measurement" in out and "x1.00 of LLaMA-2-7B" in out
     assert not list(tmp_path.iterdir()), "a dry run wrote something"

@@ -22,7 +22,9 @@ Modules, each importing only those above it: ``profiles`` (the settings), ``labe
 ``runs`` (a configuration per spec, the record cache), ``specs`` (the runs each notebook asks for), ``dsa``
 (the allocation search for notebook 10), ``evopress`` (EvoPress's search for notebook 11), ``cost``
 (seconds per run), ``frames`` (records as pandas), ``dense`` (dense statistics and the allocation analyses
-on them). Every public name is importable from ``dlp_lib.experiments`` itself.
+on them), ``speed`` (notebook 09's CPU measurements as a record); ``archive`` copies a reproduction's
+records into the committed ``records/`` (``make records``). Every public name but ``archive``'s is
+importable from ``dlp_lib.experiments`` itself.
 """
 
 from ..log import setup_logging  # noqa: F401  (the notebooks call ex.setup_logging())
@@ -145,3 +147,4 @@ from .specs import (  # noqa: F401
     zero_shot_profile,
     zero_shot_specs,
 )
+from .speed import live_speed, live_speed_path, stored_live_speed  # noqa: F401

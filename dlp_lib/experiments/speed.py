@@ -20,14 +20,20 @@ def live_speed_path(prof: dict, results_dir: str | os.PathLike = "results") -> P
     return Path(results_dir) / "speed" / f"{key}.json"
 
 
+def stored_live_speed(prof: dict, results_dir: str | os.PathLike = "results") -> dict | None:
+    """The stored measurement of the profile's speed settings, or None."""
+    stored = read_cache(live_speed_path(prof, results_dir), _json_object, "speed measurement")
+    return stored if stored is not None and stored.get("settings") == prof["speedup"] else None
+
+
 def live_speed(prof: dict, results_dir: str | os.PathLike = "results") -> dict:
     """The profile's CPU speed measurements (``prof["speedup"]``): sparse products at 7B linear shapes and,
     if the profile asks, the model end to end with CSR linears. Read from ``live_speed_path`` when an
     earlier run stored them (``computed`` False), else measured here and stored (``computed`` True).
     ``machine`` names where they were measured."""
     path = live_speed_path(prof, results_dir)
-    stored = read_cache(path, _json_object, "speed measurement")
-    if stored is not None and stored.get("settings") == prof["speedup"]:
+    stored = stored_live_speed(prof, results_dir)
+    if stored is not None:
         return {**stored, "computed": False}
     before_computing(f"no speed measurement in {path}")
     record = _measure(prof)

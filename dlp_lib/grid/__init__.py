@@ -6,14 +6,15 @@
     python -m dlp_lib.grid --profile quick --executor local --workers 2
 
 The jobs are the ones the notebooks ask for (the same spec functions of ``dlp_lib.experiments``), in
-three phases, each started when the one before has finished:
+four phases, each started when the one before has finished:
 
 1. the dense statistics of each calibration seed, one job per seed, so that no two jobs ever compute
    them at once (the jobs of phase 2 read them from ``$DLP_CACHE_DIR``; put it on the shared file
    system on a cluster);
 2. every run whose setting is known (hyper-parameter runs that the statistics show infeasible are left
    out, as notebook 05 leaves them out) and DSA's allocation search;
-3. the runs that need the search's expression: the DSA rows of the main table and the proxy check.
+3. the runs that need the search's expression: the DSA rows of the main table and the proxy check;
+4. notebook 09's CPU speed measurement, alone, so that no other job runs beside it while it times.
 
 A job whose record (or statistics table, or search result) is already stored is skipped, so running
 the grid again submits only what is missing or failed. Records are written atomically (a killed job

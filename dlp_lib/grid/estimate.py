@@ -73,6 +73,8 @@ def job_seconds(job: GridJob, prof: dict, scale: float, gpu: dict) -> tuple[str,
         if on_gpu:
             return "EvoPress search", ex.gpu_evopress_seconds(prof, method, gpu, scale)
         return "EvoPress search", ex.evopress_search_seconds(prof, method)
+    if job.kind == "speed":  # on the CPU whatever the profile's device
+        return "CPU speed", ex.QUICK_SECONDS["speedup"]
     config = ex.run_config(prof, method=prof["dsa_search"]["method"]) if job.pending else job.config()
     kind = "dense" if config.prune is None else config.prune.method
     if config.zero_shot_tasks is not None:
@@ -101,7 +103,8 @@ def format_estimate(jobs: list[GridJob], prof: dict, results_dir, estimate_: dic
     stored = sum(1 for j in jobs if j.done(results_dir))
     total = sum(r["seconds"] for r in estimate_["kinds"].values())
     lines = [
-        f"profile {prof['name']}, model {prof['model']}: {len(jobs)} jobs ({stored} already stored) in 3 phases",
+        f"profile {prof['name']}, model {prof['model']}: {len(jobs)} jobs ({stored} already stored) "
+        f"in {len(PHASES)} phases",
         "",
         f"| job kind | jobs | {estimate_['device']} seconds each (estimate) | {estimate_['device']} hours (estimate) |",
         "|---|---|---|---|",

@@ -1,4 +1,4 @@
-"""The grid's jobs: the runs, dense statistics and search each notebook needs, in three phases; one job run."""
+"""The grid's jobs: the runs, statistics, searches and measurements the notebooks need, in phases; one job run."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ PHASES = {
     1: "dense statistics",
     2: "runs, DSA's and EvoPress's searches",
     3: "runs that need a search's result",
+    4: "notebook 09's CPU speed measurement, alone so that nothing runs beside it",
 }
 
 
@@ -24,9 +25,10 @@ PHASES = {
 @dataclass
 class GridJob:
     """One unit of work: ``kind`` is ``statistics`` (dense statistics of one calibration seed),
-    ``search`` (DSA's search), ``evopress`` (EvoPress's search for ``spec["method"]``) or ``run`` (one
-    record, ``spec`` being ``run_config``'s keywords under ``profile``). ``pending`` jobs cannot be set up
-    yet (they wait for an earlier phase's output) and are only counted."""
+    ``search`` (DSA's search), ``evopress`` (EvoPress's search for ``spec["method"]``), ``speed``
+    (notebook 09's CPU measurements) or ``run`` (one record, ``spec`` being ``run_config``'s keywords
+    under ``profile``). ``pending`` jobs cannot be set up yet (they wait for an earlier phase's output)
+    and are only counted."""
 
     kind: str
     phase: int
@@ -45,6 +47,8 @@ class GridJob:
             return ex.stored_dsa_search(self.profile, results_dir) is not None
         if self.kind == "evopress":
             return ex.stored_evopress(self.profile, self.spec["method"], results_dir) is not None
+        if self.kind == "speed":
+            return ex.stored_live_speed(self.profile, results_dir) is not None
         return ex.stored_spec(self.profile, self.spec, results_dir)[1] is not None
 
     def config(self):
@@ -126,7 +130,8 @@ def plan(prof: dict, results_dir: str | os.PathLike = "results") -> list[GridJob
         GridJob("statistics", 1, f"dense statistics, calibration seed {seed}", {**prof, "seed": seed})
         for seed in sorted(seeds)
     ]
-    return statistics + runs + [search] + evopress + dsa_runs + evopress_runs
+    speed = GridJob("speed", 4, "CPU speed of sparse products and of the model (notebook 09)", prof)
+    return statistics + runs + [search] + evopress + dsa_runs + evopress_runs + [speed]
 
 
 def run_job(job: GridJob, results_dir: str, threads: int | None = None) -> dict:
@@ -146,6 +151,8 @@ def run_job(job: GridJob, results_dir: str, threads: int | None = None) -> dict:
         headline = f"best {ex.searched_graph(ex.dsa_search(job.profile, results_dir))}"
     elif job.kind == "evopress":
         headline = f"KL {ex.evopress(job.profile, job.spec['method'], results_dir)['fitness']:.4g}"
+    elif job.kind == "speed":
+        headline = f"measured on {ex.live_speed(job.profile, results_dir)['machine']}"
     else:
         _, record, _ = ex.run_spec(job.profile, job.spec, results_dir)
         headline = ex.headline(record)
