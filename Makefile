@@ -19,10 +19,9 @@ SPARSEGPT_SWEEP ?=
 SPARSEGPT_HESSIAN ?=
 REF ?= HEAD
 # glibc gives every freed block over 32 MB back to the OS, so each forward pays its page faults again
-# (logits of 1024 x 49152 floats are 200 MB): on a 2-core VM that was up to half of a LoRA step in system
-# time. Keep freed memory in the process heap instead: a Wanda run with 4 LoRA steps took 100 s instead of
-# 128 (peak RSS 4.4 GiB instead of 4.2), same numbers to the last bit (torch aligns every tensor to 64
-# bytes either way). Set either variable to override. dlp-prune and dlp-search do the same on their own
+# (logits of 1024 x 49152 floats are 200 MB), which on a small VM can be a large share of a LoRA step.
+# Keep freed memory in the process heap instead: the same numbers to the last bit (torch aligns every
+# tensor to 64 bytes either way), a little more peak memory. Set either variable to override. dlp-prune and dlp-search do the same on their own
 # (dlp_lib/heap.py, through mallopt) when neither variable is set.
 export MALLOC_MMAP_MAX_ ?= 0
 export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
@@ -203,6 +202,9 @@ bench-speedup-graphs: $(STAMP) ## 2:4 vs dense replayed from CUDA graphs: produc
 bench-kill-resume: $(STAMP) ## SIGKILL make reproduce (smoke) 10 times, resume, check records and tables (ARGS="--kills 3")
 	$(PY) bench/kill_resume.py $(ARGS)
 
+bench-reproduce: $(STAMP) ## make reproduce on a fresh clone with an empty cache: its cost and its tables against the committed ones (~40 min)
+	$(PY) bench/fresh_reproduce.py --profile $(PROFILE) $(ARGS)
+
 bench-memory: $(STAMP) ## peak memory of pruning a random LLaMA-2-7B-width model vs dlp_lib.memory's estimate; 7B/13B/70B table
 	$(PY) bench/memory.py
 
@@ -214,4 +216,4 @@ clean: ## remove caches, build files, results/ and failed runs (keeps .venv and 
 distclean: clean ## also remove .venv and the dlp_lib cache (~/.cache/dlp_lib or DLP_CACHE_DIR)
 	rm -rf $(VENV) $(ENGINES_VENV) "$${DLP_CACHE_DIR:-$$HOME/.cache/dlp_lib}"
 
-.PHONY: help venv engines-venv bench-engines bench-speedup-graphs test test-fast lint format rehearsal-assets rehearse-gpu bench bench-gpu bench-hessian bench-speedup bench-kill-resume bench-memory clean distclean reproduce figures render records check-reproduction dsa-search evopress-search FORCE $(NOTEBOOKS)
+.PHONY: help venv engines-venv bench-engines bench-speedup-graphs test test-fast lint format rehearsal-assets rehearse-gpu bench bench-gpu bench-hessian bench-speedup bench-kill-resume bench-reproduce bench-memory clean distclean reproduce figures render records check-reproduction dsa-search evopress-search FORCE $(NOTEBOOKS)

@@ -76,9 +76,12 @@ def test_archive_copies_every_json_record_and_nothing_else(tmp_path):
     (records / "stale.json").write_text("{}")  # a record of an earlier reproduction: replaced
     assert archive.archive(results, records) == (2, len('{"config": 1}') + len('{"best": 2}'))
     assert sorted(str(p.relative_to(records)) for p in records.rglob("*") if p.is_file()) == [
+        "README.md",
         "aa.json",
         "dsa_search/bb.json",
     ]
+    readme = (records / "README.md").read_text()
+    assert "2 JSON files" in readme and "- `<key>.json` (1)" in readme and "- `dsa_search/` (1): DSA's" in readme
     assert (records / "dsa_search" / "bb.json").read_text() == '{"best": 2}'
     assert not list(tmp_path.glob(".records.*"))  # no staging folder left behind
 

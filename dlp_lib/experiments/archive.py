@@ -1,5 +1,6 @@
 """The committed records: a copy of a reproduction's results folder (the JSON records, dense statistics,
-searches and speed measurements; never a cache of model tensors), which ``make render`` reads.
+searches and speed measurements; never a cache of model tensors), with a README that says what is there,
+which ``make render`` reads.
 
     python -m dlp_lib.experiments.archive --results results --records records
 """
@@ -7,12 +8,14 @@ searches and speed measurements; never a cache of model tensors), which ``make r
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..results import machine_label
 
 
 def record_files(results: Path) -> list[Path]:
@@ -21,11 +24,54 @@ def record_files(results: Path) -> list[Path]:
     return sorted(p.relative_to(results) for p in results.rglob("*.json") if p.is_file())
 
 
+README = "README.md"
+
+
+def describe(records: Path, files: list[Path], size: int) -> str:
+    """The README of a records folder: what each kind of file is, where it was computed, how to find the
+    record behind a table cell."""
+    machines = set()
+    for name in files:
+        try:
+            record = json.loads((records / name).read_text())
+        except (OSError, ValueError):
+            continue
+        info = record.get("hardware") if isinstance(record, dict) else None
+        if isinstance(info, dict):
+            machines.add(machine_label(info))
+    top = [name for name in files if len(name.parts) == 1]
+    folders = sorted({name.parts[0] for name in files if len(name.parts) > 1})
+    lines = [
+        "# The records behind the committed tables and figures",
+        "",
+        f"{len(files)} JSON files, {size / 1e6:.2f} MB, copied by `make records` from the `results/` folder of a",
+        "`make reproduce` (quick profile, embedded model); `make render` rebuilds every table and figure from them",
+        "without running a model. Written by `python -m dlp_lib.experiments.archive`: do not edit by hand.",
+        "",
+        f"- `<key>.json` ({len(top)}): one run each: its full configuration (`config`; `key` is a hash of it),",
+        "  package versions, the machine (`hardware`), per-block target and achieved sparsities, perplexity,",
+        "  zero-shot accuracies or LoRA curves where the run had them, and timings. The `key` column of",
+        "  `tables/main_table_runs.csv` and `tables/zero_shot_runs.csv`, and the runs table of each executed",
+        "  notebook, name the file behind each cell.",
+    ]
+    kinds = {
+        "dense_statistics": "the dense model's per-block statistics that OWL, DLP and DSA allocate from",
+        "dsa_search": "DSA's allocation search: every candidate expression, its fitness and the history",
+        "evopress_search": "EvoPress's searches, one per pruner, and (`checked/`) the allocations notebook 11 ran",
+        "speed": "notebook 09's CPU speed measurements",
+    }
+    for folder in folders:
+        count = sum(1 for name in files if name.parts[0] == folder)
+        lines.append(f"- `{folder}/` ({count}): {kinds.get(folder, 'records of another kind')}.")
+    lines += ["", "Computed on: " + ("; ".join(sorted(machines)) or "(the records do not say)") + "."]
+    return "\n".join(lines) + "\n"
+
+
 def archive(results: str | os.PathLike, records: str | os.PathLike) -> tuple[int, int]:
     """Replace ``records`` with a copy of the JSON files under ``results``; ``(files, bytes)``.
 
     Refused before anything is written if ``results`` holds no record, or if ``records`` holds a file
-    this function would not have written (anything but JSON): it is replaced whole, and a user's own
+    this function would not have written (anything but JSON and its README): it is replaced whole, and a user's own
     file must not go with it. The new copy is built beside it and renamed into place."""
     results, records = Path(results), Path(records)
     files = record_files(results) if results.is_dir() else []
@@ -34,7 +80,7 @@ def archive(results: str | os.PathLike, records: str | os.PathLike) -> tuple[int
     if records.exists():
         if not records.is_dir():
             raise ConfigError(f"{records} is a file; move it away or pass another --records folder")
-        foreign = [p for p in records.rglob("*") if p.is_file() and p.suffix != ".json"]
+        foreign = [p for p in records.rglob("*") if p.is_file() and p.suffix != ".json" and p.name != README]
         if foreign:
             raise ConfigError(f"{records}/ holds files that are not records (e.g. {foreign[0]}): move them away first")
     staging = records.with_name(f".{records.name}.new")
@@ -45,6 +91,7 @@ def archive(results: str | os.PathLike, records: str | os.PathLike) -> tuple[int
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(results / name, target)
         size += target.stat().st_size
+    (staging / README).write_text(describe(staging, files, size))
     old = records.with_name(f".{records.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if records.exists():

@@ -14,13 +14,13 @@ from .specs import notebook_specs
 log = logging.getLogger(__name__)
 
 # rough seconds per run of the quick profile on a 2-core CPU, for planning only: an Intel Xeon (AVX-512,
-# MKL), from the records of a fresh-clone `make reproduce` (2026-12-03); an AMD EPYC with AVX-512 was
-# about 1.25x slower, one with AVX2 kernels only 1.9x (the slowest seen: size the profile for it).
+# MKL), read from the timings of run records such as the committed ones in records/; slower CPUs (AVX2
+# kernels only) take up to about twice as long: size the profile for them.
 # "dense" is one perplexity evaluation; "zero_shot" replaces it in a run that evaluates zero-shot
 # accuracy instead (7 tasks, limit 12); "lora_1k_tokens" is LoRA recovery per 1024 training tokens (a
 # forward and backward pass; a recovery run also evaluates twice more); "speedup" is notebook 09's live
-# measurement; "setup" is the virtual environment plus the notebooks' own time, set so that the
-# estimate of that run's profile equals its 34 min 17 s
+# measurement; "setup" is the virtual environment plus the notebooks' own time, set so that the quick
+# profile's estimate comes near a measured fresh-clone run (bench/results/reproduce-quick-*.md)
 QUICK_SECONDS = {
     "dense": 8,
     "magnitude": 9,
