@@ -11,10 +11,10 @@ _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)  # no bfloat16 in 
 def kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k``-th smallest value (1-based, like ``torch.kthvalue``) along the last dimension, kept as a
     dimension of size 1. The k-th order statistic is one value whichever algorithm finds it, so this
-    equals ``torch.kthvalue`` (as values: of two tied zeros either sign may come back). On a CPU, with
-    finite values, it uses NumPy's introselect, 3-10x faster; on CUDA :func:`kth_smallest_by_topk`, 50-150x
-    faster than ``torch.kthvalue`` there; NaN rows and bfloat16 on a CPU, and other devices, take
-    ``torch.kthvalue`` (MPS has none: its values go through the CPU)."""
+    equals ``torch.kthvalue`` (as values: of two tied zeros either sign may come back). On a CPU, with finite
+    values, it uses NumPy's introselect, which is faster; on CUDA :func:`kth_smallest_by_topk`, 19-330x faster than
+    ``torch.kthvalue`` on an H200 (bench/results/h200-2026-12-04/select.json); NaN rows and bfloat16 on a CPU, and
+    other devices, take ``torch.kthvalue`` (MPS has none: its values go through the CPU)."""
     if values.device.type == "cpu" and values.dtype in _NUMPY_FLOATS and bool(torch.isfinite(values).all()):
         selected = np.partition(values.detach().numpy(), k - 1, axis=-1)[..., k - 1 : k]
         return torch.from_numpy(np.ascontiguousarray(selected))
@@ -45,9 +45,9 @@ def per_row_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Prune exactly ``int(d_in * sparsity)`` lowest-scoring weights in every output row (Wanda's
     comparison group). Ties are broken by column order (stable sort), so the mask is deterministic.
 
-    Computed with a selection instead of the reference's full stable sort (about 2x faster on a
-    CPU): every score below the row's k-th smallest, then the leftmost of those equal to it, which
-    is exactly the first ``k`` indices of the stable sort. Rows with NaN take the sort itself."""
+    Computed with a selection instead of the reference's full stable sort (less work than sorting): every score
+    below the row's k-th smallest, then the leftmost of those equal to it, which is exactly the first ``k`` indices
+    of the stable sort. Rows with NaN take the sort itself."""
     k = int(score.shape[1] * sparsity)
     if k == 0:
         return torch.zeros_like(score, dtype=torch.bool)

@@ -65,7 +65,7 @@ class Hessian:
     ``x^T x`` is symmetric, so each update computes only the upper triangle, one band of rows at a
     time (about 60% of the matrix product's work), and mirrors it into the lower one. Every entry is
     the same dot product over the tokens as in the full product, summed in an order the BLAS picks: on
-    the AMD EPYC that made earlier committed results it equals ``addmm_(x.t(), x)`` bit for bit (checked
+    an AMD EPYC it equals ``addmm_(x.t(), x)`` bit for bit (checked
     with MKL's AVX-512, AVX2 and SSE4.2 code paths); on an Intel Xeon, MKL picks other kernels by shape
     and most entries differ in their last bits, no further from the exact values (tests/test_stats.py).
 

@@ -57,7 +57,7 @@ _DEFAULTS = dict(
     allocations=["uniform", "owl", "dlp"],
     # single runs on the profile's seed; the 70% points are the main table's (with their seed range)
     sweep={"wanda": [0.6, 0.7, 0.8], "sparsegpt": [0.5, 0.6, 0.7, 0.8]},
-    # the sweep's allocations: Uniform against DLP (OWL's curve costs 2.5 min of a 2-core AVX2 CPU here;
+    # the sweep's allocations: Uniform against DLP (OWL's curve would add 7 runs;
     # the paper profile sweeps all of `allocations`)
     sweep_allocations=["uniform", "dlp"],
     # allocation-only sensitivity: densities from the cached dense statistics, no pruning
@@ -78,8 +78,8 @@ _DEFAULTS = dict(
     # machine (other BLAS kernels, other rounding) should expect
     float_sensitivity={
         # DLP too: it prunes some blocks beyond 70%, which makes SparseGPT's runs noisier than Uniform's
-        # (σ of ln ppl 0.07 against 0.04 on an Intel Xeon); a cell takes the largest tolerance measured
-        # for its pruner and sparsity, so OWL and DSA rows get the larger of the two
+        # (tables/reproduction_tolerance.md: σ of ln ppl 0.078 against 0.053); a cell takes the largest
+        # tolerance measured for its pruner and sparsity, so OWL and DSA rows get the larger of the two
         "cells": [
             {"method": "wanda", "allocation": "uniform", "sparsity": 0.7},
             {"method": "wanda", "allocation": "dlp", "sparsity": 0.7},
@@ -88,8 +88,8 @@ _DEFAULTS = dict(
             {"method": "wanda", "allocation": "uniform", "sparsity": 0.8},
         ],
         # four: the standard deviation of 3 runs (2 draws) comes out under half the true one one time in
-        # five, of 5 runs one in 11 (of 7: one in 25, but 10 more runs: 4.5 min of a 2-core AVX2 CPU);
-        # SparseGPT's ±12% from 3 runs missed an Intel CPU's x0.80-x1.23
+        # five, of 5 runs one in 11 (of 7: one in 25, but 10 more runs);
+        # SparseGPT's ±12% from 3 runs missed another CPU's moves (tests/fixtures/reproduction/amd_epyc_cfe313b)
         "draws": 4,
         # a larger ε samples no wider: 6 draws each at 1e-5, 1e-4 and 1e-3 gave SparseGPT-Uniform 70% a σ
         # of ln ppl of 0.043, 0.044 and 0.026 and Wanda's 0.078, 0.054 and 0.045 (1e-6: 0.048, 0.053)
@@ -104,14 +104,14 @@ _DEFAULTS = dict(
         "add_bos_token": False,  # the papers' code passed no special tokens
         "source": "local",  # the shipped task data (dlp_lib.zeroshot); "hub" downloads lm-eval's
         "methods": ["wanda"],
-        # Uniform against DLP: 12 examples per task pin an OWL row down too little for its 2.7 min of a
-        # 2-core AVX2 CPU (paper: every allocation)
+        # Uniform against DLP: 12 examples per task pin an OWL row down too little for its 3 more runs
+        # (paper: every allocation)
         "allocations": ["uniform", "dlp"],
     },
     # LoRA recovery (notebook 08): each pruner x allocation at the main sparsity on the profile's seed,
     # then a LoRA adapter trained on the calibration side of the data (dlp_lib.recovery.RecoveryConfig
-    # fields in "settings"). Quick: 12 steps of 4 x 256 tokens (~100 s of a 2-core CPU) at a 40x larger
-    # learning rate than the papers' (their 234 steps of 128 x 1024 tokens take ~12 GPU-hours on LLaMA-7B).
+    # fields in "settings"). Quick: 12 steps of 4 x 256 tokens at a 40x larger learning rate than the
+    # papers' (their 234 steps of 128 x 1024 tokens: bench/results/h200-2026-12-04/lora-cuda.json projects them).
     recovery={
         "methods": ["wanda"],
         "allocations": ["uniform", "dlp"],  # paper: OWL too (here 2.7 min of a 2-core AVX2 CPU)
@@ -129,8 +129,8 @@ _DEFAULTS = dict(
     },
     # what sparse weights buy at inference (notebook 09), measured live on this machine's CPU: y = x W^T at
     # the first `linears` LLaMA-2 linear shapes of `shapes` (or explicit [label, out, in] triples), dense
-    # against 70% and 2:4 weights in each of `formats` (CSC, 50-300x slower than dense here, is left to
-    # make bench-speedup); end to end, the profile's model pruned by magnitude with its linears in CSR
+    # against 70% and 2:4 weights in each of `formats` (CSC, far slower than dense in bench/results/speedup-cpu.md,
+    # is left to make bench-speedup); end to end, the profile's model pruned by magnitude with its linears in CSR
     # (prefill `prompt_tokens`, then `decode_tokens` steps)
     speedup={
         "shapes": "7b",
@@ -145,8 +145,9 @@ _DEFAULTS = dict(
     # DSA's allocation search (dlp_lib.search; run by notebook 03 for its DSA rows, shown by notebook 10):
     # evolution over allocation expressions with `method` at the main sparsity; a candidate's fitness is
     # its perplexity on `windows` search windows of the calibration side after pruning with `nsamples` x
-    # `seqlen` calibration windows (a proxy of the table's runs, ~6 s a candidate here). `proxy_check`
-    # candidates are then also run with the table's settings, to measure how well the proxy ranks them.
+    # `seqlen` calibration windows (a proxy of the table's runs; seconds per candidate in
+    # tables/dsa_search_candidates.csv). `proxy_check` candidates are then also run with the table's settings,
+    # to measure how well the proxy ranks them.
     # Other SearchConfig fields (elite, tournament, crossover, mutation, max_pre, max_post) may be set.
     dsa_search={
         "method": "wanda",
@@ -163,8 +164,9 @@ _DEFAULTS = dict(
     # levels each way of the main sparsity, from the table's calibration windows; KL from the dense model on
     # `windows` calibration-side windows of `window_seqlen` tokens; `offspring` children per generation,
     # `survivors` kept by each selection stage of `tokens` tokens (EvoPress: 64 offspring, 8 -> 2 -> 1 on 2k ->
-    # 16k -> 64k tokens, 400 generations). Quick: ~4.5 s a generation here. `proxy_check` allocations along the
-    # search (the Uniform start and the last included) are scored on every window and run with the table's settings.
+    # 16k -> 64k tokens, 400 generations). Quick: seconds per generation in tables/evopress_search.csv.
+    # `proxy_check` allocations along the search (the Uniform start and the last included) are scored on every
+    # window and run with the table's settings.
     evopress_search={
         "methods": ["wanda", "sparsegpt"],
         "granularity": "linear",
@@ -184,7 +186,7 @@ PROFILES: dict[str, dict] = {
     # CI: every notebook end to end in a few minutes on 2 CPU cores: dense, Wanda x 3 allocations at 70%
     # on 2 seeds, 2 float-sensitivity draws, magnitude 2:4 uniform and DLP, zero-shot on 2 examples per
     # task; the other grids reuse them. Even a tiny window
-    # count leaves ~20-60 s per pruned run (sorting 106M weights), and SparseGPT's column sweep costs minutes.
+    # count leaves a pruned run's sorting of 106M weights, and SparseGPT's column sweep costs minutes.
     "smoke": dict(
         _DEFAULTS,
         nsamples=2,

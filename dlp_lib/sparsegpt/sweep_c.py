@@ -1,9 +1,9 @@
 """SparseGPT's column sweep on a CPU as a small C function (``sweep.c``), compiled on first use.
 
 The PyTorch loop spends most of its time in call overhead and in passes over memory: four calls and
-five passes over the block's later columns per column. The C loop does the same float32 operations
-on 32 rows at a time in a cache-resident buffer (a whole solve of one of the embedded model's layers about
-1.5x faster) and is bit-identical to the PyTorch loop (no fused multiply-add, no reassociation: ``COMPILE_FLAGS``).
+five passes over the block's later columns per column. The C loop does the same float32 operations on 32 rows at a
+time in a cache-resident buffer (faster than the PyTorch loop on a CPU) and is bit-identical to the PyTorch loop (no
+fused multiply-add, no reassociation: ``COMPILE_FLAGS``).
 
 The shared library is built with the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``)
 into the cache directory, once per source and compiler. Without a compiler, or if the build fails,

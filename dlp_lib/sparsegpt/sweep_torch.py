@@ -9,7 +9,7 @@ def torch_sweep(W1, U1, d1, mask1, nm):
     """One block's column sweep: prune column i (its mask entries to 0) and push the error onto the
     block's later columns, one column at a time. Returns the pruned block and its errors (rows x width).
 
-    The PyTorch loop works on the block transposed, so that each column is a contiguous row (2x faster on a
+    The PyTorch loop works on the block transposed, so that each column is a contiguous row (faster on a
     CPU), and writes every result in place: the error straight into its row, the rank-1 update's products
     into one buffer. The arithmetic is the reference's, element by element, so the result is bit-identical
     to it: ``err = (w - q) / d`` is ``w / d`` where pruned and 0 elsewhere, column i needs no update of its
