@@ -9,6 +9,7 @@ import gzip
 import json
 
 import pytest
+from conftest import make_tiny_model
 
 from dlp_lib import hub, pipeline
 from dlp_lib.cli import evopress as evopress_cli, main, search as search_cli
@@ -48,19 +49,8 @@ def hub_never_asked(monkeypatch):
 def llama_dir(tmp_path):
     """A local Hugging Face folder: a tiny random LLaMA built from a config (no tokenizer: nothing here
     gets as far as reading text)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    config = LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
     path = tmp_path / "tiny-llama"
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    make_tiny_model("llama").save_pretrained(path)
     return path
 
 

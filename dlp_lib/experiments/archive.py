@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files, size = archive(args.results, args.records)
     except (ConfigError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
     print(f"{files} records ({size / 1e6:.2f} MB) copied from {args.results}/ into {args.records}/")
     return 0
