@@ -56,6 +56,7 @@ NOTEBOOKS = {
     "06": "06 N:M sparsity",
     "07": "07 zero-shot",
     "08": "08 LoRA recovery",
+    "09": "09 speed (its CPU measurement)",
     "10": "10 DSA search",
     "11": "11 EvoPress search",
 }
@@ -301,6 +302,8 @@ def project(paper: dict, units: dict, fallback: dict, nsamples: int) -> dict:
             notebook, seconds = "01", unit["statistics"] * calibration
         elif job.kind == "evopress":
             notebook, seconds = "11", dry  # the cost model's: the slice runs 2 generations of Wanda's only
+        elif job.kind == "speed":
+            notebook, seconds = "09", dry  # notebook 09's measurement runs on the CPU: the cost model's
         elif job.kind == "search" or job.pending:
             notebook = "10"
             if job.kind == "search":
