@@ -61,3 +61,32 @@ def test_the_python_example_runs():
     assert done.returncode == 0, done.stderr[-2000:]
     densities, perplexity = done.stdout.rsplit("]", 1)
     assert len(densities.strip("[").split(",")) == 30 and float(perplexity) > 1
+
+
+def test_the_llama2_block_quotes_its_committed_measurements():
+    """The time and memory the README promises for LLaMA-2-7B are the H200 run's, to the digit shown."""
+    import json
+
+    result = json.loads((ROOT / "bench/results/h200-2026-12-04/gpu-7b-wanda.json").read_text())
+    runs = {run["run"]: run for run in result["runs"]}
+    block = README[README.index("## Prune LLaMA-2-7B") : README.index("## Two commands")]
+    for figure in (
+        f"{result['dense_statistics_seconds']:.1f} s (peak {result['dense_statistics_peak_gib']:.1f} GiB",
+        f"{runs['wanda DLP']['seconds']:.1f} s (peak {runs['wanda DLP']['peak_gib']:.1f} GiB)",
+        f"{runs['wanda --offload']['seconds']:.1f} s at a peak of {runs['wanda --offload']['peak_gib']:.1f} GiB",
+    ):
+        assert figure in " ".join(block.split()), figure
+    assert "76.84, OWL 30.58, **DLP 22.79** (dense 5.47)" in block  # the DLP authors' table for LLaMA-2-7B
+
+
+def test_the_notebook_costs_are_the_committed_fresh_clone_run():
+    """Each notebook's minutes in the README's cost table, and the total, are those of the fresh-clone run
+    the README names (bench/fresh_reproduce.py's output)."""
+    import json
+
+    (name,) = set(re.findall(r"bench/results/(reproduce-quick-[a-z0-9-]+)\.md", README))
+    result = json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text())
+    quoted = dict(re.findall(r"^\| `(\d\d_[a-z_]+)` \|.*\| ([0-9.]+) min \|", README, re.M))
+    assert quoted == {nb: f"{seconds / 60:.1f}" for nb, seconds in result["notebook_seconds"].items()}
+    total = (result["venv_seconds"] + result["reproduce_seconds"]) / 60
+    assert f"{total:.1f} minutes" in README
