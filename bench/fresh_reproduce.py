@@ -35,7 +35,9 @@ from dlp_lib.results import hardware, machine_label  # noqa: E402
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
+    """``Intel(R) Xeon(R) Processor`` -> ``intel-xeon``: the CPU's name for a file name."""
+    text = re.sub(r"\((r|tm)\)|\bprocessor\b|\bcpu\b", " ", text.lower())
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:40]
 
 
 def timed(command: list[str], cwd: Path, env: dict, log: Path) -> tuple[float, int, float | None]:
