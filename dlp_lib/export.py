@@ -15,13 +15,16 @@ opset 14 with eager attention: DeepSparse 1.8 (onnx 1.14) reads them and compile
 dynamo exporter's opset-18 graph of the same model ran about 50 times slower in it (parts left to its
 fallback). The pruned weights are stored as they are, zeros included: what an engine does with them is its
 own business (``dlp_lib.engines``).
+
+The folder also gets ``dlp_lib-manifest.json``, the list of files written (:mod:`dlp_lib.outputs`): an
+export goes to a new or empty folder, or replaces an earlier export (``overwrite=True``) only if that
+holds nothing else and nothing changed since; no file of another is ever deleted.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
+import os
 import warnings
 from pathlib import Path
 
@@ -30,6 +33,7 @@ import torch
 
 from .config import ConfigError
 from .engines import graph_inputs
+from .outputs import directory_output
 
 OPSET = 14
 PROMPT_TEXT = (
@@ -99,10 +103,14 @@ def step_inputs(model, tokenizer, prompt_tokens: int) -> dict:
     return {name: t.detach().float().numpy() if t.is_floating_point() else t.numpy() for name, t in arrays.items()}
 
 
-def export_onnx(model, tokenizer, directory: str | Path, prompt_tokens: int = 128) -> dict:
-    """Write ``prefill.onnx``, ``decode.onnx`` and ``reference.npz`` into ``directory`` (see the module's
-    docstring); the model must be on the CPU in float32 (what every engine here reads). Written into a
-    temporary folder first, so an interrupted export leaves nothing behind. Returns the three paths."""
+def export_onnx(
+    model, tokenizer, directory: str | os.PathLike, prompt_tokens: int = 128, overwrite: bool = False
+) -> dict:
+    """Write ``prefill.onnx``, ``decode.onnx``, ``reference.npz`` and the manifest into ``directory`` (see the
+    module's docstring); the model must be on the CPU in float32 (what every engine here reads). The folder
+    is checked before the tracing: new or empty, or with ``overwrite`` an earlier export, else a one-line
+    ConfigError. Written into a temporary folder beside it first, so an interrupted export leaves nothing
+    behind; a replaced folder keeps its permissions. Returns the three paths."""
     if prompt_tokens < 1:
         raise ConfigError(f"prompt_tokens must be at least 1; got {prompt_tokens}")
     parameter = next(model.parameters())
@@ -114,10 +122,8 @@ def export_onnx(model, tokenizer, directory: str | Path, prompt_tokens: int = 12
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions and prompt_tokens + 1 > positions:
         raise ConfigError(f"prompt_tokens + 1 = {prompt_tokens + 1} exceeds the model's {positions} positions")
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=directory.parent))
-    try:
+    directory = Path(directory).expanduser()
+    with directory_output(directory, "the ONNX export", "an ONNX export", overwrite) as staging:
         reference = step_inputs(model, tokenizer, prompt_tokens)
         np.savez(staging / "reference.npz", **reference)
         blocks = model.config.num_hidden_layers
@@ -138,10 +144,4 @@ def export_onnx(model, tokenizer, directory: str | Path, prompt_tokens: int = 12
                     output_names=["logits", *present],
                     do_constant_folding=True,
                 )
-        if directory.exists():
-            shutil.rmtree(directory)
-        staging.rename(directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return {name: directory / name for name in ("prefill.onnx", "decode.onnx", "reference.npz")}

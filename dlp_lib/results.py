@@ -1,14 +1,17 @@
 """Result records: one JSON per run, with the full configuration, package versions, per-block
-sparsities, perplexity and timings; cached by a hash of the configuration; written atomically."""
+sparsities, perplexity and timings; cached by a hash of the configuration; written atomically. A path a
+user gives for a record (``--save``) may take only a record: a file there that is not one is left alone."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 from importlib import metadata
 from pathlib import Path
 
-from .cache import stable_hash, write_json_atomic
+from .cache import OutputError, check_writable, stable_hash, write_json_atomic
+from .evopress_file import FORMAT as EVOPRESS_FORMAT
 
 VERSIONED_PACKAGES = ("dlp_lib", "torch", "transformers", "datasets", "lm_eval", "accelerate", "numpy")
 
@@ -126,3 +129,48 @@ def load_record(path: str | Path) -> dict | None:
 
 def save_record(path: str | Path, record: dict) -> None:
     write_json_atomic(path, record)
+
+
+# the fields that tell each kind of record a command writes with --save
+RUN_FIELDS = ("config", "versions")  # dlp-prune (pipeline.run)
+SEARCH_FIELDS = ("best", "candidates", "history", "config", "fitness")  # dlp-search (SearchResult.to_dict)
+RECORD_BYTES = 2**30  # a larger file is no record: not read to find out
+
+
+def is_record(obj) -> bool:
+    """Whether ``obj``, a parsed JSON file, is a record a dlp_lib command writes with ``--save``: a run's
+    (dlp-prune), a DSA search's (dlp-search) or an EvoPress search's (dlp-evopress)."""
+    if not isinstance(obj, dict):
+        return False
+    run, search = (all(k in obj for k in fields) for fields in (RUN_FIELDS, SEARCH_FIELDS))
+    return run or search or obj.get("format") == EVOPRESS_FORMAT
+
+
+def _reads_as_record(path: Path) -> bool:
+    try:
+        if path.stat().st_size > RECORD_BYTES:
+            return False
+        with open(path, "rb") as f:
+            if f.read(64).lstrip()[:1] != b"{":
+                return False
+        return is_record(json.loads(path.read_text()))
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+        return False
+
+
+def check_record_path(path: str | os.PathLike, what: str, example: str | None = None) -> Path:
+    """Raise ConfigError (one line) unless the record ``what`` may be written at ``path``: a writable place
+    whose names the file system can hold, and either nothing there or a dlp_lib record (:func:`is_record`,
+    of any command: re-running replaces its own record). A directory is refused (naming ``example``, a
+    file name for in it, if given), as is any other file: it is not ours to replace. Returns ``path``."""
+    path = Path(path).expanduser()
+    check_writable(path, what)  # names the file system can hold, before a stat of them could fail
+    if path.is_dir():
+        hint = f"give a file path such as {path / example}" if example else "move it away or give another path"
+        raise OutputError(f"cannot write {what} to {path}: it is a directory; {hint}")
+    if path.exists() and not _reads_as_record(path):
+        raise OutputError(
+            f"cannot write {what} to {path}: a file that is not a dlp_lib record is there, and it is left as it is; "
+            "give another path, or move it away"
+        )
+    return path

@@ -2,9 +2,14 @@
 
 The directory holds the weights (safetensors, zeros stored densely: the file is as large as the dense
 model's), the tokenizer, and ``sparsity.json``: the achieved sparsity per block, per linear and
-overall, with the allocation and pruning sections of the run's record when given. It is written into
-a temporary directory beside the target and renamed at the end, so an interrupted save leaves nothing
+overall, with the allocation and pruning sections of the run's record when given, and
+``dlp_lib-manifest.json``, the list of files written (:mod:`dlp_lib.outputs`). It is written into a
+temporary directory beside the target and renamed at the end, so an interrupted save leaves nothing
 half-written.
+
+A save never deletes a file it did not write: the target may be a new or empty directory, or (with
+``overwrite=True``; dlp-prune's ``--overwrite``) a directory an earlier save wrote that holds nothing
+else and nothing changed since; anything else is refused with one line before any work.
 
 A LoRA-recovered model (a peft model: sparse base + unmerged adapter, :mod:`dlp_lib.recovery`) is saved
 as the sparse base in the directory itself and the adapter in peft format in ``adapter/``;
@@ -20,32 +25,55 @@ Example::
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import atomic_path
 from .config import ConfigError
 from .layers import unwrapped
+from .outputs import MANIFEST, check_output_directory, directory_output
 from .prune import decoder_sparsity
 
 SPARSITY_FILE = "sparsity.json"
 ADAPTER_DIR = "adapter"
+WHAT, KIND = "the pruned model", "a saved model"
 
 
-def check_save_directory(directory: str | Path) -> Path:
-    """Raise ConfigError unless ``directory`` can be (re)written by :func:`save_pruned_model`.
+@dataclass(frozen=True)
+class SaveTarget(os.PathLike):
+    """A save directory with the caller's permission to replace an earlier save there: a path wherever
+    one is taken (``pipeline.run(save_model=...)`` hands it to :func:`save_pruned_model` as it is), so the
+    permission a command line gave (``--overwrite``) reaches the save and its message names that flag."""
 
-    A save replaces the whole directory, so only a missing or empty directory, or one that a previous
-    save wrote (it holds ``sparsity.json``), may be given; anything else is refused rather than deleted.
-    """
-    path = Path(directory).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"cannot save the model to {path}: it is a file; give a directory path")
-    if path.is_dir() and any(path.iterdir()) and not (path / SPARSITY_FILE).is_file():
+    path: str | os.PathLike
+    overwrite: bool = False
+    flag: str = "overwrite=True"
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return os.fspath(self.path)
+
+
+def _older_save(path: Path) -> list[str] | None:
+    """A folder without a manifest that an older dlp_lib saved (it holds sparsity.json) is refused: which of
+    its files that save wrote, and which were added or edited since, cannot be told, so none is deleted;
+    any other folder without a manifest is not a saved model (None)."""
+    if (path / SPARSITY_FILE).is_file():
         raise ConfigError(
-            f"{path} exists and is not a directory written by dlp_lib (no {SPARSITY_FILE}); "
-            "saving would replace its contents: give a new or empty directory"
+            f"{path} holds a model saved by an older dlp_lib ({SPARSITY_FILE}, no {MANIFEST}), whose files cannot "
+            "be told from ones added since: delete it yourself if nothing in it is yours, or give a new directory"
         )
-    return path
+
+
+def check_save_directory(directory: str | os.PathLike, overwrite: bool = False, flag: str = "overwrite=True") -> Path:
+    """Raise ConfigError unless :func:`save_pruned_model` may write ``directory``: names the file system can
+    hold in a writable place; a missing or empty directory; or, with ``overwrite`` (``flag`` is how the
+    caller spells it, for the message), one an earlier save wrote whose manifest lists all it holds,
+    unchanged. A file, a link, a folder with anything else in it, or a model saved before the manifest
+    (sparsity.json without it) is refused, never deleted. Returns the path."""
+    return check_output_directory(directory, WHAT, KIND, overwrite, flag, legacy=_older_save)
 
 
 def sparsity_summary(model, record: dict | None = None) -> dict:
@@ -60,21 +88,29 @@ def sparsity_summary(model, record: dict | None = None) -> dict:
     return summary
 
 
-def save_pruned_model(model, tokenizer, directory: str | Path, record: dict | None = None) -> Path:
-    """Write ``model`` (safetensors), ``tokenizer`` (if not None) and ``sparsity.json`` to ``directory``.
+def save_pruned_model(
+    model, tokenizer, directory: str | os.PathLike, record: dict | None = None, overwrite: bool = False
+) -> Path:
+    """Write ``model`` (safetensors), ``tokenizer`` (if not None), ``sparsity.json`` and the manifest to
+    ``directory``.
 
     Args:
         model: a (pruned) transformers causal LM of a supported architecture.
         tokenizer: its tokenizer, or None to save the weights only.
-        directory: the output directory; replaced as a whole if a previous save wrote it.
+        directory: the output directory, new or empty (:func:`check_save_directory`; checked before
+            the work and again before the rename); a :class:`SaveTarget` carries ``overwrite`` with it.
         record: a result record from ``pipeline.run``; its allocation, pruning and recovery sections go
             into sparsity.json.
+        overwrite: replace the directory an earlier save wrote, as a whole, if it holds nothing else and
+            nothing in it changed; its permission bits are kept.
 
-    Returns the directory's path.
+    Returns the directory's path. A place that cannot take it (a full disk, ...) raises a one-line
+    ConfigError (``cache.OutputError``); the directory is then as it was.
     """
-    path = check_save_directory(directory)
-    summary = sparsity_summary(model, record)
-    with atomic_path(path) as tmp:
+    overwrite = overwrite or getattr(directory, "overwrite", False)
+    flag = getattr(directory, "flag", "overwrite=True")
+    with directory_output(directory, WHAT, KIND, overwrite, flag, legacy=_older_save) as tmp:
+        summary = sparsity_summary(model, record)
         if is_adapted(model):
             save_base_weights(model, tmp)
             model.save_pretrained(tmp / ADAPTER_DIR)  # peft: adapter_config.json + adapter_model.safetensors
@@ -83,7 +119,7 @@ def save_pruned_model(model, tokenizer, directory: str | Path, record: dict | No
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         (tmp / SPARSITY_FILE).write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    return path
+    return Path(directory).expanduser()
 
 
 def is_adapted(model) -> bool:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlp_lib import engines, export, rehearsal
+from dlp_lib import engines, export, outputs, rehearsal
 from dlp_lib.config import ConfigError, PruneConfig
 from dlp_lib.models import load_model
 from dlp_lib.prune import prune_model
@@ -63,7 +63,9 @@ ENGINE_REASONS = _engine_reasons()
 # ----------------------------------------------------------------------------------------------- export
 def test_export_writes_both_graphs_and_a_reference_that_continues_the_prompt(exported):
     model, tokenizer, directory, paths = exported
-    assert sorted(p.name for p in directory.iterdir()) == ["decode.onnx", "prefill.onnx", "reference.npz"]
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        ["decode.onnx", "prefill.onnx", "reference.npz", outputs.MANIFEST]
+    )
     reference = dict(np.load(paths["reference.npz"]))
     config = model.config
     vocab, blocks = config.vocab_size, config.num_hidden_layers

@@ -1,8 +1,11 @@
-"""save_pruned_model: a pruned model saved, reloaded with transformers, identical weights and perplexity."""
+"""save_pruned_model: a pruned model saved, reloaded with transformers, identical weights and perplexity;
+a save never deletes a file it did not write, and keeps a folder's permissions."""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -11,8 +14,17 @@ from conftest import make_tiny_model
 from dlp_lib.config import ConfigError, PruneConfig
 from dlp_lib.evaluation import perplexity
 from dlp_lib.layers import decoder_blocks, linear_sublayers
+from dlp_lib.outputs import MANIFEST
 from dlp_lib.prune import decoder_sparsity, prune_model
-from dlp_lib.saving import SPARSITY_FILE, save_pruned_model
+from dlp_lib.saving import SPARSITY_FILE, SaveTarget, save_pruned_model
+
+
+def snapshot(directory):
+    """Every entry below ``directory`` with its content and modification time (folders: None)."""
+    return {
+        str(p.relative_to(directory)): None if p.is_dir() else (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+    }
 
 
 def random_windows(vocab_size: int, n: int = 4, length: int = 16) -> torch.Tensor:
@@ -110,21 +122,74 @@ def test_interrupted_save_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_overwrites_a_previous_save_but_not_a_foreign_directory(tmp_path):
+def test_a_previous_save_is_replaced_only_with_overwrite_and_only_while_it_holds_nothing_else(tmp_path):
     model, record = pruned_tiny("llama")
     out = save_pruned_model(model, None, tmp_path / "pruned", record)
-    (out / "stale.txt").write_text("from an older save")
-    save_pruned_model(model, None, out, record)
-    assert not (out / "stale.txt").exists() and (out / SPARSITY_FILE).is_file()
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert set(manifest["files"]) == {p.name for p in out.iterdir()} - {MANIFEST}  # every file it wrote, listed
+    with pytest.raises(ConfigError, match="pass overwrite=True"):
+        save_pruned_model(model, None, out, record)
+    first = (out / "model.safetensors").stat().st_mtime_ns
+    save_pruned_model(model, None, out, record, overwrite=True)
+    assert (out / "model.safetensors").stat().st_mtime_ns != first  # replaced
 
+    (out / "notes.txt").write_text("added by the user since")
+    (out / "extra").mkdir()
+    before = snapshot(out)
+    with pytest.raises(ConfigError, match=r"not a saved model dlp_lib wrote.*\(extra, notes.txt\)"):
+        save_pruned_model(model, None, out, record, overwrite=True)
+    assert snapshot(out) == before
+    (out / "notes.txt").unlink()
+    (out / "extra").rmdir()
+    (out / "config.json").write_text((out / "config.json").read_text() + " ")  # edited by hand: not ours any more
+    with pytest.raises(ConfigError, match=r"changed since \(config.json\)"):
+        save_pruned_model(model, None, out, record, overwrite=True)
+
+
+def test_a_foreign_directory_a_file_and_an_older_save_are_refused_untouched(tmp_path):
+    model, record = pruned_tiny("llama")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("precious")
-    with pytest.raises(ConfigError, match="not a directory written by dlp_lib"):
-        save_pruned_model(model, None, foreign, record)
-    assert (foreign / "thesis.tex").read_text() == "precious"
+    before = snapshot(foreign)
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match="not a directory written by dlp_lib"):
+            save_pruned_model(model, None, foreign, record, overwrite=overwrite)
+    assert snapshot(foreign) == before
 
     a_file = tmp_path / "file"
     a_file.write_text("x")
     with pytest.raises(ConfigError, match="it is a file"):
         save_pruned_model(model, None, a_file, record)
+    assert a_file.read_text() == "x"
+
+    older = save_pruned_model(model, None, tmp_path / "older", record)
+    (older / MANIFEST).unlink()  # as a save before the manifest left it
+    with pytest.raises(ConfigError, match="older dlp_lib .*delete it yourself"):
+        save_pruned_model(model, None, older, record, overwrite=True)
+    assert (older / SPARSITY_FILE).is_file()
+
+
+def test_a_save_keeps_the_folders_permissions_and_a_new_one_gets_the_umasks(tmp_path):
+    model, record = pruned_tiny("llama")
+    umask = os.umask(0)
+    os.umask(umask)
+    new = save_pruned_model(model, None, tmp_path / "new", record)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o777 & ~umask  # not a temporary folder's 0700
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o750)
+    os.chmod(empty, 0o750)
+    save_pruned_model(model, None, empty, record)
+    assert stat.S_IMODE(empty.stat().st_mode) == 0o750
+    os.chmod(empty, 0o705)
+    save_pruned_model(model, None, empty, record, overwrite=True)
+    assert stat.S_IMODE(empty.stat().st_mode) == 0o705
+
+
+def test_the_command_lines_permission_travels_with_the_path(tmp_path):
+    """pipeline.run hands --save_model to save_pruned_model as it is: a SaveTarget carries --overwrite."""
+    model, record = pruned_tiny("llama")
+    out = save_pruned_model(model, None, tmp_path / "pruned", record)
+    with pytest.raises(ConfigError, match="pass --overwrite"):
+        save_pruned_model(model, None, SaveTarget(out, False, "--overwrite"), record)
+    assert save_pruned_model(model, None, SaveTarget(out, True, "--overwrite"), record) == out

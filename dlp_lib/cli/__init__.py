@@ -3,6 +3,7 @@
 ``dlp_lib.cli.main`` is dlp-prune's entry point, as before the package existed.
 """
 
+from .destinations import record_destination  # noqa: F401
 from .flags import (  # noqa: F401
     DEFAULT_SPARSITY,
     add_calibration_arguments,
@@ -23,6 +24,5 @@ from .prune import (  # noqa: F401
     build_recovery_config,
     build_run_config,
     main,
-    record_destination,
     summary,
 )

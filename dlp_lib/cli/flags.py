@@ -146,21 +146,24 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def checked_save_path(save: str | None, example: str):
-    """``--save``: None, or a writable file path as a ``Path`` (a directory is refused, naming ``example``,
-    a file name, inside it)."""
+def checked_save_path(save: str | None, example: str, what: str = "the search result"):
+    """``--save``: None, or a ``Path`` where the record ``what`` may be written, checked before any work
+    (``results.check_record_path``): names the file system can hold in a writable place, and nothing
+    there or a dlp_lib record to replace; a directory is refused naming ``example``, a file name, inside
+    it, and any other file is refused rather than overwritten."""
     from pathlib import Path
 
     from ..cache import check_writable
     from ..config import ConfigError
+    from ..results import check_record_path
 
     if not save:
         return None
     path = Path(save).expanduser()
+    check_writable(path, what)  # a name too long: refused before the stat below would raise on it
     if path.is_dir():
         raise ConfigError(f"--save {path} is a directory; give a file path such as {path / example}")
-    check_writable(path, "the search result")
-    return path
+    return check_record_path(path, what)
 
 
 def start_command(prog: str, parser: argparse.ArgumentParser, argv, build):

@@ -15,17 +15,20 @@ Every setting is checked before the model is loaded (LoRA target names and windo
 it, before pruning); an invalid one exits with status 2 and a one-line message on stderr. The result
 record (configuration, versions, per-block sparsities, perplexity, timings; with ``--lora_steps`` the
 ``recovery`` section) is written as JSON with ``--save``.
+
+No output replaces a file dlp-prune did not write, and every output place is checked before the model
+loads: ``--save`` takes a new path or an earlier record; ``--save_model`` a new or empty directory, or with
+``--overwrite`` one an earlier ``--save_model`` wrote that holds nothing else (:mod:`dlp_lib.outputs`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
-from pathlib import Path
 
+from .destinations import RECORD, check_apart, check_model_destination, record_destination
 from .flags import (
     DEFAULT_SPARSITY,
     EVAL_DEFAULT_HELP,
@@ -185,8 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--save_model",
         default=None,
         metavar="DIR",
-        help="save the pruned model (safetensors + tokenizer + sparsity.json) to DIR; after LoRA recovery the "
-        "sparse base there and the adapter in DIR/adapter (peft format)",
+        help="save the pruned model (safetensors + tokenizer + sparsity.json) to DIR, a new or empty directory; "
+        "after LoRA recovery the sparse base there and the adapter in DIR/adapter (peft format)",
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let --save_model replace a directory an earlier --save_model wrote (its dlp_lib-manifest.json "
+        "lists it), only if it holds nothing else and nothing in it changed; a folder with any other file is "
+        "refused, never deleted",
     )
     # accepted so the papers' scripts run unchanged
     parser.add_argument("--cache_dir", default=None, help=argparse.SUPPRESS)
@@ -310,27 +320,12 @@ def build_recovery_config(args):
     return RecoveryConfig(steps=args.lora_steps, **given)
 
 
-def record_destination(save: str, config_dict: dict) -> Path:
-    """``--save``: a file path, or a directory (existing, or written with a trailing '/') that gets
-    ``<config hash>.json`` as the papers' scripts pass an output directory."""
-    from ..config import ConfigError
-    from ..results import record_path
-
-    path = Path(save).expanduser()
-    if save.endswith(("/", os.sep)) or path.is_dir():
-        return record_path(path, config_dict)
-    if path.parent.exists() and not path.parent.is_dir():
-        raise ConfigError(f"cannot write the record to {path}: {path.parent} is a file; give a path in a directory")
-    return path
-
-
 def build_run_config(args):
-    """Validate every flag and return ``(RunConfig, record path or None)``; raises ConfigError."""
-    from ..cache import check_writable
-    from ..config import BY_MODEL, ConfigError
+    """Validate every flag, the output places included, and return ``(RunConfig, record path or None)``;
+    raises ConfigError."""
+    from ..config import BY_MODEL
     from ..models import resolve_dtype
     from ..pipeline import RunConfig, validate
-    from ..saving import check_save_directory
 
     prune = build_prune_config(args)
     resolve_dtype(args.dtype)
@@ -370,14 +365,9 @@ def build_run_config(args):
         recovery=build_recovery_config(args),
     )
     validate(config)
-    if args.save_model:
-        target = check_save_directory(args.save_model).resolve()
-        if Path(config.model).expanduser().exists() and target == Path(config.model).expanduser().resolve():
-            raise ConfigError("--save_model would overwrite the input model; give another directory")
-        check_writable(target, "the pruned model")
+    model_dir = check_model_destination(args, config.model)
     save = record_destination(args.save, config.to_dict()) if args.save else None
-    if save is not None:
-        check_writable(save, "the result record")
+    check_apart(save, model_dir)
     if args.cache_dir:
         log.warning("--cache_dir is ignored; set HF_HOME (hub downloads) or DLP_CACHE_DIR (dlp_lib caches)")
     return config, save
@@ -452,15 +442,17 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     from ..pipeline import run
-    from ..results import save_record
+    from ..results import check_record_path, save_record
+    from ..saving import SaveTarget
 
     bars = hf_logging.is_progress_bar_enabled()
     if args.quiet:
         hf_logging.disable_progress_bar()
+    save_model = SaveTarget(args.save_model, args.overwrite, "--overwrite") if args.save_model else None
     start = time.perf_counter()
     try:
-        record = run(config, progress=not args.quiet, save_model=args.save_model)
-    except ConfigError as err:  # found once the model is known (architecture, allocation range, ...)
+        record = run(config, progress=not args.quiet, save_model=save_model)
+    except ConfigError as err:  # found once the model is known (architecture, allocation range, ...), or a failed save
         print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 2
     finally:
@@ -468,7 +460,11 @@ def main(argv: list[str] | None = None) -> int:
             hf_logging.enable_progress_bar()
     seconds = time.perf_counter() - start
     if save is not None:
-        save_record(save, record)
+        try:  # checked again: a file may have appeared there during the run; a full disk says so in one line
+            save_record(check_record_path(save, RECORD), record)
+        except ConfigError as err:
+            print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
+            return 2
     print(summary(record, seconds))
     if save is not None:
         print(f"record      {save}")

@@ -14,7 +14,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..cache import atomic_path
 from ..errors import ConfigError
+from ..outputs import check_output_directory, embedded_manifest, manifest_of
 from ..results import machine_label
 
 
@@ -25,6 +27,7 @@ def record_files(results: Path) -> list[Path]:
 
 
 README = "README.md"
+TITLE = "# The records behind the committed tables and figures"
 
 
 def describe(records: Path, files: list[Path], size: int) -> str:
@@ -42,7 +45,7 @@ def describe(records: Path, files: list[Path], size: int) -> str:
     top = [name for name in files if len(name.parts) == 1]
     folders = sorted({name.parts[0] for name in files if len(name.parts) > 1})
     lines = [
-        "# The records behind the committed tables and figures",
+        TITLE,
         "",
         f"{len(files)} JSON files, {size / 1e6:.2f} MB, copied by `make records` from the `results/` folder of a",
         "`make reproduce` (quick profile, embedded model); `make render` rebuilds every table and figure from them",
@@ -64,40 +67,68 @@ def describe(records: Path, files: list[Path], size: int) -> str:
         count = sum(1 for name in files if name.parts[0] == folder)
         lines.append(f"- `{folder}/` ({count}): {kinds.get(folder, 'records of another kind')}.")
     lines += ["", "Computed on: " + ("; ".join(sorted(machines)) or "(the records do not say)") + "."]
+    lines += [
+        "",
+        "The last line, a comment, lists each file's size and hash: `make records` replaces this folder only while",
+        "it holds those files, unchanged, and nothing else.",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def earlier_copy(records: Path) -> list[str]:
+    """The names in a records folder without a manifest (copied before the README carried one) that are
+    not an earlier copy's: a copy holds JSON objects and its README. Such a folder cannot tell a user's
+    JSON object from a record; the manifest can, from the first copy on."""
+    foreign = []
+    for path in sorted(records.rglob("*")):
+        name = path.relative_to(records).as_posix()
+        if path.is_symlink() or (path.is_dir() and not any(path.iterdir())):
+            foreign.append(name)
+        elif path.is_file() and not (_is_json_object(path) or (name == README and _is_ours(path))):
+            foreign.append(name)
+    return foreign
+
+
+def _is_json_object(path: Path) -> bool:
+    try:
+        return path.suffix == ".json" and isinstance(json.loads(path.read_text()), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def _is_ours(readme: Path) -> bool:
+    try:
+        return readme.read_text().startswith(TITLE)
+    except (OSError, ValueError):
+        return False
 
 
 def archive(results: str | os.PathLike, records: str | os.PathLike) -> tuple[int, int]:
     """Replace ``records`` with a copy of the JSON files under ``results``; ``(files, bytes)``.
 
-    Refused before anything is written if ``results`` holds no record, or if ``records`` holds a file
-    this function would not have written (anything but JSON and its README): it is replaced whole, and a user's own
-    file must not go with it. The new copy is built beside it and renamed into place."""
+    Refused before anything is written if ``results`` holds no record, or if ``records`` holds anything
+    this function did not write, or that changed since: the README's manifest (sizes and sha256, as git
+    checks files out with new times) lists what it wrote; a folder copied before the manifest may hold
+    JSON objects and its README only (:func:`earlier_copy`). A user's file must not go with the folder,
+    which is replaced whole: the new copy is built beside it and renamed into place, with the old
+    folder's permissions."""
     results, records = Path(results), Path(records)
     files = record_files(results) if results.is_dir() else []
     if not files:
         raise ConfigError(f"no records in {results}/: run make reproduce (quick profile) first")
-    if records.exists():
-        if not records.is_dir():
-            raise ConfigError(f"{records} is a file; move it away or pass another --records folder")
-        foreign = [p for p in records.rglob("*") if p.is_file() and p.suffix != ".json" and p.name != README]
-        if foreign:
-            raise ConfigError(f"{records}/ holds files that are not records (e.g. {foreign[0]}): move them away first")
-    staging = records.with_name(f".{records.name}.new")
-    shutil.rmtree(staging, ignore_errors=True)
+    place = dict(what="the records", kind="records", overwrite=True, legacy=earlier_copy, holder=README)
+    check_output_directory(records, **place)
     size = 0
-    for name in files:
-        target = staging / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(results / name, target)
-        size += target.stat().st_size
-    (staging / README).write_text(describe(staging, files, size))
-    old = records.with_name(f".{records.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if records.exists():
-        records.rename(old)
-    staging.rename(records)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_path(records, what="the records") as staging:
+        staging.mkdir()
+        for name in files:
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(results / name, target)
+            size += target.stat().st_size
+        listing = manifest_of(staging, "python -m dlp_lib.experiments.archive", hashes=True, holder=README)
+        (staging / README).write_text(describe(staging, files, size) + embedded_manifest(listing))
+        check_output_directory(records, **place)  # again: the folder may have changed meanwhile
     return len(files), size
 
 

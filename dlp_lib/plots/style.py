@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..cache import atomic_path
+from ..outputs import check_output_file
 
 
 def _style():
@@ -16,12 +17,16 @@ def _style():
 
 
 def save_figure(fig, figures_dir: str | os.PathLike, name: str, formats=("png", "pdf")) -> list[Path]:
-    """Save ``fig`` as ``<name>.png`` (150 dpi) and ``<name>.pdf``, atomically."""
+    """Save ``fig`` as ``<name>.png`` (150 dpi) and ``<name>.pdf``, atomically. Every target is checked
+    first (``outputs.check_output_file``: a directory of its name is refused in one line, nothing
+    written); a file of its name is replaced, no other file touched."""
 
     paths = []
     for fmt in formats:
+        check_output_file(Path(figures_dir) / f"{name}.{fmt}", "the figure")
+    for fmt in formats:
         path = Path(figures_dir) / f"{name}.{fmt}"
-        with atomic_path(path) as tmp:
+        with atomic_path(path, what="the figure") as tmp:
             # no creation date in PDFs, so an unchanged figure gives an unchanged file
             metadata = {"CreationDate": None} if fmt == "pdf" else None
             fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)

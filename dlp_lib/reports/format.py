@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..cache import atomic_path
+from ..outputs import check_output_file
 
 
 def format_perplexity(value) -> str:
@@ -93,11 +94,15 @@ def write_table(
     caption: str | None = None,
 ) -> list[Path]:
     """Write ``frame`` as ``<name>.csv`` (raw numbers) and ``display`` (default: ``frame``; formatted
-    strings) as ``<name>.md`` / ``<name>.tex``, each written atomically. Returns the paths."""
+    strings) as ``<name>.md`` / ``<name>.tex``, each written atomically. Every target is checked first
+    (``outputs.check_output_file``: a directory of its name is refused in one line, nothing written);
+    a file of its name is replaced, no other file touched. Returns the paths."""
 
     display = frame if display is None else display
     out = Path(tables_dir)
     paths = []
+    for fmt in formats:
+        check_output_file(out / f"{name}.{fmt}", "the table")
     for fmt in formats:
         path = out / f"{name}.{fmt}"
         if fmt == "csv":
@@ -108,7 +113,7 @@ def write_table(
             text = to_latex(display, bold, caption)
         else:
             raise ValueError(f"unknown table format {fmt!r}; use csv, md or tex")
-        with atomic_path(path) as tmp:
+        with atomic_path(path, what="the table") as tmp:
             tmp.write_text(text)
         paths.append(path)
     return paths
