@@ -13,9 +13,12 @@ Sources (strings, as the CLI takes them):
 - ``wikitext2``: wikitext-2-raw-v1 test, joined with ``"\\n\\n"``, tokenised once, non-overlapping
   windows with the remainder dropped (docs/methods.md, "Calibration and evaluation data").
   ``wikitext2:/path/file.parquet`` (or ``.jsonl``) reads a local copy with a ``text`` column.
-- a local file: ``.txt`` (one text stream) or ``.jsonl`` / ``.json`` / ``.json.gz`` (one document
-  per line with a ``text`` field). Calibration draws windows like C4, evaluation joins the
-  documents with ``"\\n\\n"``.
+- a local file: ``.txt`` (one text stream), ``.jsonl`` / ``.json`` / ``.json.gz`` (one document
+  per line with a ``text`` field) or ``.parquet`` (a ``text`` column). Calibration draws windows like
+  C4, evaluation joins the documents with ``"\\n\\n"``. A file is read as it is used
+  (:func:`open_documents`), checked through before any work (:func:`probe_text_file`), and a long text
+  is tokenised in bounded calls that give the ids of one call on it (:func:`token_stream`), so memory
+  stays near the token ids the windows need.
 
 A run given no source reads the embedded extracts with the embedded model and ``c4`` / ``wikitext2``
 (the papers' data) with any other (``config.default_sources``); :func:`check_default_sources` refuses
@@ -30,12 +33,12 @@ a file; :func:`check_training_source` refuses a training text that is the evalua
 
 from __future__ import annotations
 
-import gzip
 import hashlib
+import itertools
 import json
 import logging
 import random
-import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -43,7 +46,17 @@ import torch
 
 from .cache import atomic_path, cache_root, load_tensors, read_cache, stable_hash
 from .config import EMBEDDED_SOURCE, ConfigError  # noqa: F401  (EMBEDDED_SOURCE: also read from here)
+from .documents import (  # noqa: F401  (JsonLinesFile, TextFile, read_documents: also read from here)
+    DOCUMENT_SUFFIXES,
+    FILE_FORMS,
+    JsonLinesFile,
+    TextFile,
+    open_documents,
+    probe_text_file,
+    read_documents,
+)
 from .models import package_file
+from .tokens import _document_ids, _joined, _tokenize_stream, token_stream, tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -65,86 +78,18 @@ def wiki_extracts_parts() -> tuple[list[str], list[str]]:
     return calibration, evaluation
 
 
-DOCUMENT_SUFFIXES = (".txt", ".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
-
-
-def read_documents(path: str | Path) -> list[str]:
-    """Documents of a local file: one per line of JSON-lines (``text`` field), or the whole ``.txt``.
-    A file that is not what its name says (binary bytes, a broken archive) is a ConfigError."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"data file not found: {path}")
-    try:
-        return _read_documents(path)
-    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as err:
-        raise ConfigError(f"{path} is not a readable text file of its kind ({type(err).__name__}: {err})") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read {path}: {err}") from None
-    except Exception as err:  # pyarrow's errors on a file that is not parquet
-        if type(err).__module__.startswith("pyarrow"):
-            raise ConfigError(f"{path} is not a readable parquet file ({err})") from None
-        raise
-
-
-def probe_text_file(path: str | Path) -> None:
-    """Cheap check of a local data file before any work: its first bytes are what its suffix promises
-    (parquet's magic, gzip's magic, or UTF-8 text without NUL bytes); else a ConfigError."""
-    path = Path(path).expanduser()
-    name = path.name.lower()
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    if name.endswith(".parquet"):
-        ok, what = head[:4] == b"PAR1", "a parquet file"
-    elif name.endswith(".gz"):
-        ok, what = head[:2] == b"\x1f\x8b", "a gzip file"
-    else:
-        try:
-            head.decode("utf-8")
-            ok = b"\x00" not in head
-        except UnicodeDecodeError as err:  # a cut in the middle of a character at the end is fine
-            ok = err.start >= len(head) - 3 and b"\x00" not in head
-        what = "UTF-8 text"
-    if not ok:
-        raise ConfigError(f"{path} is not {what}; give a .txt/.jsonl file of UTF-8 text, a .json(.gz) or a .parquet")
-
-
-def _read_documents(path: Path) -> list[str]:
-    name = path.name.lower()
-    if name.endswith(".txt"):
-        return [path.read_text(encoding="utf-8")]
-    if name.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")):
-        opener = gzip.open if name.endswith(".gz") else open
-        docs = []
-        with opener(path, "rt", encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    docs.append(json.loads(line)["text"])
-                except (json.JSONDecodeError, KeyError, TypeError) as err:
-                    raise ConfigError(
-                        f"{path}:{line_no}: expected one JSON object with a 'text' field per line ({err})"
-                    ) from err
-        return docs
-    if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        return [t for t in pq.read_table(path, columns=["text"]).column("text").to_pylist()]
-    raise ConfigError(f"unsupported data file {path}: use .txt, .jsonl, .json(.gz) or .parquet")
-
-
-def load_c4_documents(local_path: str | None = None) -> list[str]:
+def load_c4_documents(local_path: str | None = None) -> Sequence[str]:
     """Documents of the first C4 English train shard (from the hub, or a local copy of it)."""
     if local_path:
-        return read_documents(local_path)
+        return open_documents(local_path)
     data = _load_hub_dataset("c4", "allenai/c4", data_files={"train": C4_SHARD}, split="train")
     return data["text"]
 
 
-def load_wikitext2_text(local_path: str | None = None) -> list[str]:
+def load_wikitext2_text(local_path: str | None = None) -> Sequence[str]:
     """The ``text`` rows of wikitext-2-raw-v1 test (from the hub, or a local copy)."""
     if local_path:
-        return read_documents(local_path)
+        return open_documents(local_path)
     return _load_hub_dataset("wikitext2", "wikitext", "wikitext-2-raw-v1", split="test")["text"]
 
 
@@ -162,6 +107,8 @@ def _parse_source(source: str) -> tuple[str, str | None]:
         return source, None
     if Path(source).expanduser().is_file():
         return "file", source
+    if Path(source).expanduser().is_dir():
+        raise ConfigError(f"data source {source} is a directory; {FILE_FORMS} file")
     raise ConfigError(
         f"unknown data source {source!r}: use {EMBEDDED_SOURCE!r}, 'c4', 'wikitext2', "
         "'c4:/local/shard.json.gz', 'wikitext2:/local/test.parquet', or an existing .txt/.jsonl file"
@@ -183,6 +130,8 @@ def check_source(source: str, network: bool = True) -> None:
     """Raise ConfigError now if ``source`` cannot be read (before any model work starts); with
     ``network``, a hub source (``c4``, ``wikitext2``) also needs the hub to answer."""
     kind, path = _parse_source(source)
+    if path is not None and Path(path).expanduser().is_dir():
+        raise ConfigError(f"{path} is a directory; {FILE_FORMS} file")
     if path is not None and not Path(path).expanduser().is_file():
         raise ConfigError(f"data file not found: {path}")
     if path is not None and not path.lower().endswith(DOCUMENT_SUFFIXES):
@@ -253,16 +202,7 @@ def _load_hub_dataset(source: str, *args, **kwargs):
 
 
 # ---------------------------------------------------------------------------------------- windows
-def tokenizer_fingerprint(tokenizer) -> str:
-    """Identifies a tokenizer by its vocabulary and special-token behaviour (for cache keys)."""
-    vocab = sorted(tokenizer.get_vocab().items())
-    probe = tokenizer("a b").input_ids
-    return stable_hash([type(tokenizer).__name__, vocab, probe])
-
-
-def _tokenize_stream(tokenizer, texts: list[str]) -> torch.Tensor:
-    """Join texts with blank lines and tokenise once (one BOS at the start if the tokenizer adds one)."""
-    return torch.tensor(tokenizer("\n\n".join(texts)).input_ids, dtype=torch.long)
+# ---------------------------------------------------------------------------------------- windows
 
 
 def sample_stream_windows(stream: torch.Tensor, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
@@ -271,7 +211,7 @@ def sample_stream_windows(stream: torch.Tensor, nsamples: int, seqlen: int, seed
         raise ConfigError(f"the text has {stream.numel()} tokens, fewer than one window of {seqlen} + 1")
     rng = random.Random(seed)
     starts = [rng.randint(0, stream.numel() - seqlen - 1) for _ in range(nsamples)]
-    return torch.stack([stream[s : s + seqlen] for s in starts])
+    return torch.stack([stream[s : s + seqlen] for s in starts]).long()
 
 
 def sample_document_windows(
@@ -287,8 +227,7 @@ def sample_document_windows(
     windows = []
     for _ in range(nsamples):
         for _attempt in range(max_draws):
-            doc = documents[rng.randint(0, len(documents) - 1)]
-            ids = tokenizer(doc, return_tensors="pt").input_ids[0]
+            ids = _document_ids(tokenizer, documents[rng.randint(0, len(documents) - 1)])
             if ids.numel() > seqlen:
                 break
         else:
@@ -309,7 +248,7 @@ def stream_windows(stream: torch.Tensor, seqlen: int, count: int | None = None) 
     if count is not None and count > available:
         raise ConfigError(f"asked for {count} evaluation windows of {seqlen} tokens; the source has {available}")
     n = available if count is None else count
-    return stream[: n * seqlen].reshape(n, seqlen)
+    return stream[: n * seqlen].reshape(n, seqlen).long()
 
 
 @lru_cache(maxsize=4)
@@ -328,22 +267,23 @@ def _build_calibration(source: str, tokenizer, nsamples: int, seqlen: int, seed:
     if kind == "wikitext2":
         stream = _tokenize_stream(tokenizer, load_wikitext2_text(path))
         return sample_stream_windows(stream, nsamples, seqlen, seed)
-    documents = read_documents(path)
-    if len(documents) == 1:
+    documents = open_documents(path)
+    if len(documents) == 1:  # one text (a .txt): windows anywhere in its whole stream
         return sample_stream_windows(_tokenize_stream(tokenizer, documents), nsamples, seqlen, seed)
     return sample_document_windows(documents, tokenizer, nsamples, seqlen, seed)
 
 
 def _build_evaluation(source: str, tokenizer, seqlen: int, count: int | None) -> torch.Tensor:
     kind, path = _parse_source(source)
+    max_tokens = None if count is None else count * seqlen  # the first windows need only the text's start
     if kind == EMBEDDED_SOURCE:
         stream = _wiki_streams(tokenizer_fingerprint(tokenizer), tokenizer)[1]
     elif kind == "wikitext2":
-        stream = _tokenize_stream(tokenizer, load_wikitext2_text(path))
+        stream = _tokenize_stream(tokenizer, load_wikitext2_text(path), max_tokens)
     elif kind == "c4":
         raise ConfigError("c4 is a calibration source here; evaluate on wikitext2, wiki-extracts or a file")
     else:
-        stream = _tokenize_stream(tokenizer, read_documents(path))
+        stream = _tokenize_stream(tokenizer, open_documents(path), max_tokens)
     return stream_windows(stream, seqlen, count)
 
 
@@ -423,16 +363,28 @@ def check_training_source(source: str, eval_source: str | None) -> None:
         )
 
 
-def _documents_stream(tokenizer, documents: list[str], max_tokens: int | None) -> torch.Tensor:
-    """Documents joined with blank lines and tokenised a batch at a time, until ``max_tokens``."""
+def _batches(documents: Iterable[str]) -> Iterator[Iterable[str]]:
+    """``documents`` in lists of ``TOKENIZE_BATCH`` (a .txt file is its own batch of one, read in blocks)."""
+    if isinstance(documents, TextFile):
+        yield documents
+        return
+    documents = iter(documents)
+    while batch := list(itertools.islice(documents, TOKENIZE_BATCH)):
+        yield batch
+
+
+def _documents_stream(tokenizer, documents: Iterable[str], max_tokens: int | None) -> torch.Tensor:
+    """Documents joined with blank lines (and one after each batch) and tokenised a batch at a time, until
+    ``max_tokens``."""
     pieces, total = [], 0
-    for start in range(0, len(documents), TOKENIZE_BATCH):
-        ids = tokenizer("\n\n".join(documents[start : start + TOKENIZE_BATCH]) + "\n\n").input_ids
-        pieces.append(torch.tensor(ids, dtype=torch.long))
-        total += len(ids)
+    for batch in _batches(documents):
+        left = None if max_tokens is None else max_tokens - total
+        ids = token_stream(tokenizer, itertools.chain(_joined(batch), ["\n\n"]), left)
+        pieces.append(ids)
+        total += ids.numel()
         if max_tokens is not None and total >= max_tokens:
             break
-    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
+    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.int32)
 
 
 def _build_training(source: str, tokenizer, seqlen: int, count: int | None) -> torch.Tensor:
@@ -445,12 +397,12 @@ def _build_training(source: str, tokenizer, seqlen: int, count: int | None) -> t
     elif kind == "wikitext2":
         stream = _tokenize_stream(tokenizer, load_wikitext2_text(path))
     else:
-        stream = _documents_stream(tokenizer, read_documents(path), max_tokens)
+        stream = _documents_stream(tokenizer, open_documents(path), max_tokens)
     available = stream.numel() // seqlen
     if available == 0:
         raise ConfigError(f"the training text has {stream.numel()} tokens, fewer than one window of {seqlen}")
     n = available if count is None else min(count, available)
-    return stream[: n * seqlen].reshape(n, seqlen)
+    return stream[: n * seqlen].reshape(n, seqlen).long()
 
 
 def training_windows(source: str, tokenizer, seqlen: int, count: int | None = None, cache: bool = True) -> torch.Tensor:

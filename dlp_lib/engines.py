@@ -33,11 +33,15 @@ import math
 import os
 import sys
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata, util as importlib_util
 from pathlib import Path
 
 import numpy as np
+
+from .errors import ConfigError
 
 SPARSE_DECOMPRESSION_RATE = 0.5
 # engines without sparse kernels, whose speed-ups show the measurement's noise (bench/engines.py adds PyTorch)
@@ -88,6 +92,71 @@ def graph_inputs(reference, graph: str) -> tuple[list[str], list[np.ndarray]]:
         arrays += [reference[f"decode_past_{i}"] for i in range(count)]
     names = ["input_ids", "attention_mask"] + [f"past_{i}" for i in range(len(arrays) - 2)]
     return names, [np.ascontiguousarray(a) for a in arrays]
+
+
+EXPORT_FILES = ("prefill.onnx", "decode.onnx", "reference.npz")
+REWRITE = "write the export again with dlp_lib.export.export_onnx"
+
+
+def _check_reference(path: Path) -> dict[str, list[str]]:
+    """The input names of each graph, from a ``reference.npz`` read whole (it is small): a file numpy cannot
+    read as an ``.npz``, or one that lacks an array the graphs need, is a ConfigError naming it."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"PK":  # else numpy takes it for a pickle and says how to load one unsafely
+            raise ConfigError(f"{path} is not an .npz archive (it is not a zip file); {REWRITE}")
+    try:
+        reference = np.load(path)
+        with reference:
+            needed = [
+                f"{g}_{what}" for g in ("prefill", "decode") for what in ("input_ids", "attention_mask", "logits")
+            ]
+            missing = [name for name in needed if name not in reference.files]
+            if missing:
+                raise ConfigError(f"{path} lacks the arrays {', '.join(missing)}; {REWRITE}")
+            names = {graph: graph_inputs(reference, graph)[0] for graph in ("prefill", "decode")}
+            for name in reference.files:  # read each, so that a damaged member fails here
+                reference[name]  # noqa: B018
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{path} is not a readable .npz archive ({' '.join(str(err).split())}); {REWRITE}") from None
+    return names
+
+
+def _check_graph(path: Path, inputs: list[str]) -> None:
+    """An ONNX graph that parses (with the onnx package where installed; else its first byte, ModelProto's
+    ir_version field) and has the export's inputs and a ``logits`` output; else a ConfigError naming it."""
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{path} is empty; {REWRITE}")
+    if importlib_util.find_spec("onnx") is None:
+        with open(path, "rb") as f:
+            if f.read(1) != b"\x08":
+                raise ConfigError(f"{path} is not an ONNX graph; {REWRITE}")
+        return
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as err:  # protobuf's DecodeError and whatever else a damaged file trips
+        raise ConfigError(f"{path} is not a readable ONNX graph ({type(err).__name__}: {err}); {REWRITE}") from None
+    found = [i.name for i in graph.input]
+    if found[: len(inputs)] != inputs or "logits" not in [o.name for o in graph.output]:
+        raise ConfigError(
+            f"{path} is not an export's graph (inputs {found[:4]}, outputs {[o.name for o in graph.output][:2]}; "
+            f"expected inputs {inputs[:4]} and logits); {REWRITE}"
+        )
+
+
+def check_export(directory: str | Path) -> None:
+    """Refuse, before an engine starts, a folder that is not an export ``dlp_lib.export.export_onnx`` wrote:
+    a file missing, empty, truncated or of another kind; one-line ConfigErrors naming the file."""
+    directory = Path(directory)
+    missing = [name for name in EXPORT_FILES if not (directory / name).is_file()]
+    if missing:
+        raise ConfigError(f"{directory} lacks {', '.join(missing)}: write it with dlp_lib.export.export_onnx")
+    inputs = _check_reference(directory / "reference.npz")
+    for graph in ("prefill", "decode"):
+        _check_graph(directory / f"{graph}.onnx", inputs[graph])
 
 
 def _onnxruntime(path: Path, names: list[str], arrays: list[np.ndarray]):
@@ -323,7 +392,9 @@ def sentences(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m dlp_lib.engines", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("directory", nargs="?", help="an export directory (prefill.onnx, decode.onnx, reference.npz)")
     parser.add_argument("--engine", choices=sorted(ENGINES), help="the engine to time")
     parser.add_argument("--repeats", type=int, default=5, help="best of N timed calls per graph")
@@ -337,9 +408,11 @@ def main(argv=None) -> int:
         parser.error("give an export directory and --engine (or --available)")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1; got {args.repeats}")
-    missing = [n for n in ("prefill.onnx", "decode.onnx", "reference.npz") if not (Path(args.directory) / n).is_file()]
-    if missing:
-        parser.error(f"{args.directory} lacks {', '.join(missing)}: write it with dlp_lib.export.export_onnx")
+    try:
+        check_export(args.directory)
+    except ConfigError as err:
+        print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     reason = unavailable(args.engine)
     if reason:
         print(f"error: {reason}", file=sys.stderr)

@@ -11,16 +11,31 @@ from __future__ import annotations
 
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from .config import ConfigError
 
 TIMEOUT_SECONDS = 5.0
 _TRUE = ("1", "true", "yes", "on")
+DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 def endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    """The hub's address: ``HF_ENDPOINT`` (a mirror) or huggingface.co. One that is not an http(s) URL with
+    a host is a ConfigError: the hub libraries would fail on it with a traceback, or not at all until later."""
+    value = os.environ.get("HF_ENDPOINT", "") or DEFAULT_ENDPOINT  # as huggingface_hub reads it
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise ConfigError(
+            f"HF_ENDPOINT={value!r} is not an http(s) URL; set it to the hub or a mirror of it, such as "
+            f"{DEFAULT_ENDPOINT} or https://hf-mirror.com, or unset it"
+        )
+    return value.rstrip("/")
 
 
 def offline_variables(datasets: bool = False) -> list[str]:
@@ -43,7 +58,7 @@ def unreachable(timeout: float = TIMEOUT_SECONDS) -> str | None:
         urllib.request.urlopen(request, timeout=timeout).close()
     except urllib.error.HTTPError:
         return None
-    except (urllib.error.URLError, OSError) as err:
+    except (urllib.error.URLError, OSError, ValueError) as err:  # ValueError: http.client's InvalidURL
         reason = getattr(err, "reason", err)
         return " ".join(str(reason).split()) or type(err).__name__
     return None
@@ -57,7 +72,10 @@ def model_in_cache(repo_id: str) -> bool:
 
 
 def check_model(repo_id: str) -> None:
-    """Refuse a hub model that is neither in the local hub cache nor downloadable now."""
+    """Refuse a hub model that is neither in the local hub cache nor downloadable now (and, online, a bad
+    HF_ENDPOINT: transformers asks the hub about a cached model too)."""
+    if not offline():
+        endpoint()
     if model_in_cache(repo_id):
         return
     if offline():

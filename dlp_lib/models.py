@@ -14,6 +14,7 @@ import importlib.util
 import json
 import logging
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -66,6 +67,7 @@ def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
     out = cache_root() / "models" / name
     if read_cache(out, _check_converted, "converted model cache") is not None:
         return out
+    _require_gguf(f"converting the embedded {name} from {gguf_path.name}")
     log.info("converting %s to a safetensors cache at %s (once)", gguf_path.name, out)
     # a missing cache that another process converts meanwhile is kept; a corrupt one is replaced
     with atomic_path(out, keep_existing=not out.exists()) as tmp:
@@ -109,15 +111,122 @@ def _load_gguf(path: Path, dtype):
     return model.eval(), tokenizer
 
 
+def _gguf_installed() -> bool:
+    return importlib.util.find_spec("gguf") is not None
+
+
+def _require_gguf(what: str) -> None:
+    if not _gguf_installed():
+        raise ConfigError(f"{what} needs the gguf package, which is not installed; pip install gguf==0.19.0")
+
+
+@lru_cache(maxsize=4)
+def _gguf_architecture(path: Path, size: int, mtime_ns: int) -> str:
+    """The ``general.architecture`` of a GGUF file, from its header and tensor table as the ``gguf`` package
+    parses them (the file is mapped, no weight is read; a few seconds for a large vocabulary)."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+        field = reader.fields.get("general.architecture")
+        return str(field.contents()) if field is not None else "unknown"
+    except Exception as err:  # whatever the parser trips on in a damaged file: it is not a readable GGUF
+        raise ConfigError(
+            f"{path} is not a complete GGUF file (its header or tensor table does not read: {type(err).__name__}: "
+            f"{' '.join(str(err).split())[:160]}); download or convert it again"
+        ) from None
+
+
+def check_gguf(path: Path) -> None:
+    """Refuse, without loading it, a ``.gguf`` file the loader cannot read: not GGUF (the magic bytes), the
+    gguf package missing, a damaged header or tensor table (a truncated or overwritten file), or an
+    architecture dlp_lib does not prune."""
+    from .layers import ARCHITECTURES
+
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ConfigError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
+    _require_gguf(f"loading {path}")
+    stat = path.stat()
+    arch = _gguf_architecture(path.resolve(), stat.st_size, stat.st_mtime_ns)
+    if arch not in ARCHITECTURES:
+        raise ConfigError(
+            f"{path} holds a {arch!r} model; dlp_lib prunes {', '.join(sorted(ARCHITECTURES))} decoder-only models"
+        )
+
+
+# the sizes config.json gives, per architecture (transformers' names), which must be positive integers
+SIZE_FIELDS = {
+    "llama": ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+              "head_dim", "vocab_size", "max_position_embeddings"),
+    "opt": ("hidden_size", "ffn_dim", "num_hidden_layers", "num_attention_heads", "vocab_size",
+            "max_position_embeddings", "word_embed_proj_dim"),
+}  # fmt: skip
+
+
+def check_sizes(config: dict, where: Path) -> None:
+    """Refuse a config.json whose sizes do not fit its architecture: a size that is not a positive integer,
+    attention heads that do not divide the hidden size (where no head_dim says otherwise), key/value heads
+    that do not divide the attention heads. Transformers would fail on them with a traceback, or build a
+    model the weights do not fit."""
+    fields = SIZE_FIELDS["opt" if config.get("model_type") == "opt" else "llama"]
+    for name in fields:
+        value = config.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ConfigError(f"{where}: {name} must be a positive integer; got {value!r}")
+    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
+    kv_heads = config.get("num_key_value_heads")
+    if hidden and heads and config.get("head_dim") is None and hidden % heads:
+        raise ConfigError(
+            f"{where}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}; each head gets an "
+            "equal share of the width (or give head_dim)"
+        )
+    if heads and kv_heads and heads % kv_heads:
+        raise ConfigError(
+            f"{where}: num_key_value_heads {kv_heads} does not divide num_attention_heads {heads}; each key/value "
+            "head serves an equal group of attention heads"
+        )
+
+
+def _check_shards(path: Path) -> None:
+    """Every weight file a sharded checkpoint's index names is in the directory."""
+    for index in sorted(path.glob("*.index.json")):
+        try:
+            names = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ConfigError(
+                f"{index} is not a readable checkpoint index ({err}); download or save it again"
+            ) from None
+        missing = sorted(name for name in names if not (path / str(name)).is_file())
+        if missing:
+            raise ConfigError(f"{index} names weight files {path} lacks ({', '.join(missing[:3])}); download them")
+
+
 def _looks_like_hub_id(spec: str) -> bool:
     parts = spec.split("/")
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))
 
 
+EMBEDDINGS = ("model.embed_tokens.weight", "model.decoder.embed_tokens.weight")  # LLaMA's family, OPT
+
+
+def _check_embedding(config: dict, shape: list[int], weights: Path, where: Path) -> None:
+    """The token embedding in ``weights`` has the shape config.json gives it (vocab_size x the width), so the
+    config and the weights are of one model (else transformers fails on a size mismatch, with a traceback)."""
+    width = "word_embed_proj_dim" if config.get("word_embed_proj_dim") else "hidden_size"
+    expected = [config.get("vocab_size"), config.get(width)]
+    if None not in expected and list(shape) != expected:
+        raise ConfigError(
+            f"{where} gives vocab_size {expected[0]} and {width} {expected[1]}, but the token embedding in {weights} "
+            f"is {shape[0]} x {shape[1] if len(shape) > 1 else '?'}; use the config.json that came with the weights"
+        )
+
+
 def check_model_directory(path: Path) -> None:
     """Cheap checks of a local checkpoint before loading it: a readable config.json naming an architecture
-    dlp_lib prunes, and safetensors files whose headers read and cover the file (a truncated or foreign
-    file fails here, in one line, instead of inside transformers)."""
+    dlp_lib prunes with sizes that fit it (:func:`check_sizes`), the weight files a sharded index names, and
+    safetensors files whose headers read and cover the file (a truncated or foreign file fails here, in one
+    line, instead of inside transformers)."""
     from safetensors import SafetensorError, safe_open
 
     from .layers import ARCHITECTURES
@@ -132,14 +241,18 @@ def check_model_directory(path: Path) -> None:
             f"{path} holds a {model_type!r} model; dlp_lib prunes {', '.join(sorted(ARCHITECTURES))} decoder-only "
             "models"
         )
+    check_sizes(config, path / "config.json")
+    _check_shards(path)
     for weights in sorted(path.glob("*.safetensors")):
         try:
             with safe_open(weights, "pt") as f:
-                list(f.keys())
+                embedding = next((f.get_slice(k).get_shape() for k in f.keys() if k in EMBEDDINGS), None)
         except (SafetensorError, OSError, ValueError) as err:
             raise ConfigError(
                 f"{weights} is not a complete safetensors file ({err}); download or save it again"
             ) from None
+        if embedding is not None:
+            _check_embedding(config, embedding, weights, path / "config.json")
 
 
 def check_model_spec(spec: str, network: bool = False) -> None:
@@ -149,12 +262,12 @@ def check_model_spec(spec: str, network: bool = False) -> None:
     path = Path(spec).expanduser()
     if spec in EMBEDDED_MODELS:
         package_file(*EMBEDDED_MODELS[spec])
+        if not (cache_root() / "models" / spec / "config.json").is_file():  # not converted yet
+            _require_gguf(f"converting the embedded {spec} (once)")
     elif spec.endswith(".gguf"):
         if not path.is_file():
             raise ConfigError(f"GGUF file not found: {spec}")
-        with open(path, "rb") as f:
-            if f.read(4) != b"GGUF":
-                raise ConfigError(f"{spec} is not a GGUF file (it does not start with the GGUF magic bytes)")
+        check_gguf(path)
     elif path.is_file():
         raise ConfigError(f"{spec} is a file; give a model directory (with config.json) or a .gguf file")
     elif path.exists():

