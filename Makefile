@@ -86,7 +86,9 @@ PARAMETERS := $(EXECUTED)/.parameters
 RESULTS_PARAMETER = $(if $(strip $(OUT)),,$(if $(filter-out results,$(RESULTS)),-p results_dir ../$(RESULTS)))
 ARITHMETIC := $(if $(strip $(SPARSEGPT_SWEEP)),--sparsegpt_sweep $(SPARSEGPT_SWEEP)) \
 	$(if $(strip $(SPARSEGPT_HESSIAN)),--sparsegpt_hessian $(SPARSEGPT_HESSIAN))
-PAPERMILL := $(VENV)/bin/papermill --cwd notebooks --log-output --no-progress-bar -k python3 \
+# papermill's command line, but a bad parameter (each notebook checks its own first) or another ConfigError
+# in a notebook is told in one line instead of papermill's traceback (dlp_lib/preflight.py: papermill)
+PAPERMILL := $(PY) -m dlp_lib.preflight papermill --cwd notebooks --log-output --no-progress-bar -k python3 \
 	-p profile $(PROFILE) $(if $(strip $(MODEL)),-p model $(MODEL)) \
 	$(if $(strip $(SPARSEGPT_SWEEP)),-p sparsegpt_sweep $(SPARSEGPT_SWEEP)) \
 	$(if $(strip $(SPARSEGPT_HESSIAN)),-p sparsegpt_hessian $(SPARSEGPT_HESSIAN)) $(OUTPUTS)

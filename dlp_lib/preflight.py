@@ -4,6 +4,11 @@ in one line with exit status 2, instead of a traceback inside a notebook after m
 
     python -m dlp_lib.preflight --profile quick [--model meta-llama/Llama-2-7b-hf] [--outputs results tables]
         [--sparsegpt_sweep auto] [--sparsegpt_hessian fp32]
+
+Each notebook checks its own parameters the same way in its first cell (dlp_lib.experiments.notebook).
+``make reproduce`` runs it through papermill's command line as ``python -m dlp_lib.preflight papermill
+[papermill's arguments]``, which tells a ConfigError raised in the notebook in one line (exit status 2)
+instead of papermill's traceback.
 """
 
 from __future__ import annotations
@@ -17,14 +22,15 @@ from .cache import check_writable
 from .config import ConfigError
 
 
-def check(profile: str, model: str | None = None, outputs: tuple[str, ...] = (), **overrides) -> dict:
+def check(profile: str, model: str | None = None, outputs: tuple[str, ...] | dict[str, str] = (), **overrides) -> dict:
     """The profile (with ``model`` and other ``overrides`` of its settings if given, e.g. SparseGPT's
-    arithmetic), after checking everything it will need; raises ConfigError."""
-    from . import experiments
+    arithmetic), after checking everything it will need; raises ConfigError. ``outputs``: the directories
+    to be written, or a notebook's ``{parameter: directory}``, so that the message names the parameter."""
     from .data import check_source
+    from .experiments.profiles import profile as read_profile
     from .models import check_model_spec
 
-    prof = experiments.profile(profile, model=model or None, **overrides)
+    prof = read_profile(profile, model=model or None, **overrides)
     if prof["name"] == "rehearsal":
         rehearsal.require_built()
     check_model_spec(prof["model"], network=True)
@@ -38,8 +44,10 @@ def check(profile: str, model: str | None = None, outputs: tuple[str, ...] = (),
         from .hub import check_dataset
 
         check_dataset("lm-eval's hub task data", "use the shipped task data (the profile's zero_shot source 'local')")
-    for directory in outputs:
-        check_writable(Path(directory) / ".probe", f"the outputs in {directory}/")
+    labelled = outputs.items() if isinstance(outputs, dict) else ((None, directory) for directory in outputs)
+    for parameter, directory in labelled:
+        what = f"the outputs in {directory}/" + (f" (parameter {parameter})" if parameter else "")
+        check_writable(Path(directory) / ".probe", what)
     return prof
 
 
@@ -63,5 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def papermill(argv: list[str]) -> int:
+    """papermill's command line, with a ConfigError in the notebook (a bad parameter, a record missing
+    under DLP_RECORDS_ONLY=1) told in one line, exit status 2; any other error as papermill reports it."""
+    from papermill.cli import papermill as papermill_cli
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        papermill_cli.main(argv, prog_name="papermill")  # exits (SystemExit) unless an error escapes
+    except PapermillExecutionError as err:
+        if err.ename != "ConfigError":  # the notebook shows a ConfigError of any subclass under this name
+            raise
+        notebook = next((arg for arg in argv if arg.endswith(".ipynb")), "")
+        print(f"papermill {notebook}: error: {' '.join(err.evalue.split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(papermill(sys.argv[2:]) if sys.argv[1:2] == ["papermill"] else main())

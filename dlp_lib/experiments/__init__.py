@@ -27,7 +27,7 @@ records into the committed ``records/`` (``make records``). Every public name bu
 importable from ``dlp_lib.experiments`` itself.
 """
 
-from ..log import setup_logging  # noqa: F401  (the notebooks call ex.setup_logging())
+from ..log import setup_logging  # noqa: F401  (the grid calls ex.setup_logging(); the notebooks, notebook_profile)
 from .cost import (  # noqa: F401
     GPU_7B_SECONDS,
     LLAMA2_7B_PARAMS,
@@ -109,6 +109,7 @@ from .labels import (  # noqa: F401
     sparsegpt_arithmetic,
     training_name,
 )
+from .notebook import notebook_profile  # noqa: F401  (each notebook's first cell checks its parameters)
 from .profiles import (  # noqa: F401
     ARITHMETIC_FIELDS,
     HYPER_FIELDS,
