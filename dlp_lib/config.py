@@ -230,6 +230,7 @@ class PruneConfig:
             raise ConfigError(f"dlp_statistic must be one of {DLP_STATISTICS}; got {self.dlp_statistic!r}")
         for name in ("owl_lambda", "dlp_alpha", "dsa_lambda"):
             check_number(name, getattr(self, name), 0.0)
+        self._check_width()
         check_number("owl_m", self.owl_m, 0.0, open_low=True, hint=" (OWL's outlier threshold M)")
         check_number("percdamp", self.percdamp, 0.0, 1.0, open_high=True)
         nm = self.nm
@@ -260,6 +261,22 @@ class PruneConfig:
             self._check_evopress()
         if self.perturb and self.method == "magnitude":
             raise ConfigError("magnitude pruning uses no calibration statistics, so there is nothing to perturb")
+
+    def _check_width(self) -> None:
+        """The allocation's width, before any model work: the template spreads block densities over
+        exactly 2 x width around 1 - sparsity, so a width of 0.5 or more leaves (0, 1] on some block
+        whatever the model (the largest width a model allows is known once its statistics are)."""
+        width_name = {"owl": "owl_lambda", "dlp": "dlp_alpha", "dsa": "dsa_lambda"}.get(self.allocation)
+        if width_name is None or self.clip_densities:
+            return
+        width = getattr(self, width_name)
+        if width >= 0.5:
+            flag = {"owl_lambda": "--Lamda", "dlp_alpha": "--alpha", "dsa_lambda": "--Lamda"}[width_name]
+            raise ConfigError(
+                f"{width_name} ({flag}) = {width:g} spreads the block densities over {2 * width:g}, wider than "
+                f"(0, 1], so every block allocation would be refused; use a value below 0.5 (the paper's is "
+                f"{getattr(PruneConfig, width_name):g}) or ask for clipping (--clip_densities)"
+            )
 
     def _check_evopress(self) -> None:
         """A readable search result for this sparsity, unstructured: before any model work."""

@@ -201,3 +201,37 @@ def llama2_config(size: str) -> dict:
     if size not in table:
         raise ConfigError(f"unknown LLaMA-2 size {size!r}; use one of {', '.join(table)}")
     return {"model_type": "llama", "vocab_size": 32000, "tie_word_embeddings": False, **table[size]}
+
+
+def available_memory(device) -> int | None:
+    """Bytes free on ``device`` now: the GPU's free memory, or the host's MemAvailable (None if unknown)."""
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory(
+    model, nsamples: int, seqlen: int, batch_size: int, method: str, device, offload: bool = False
+) -> None:
+    """Refuse a calibration that cannot fit, before building it: the activations and statistics that
+    ``dlp_lib.memory`` estimates for ``nsamples`` x ``seqlen`` beyond the loaded weights, against what
+    ``device`` has free now."""
+    dtype = next(model.parameters()).dtype
+    if dtype not in _BYTES:
+        return
+    estimate = estimate_peak_memory(model.config, nsamples, seqlen, batch_size, method, dtype, offload).prune
+    needed = sum(v for k, v in estimate.items() if k != "weights")
+    free = available_memory("cpu" if offload else device)
+    if free is not None and needed > free:
+        gib = lambda n: f"{n / 2**30:.1f} GiB"  # noqa: E731
+        where = device if str(device).startswith("cuda") and not offload else "the host"
+        raise ConfigError(
+            f"{nsamples} calibration windows of {seqlen} tokens need about {gib(needed)} beyond the weights "
+            f"({gib(estimate.get('calibration activations', 0))} of activations, dlp_lib.memory's estimate); "
+            f"{where} has {gib(free)} free: use fewer --nsamples or a shorter --seqlen"
+        )

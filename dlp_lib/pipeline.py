@@ -36,6 +36,7 @@ from .data import (
 )
 from .evaluation import perplexity
 from .layers import decoder_blocks, linear_sublayers
+from .memory import check_memory
 from .models import DEFAULT_MODEL, check_model_spec, load_model
 from .prune import decoder_sparsity, dense_input_norms, prune_model
 from .recovery import RecoveryConfig, check_recovery, merge_masked, recover
@@ -87,6 +88,7 @@ class RunConfig:
     recovery: RecoveryConfig | None = None
 
     def __post_init__(self):
+        self._check_types()
         defaults = dict(zip(("calibration", "eval"), default_sources(self.model)))
         defaulted = tuple(name for name in defaults if getattr(self, name) is BY_MODEL)
         for name in defaulted:
@@ -118,6 +120,26 @@ class RunConfig:
         if self.zero_shot_tasks is not None:
             tasks = self.zero_shot_tasks
             object.__setattr__(self, "zero_shot_tasks", tuple(tasks.split(",") if isinstance(tasks, str) else tasks))
+
+    def _check_types(self) -> None:
+        """The fields whose wrong type would fail later with an unrelated error (a method name given as
+        ``prune``, a number as a source, ...)."""
+        if self.prune is not None and not isinstance(self.prune, PruneConfig):
+            example = f"PruneConfig(method={self.prune!r})" if isinstance(self.prune, str) else "PruneConfig(...)"
+            raise ConfigError(f"prune must be a PruneConfig or None (dense); got {self.prune!r}: pass {example}")
+        if self.recovery is not None and not isinstance(self.recovery, RecoveryConfig):
+            raise ConfigError(f"recovery must be a RecoveryConfig or None; got {self.recovery!r}")
+        for name in ("model", "calibration", "eval", "dtype", "zero_shot_source"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and value is not BY_MODEL and not (name == "eval" and value is None):
+                raise ConfigError(f"{name} must be a string; got {value!r}")
+        tasks = self.zero_shot_tasks
+        names = isinstance(tasks, (list, tuple)) and all(isinstance(t, str) for t in tasks)
+        if tasks is not None and not (isinstance(tasks, str) or names):
+            raise ConfigError(f"zero_shot_tasks must be task names (e.g. ('boolq', 'piqa')); got {tasks!r}")
+        for name in ("trust_remote_code", "offload", "zero_shot_bos"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False; got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         """The settings as a dict. The zero-shot fields appear only when zero-shot evaluation is on, so
@@ -232,42 +254,6 @@ def check_model_fit(model, config: RunConfig) -> None:
                 f"{n}:{m} sparsity needs every decoder linear's input size to be a multiple of M={m}; this model's are "
                 f"{', '.join(map(str, sizes))}: use a pattern whose M divides them (e.g. {fits or 'unstructured'})"
             )
-
-
-def available_memory(device) -> int | None:
-    """Bytes free on ``device`` now: the GPU's free memory, or the host's MemAvailable (None if unknown)."""
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.mem_get_info(torch.device(device))[0]
-    try:
-        with open("/proc/meminfo") as f:
-            fields = dict(line.split(":", 1) for line in f)
-        return int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def check_memory(
-    model, nsamples: int, seqlen: int, batch_size: int, method: str, device, offload: bool = False
-) -> None:
-    """Refuse a calibration that cannot fit, before building it: the activations and statistics that
-    ``dlp_lib.memory`` estimates for ``nsamples`` x ``seqlen`` beyond the loaded weights, against what
-    ``device`` has free now."""
-    from .memory import _BYTES, estimate_peak_memory
-
-    dtype = next(model.parameters()).dtype
-    if dtype not in _BYTES:
-        return
-    estimate = estimate_peak_memory(model.config, nsamples, seqlen, batch_size, method, dtype, offload).prune
-    needed = sum(v for k, v in estimate.items() if k != "weights")
-    free = available_memory("cpu" if offload else device)
-    if free is not None and needed > free:
-        gib = lambda n: f"{n / 2**30:.1f} GiB"  # noqa: E731
-        where = device if str(device).startswith("cuda") and not offload else "the host"
-        raise ConfigError(
-            f"{nsamples} calibration windows of {seqlen} tokens need about {gib(needed)} beyond the weights "
-            f"({gib(estimate.get('calibration activations', 0))} of activations, dlp_lib.memory's estimate); "
-            f"{where} has {gib(free)} free: use fewer --nsamples or a shorter --seqlen"
-        )
 
 
 def model_fingerprint(model) -> str:

@@ -37,7 +37,7 @@ import os
 import sys
 from pathlib import Path
 
-from .cache import atomic_path, cache_root
+from .cache import atomic_path, cache_root, check_writable
 from .config import ConfigError
 from .zeroshot import PAPER_TASKS, build_task_files, hub_file
 
@@ -87,7 +87,8 @@ def paths(directory: str | os.PathLike | None = None) -> dict[str, Path]:
 
 
 def is_built(directory: str | os.PathLike | None = None) -> bool:
-    """Whether ``directory`` holds a complete set of this version's files (the manifest is written last)."""
+    """Whether ``directory`` holds a complete set of this version's files (the manifest says complete
+    only once every file is written)."""
     root = Path(directory).expanduser() if directory is not None else assets_dir()
     try:
         manifest = json.loads((root / MANIFEST).read_text())
@@ -95,7 +96,9 @@ def is_built(directory: str | os.PathLike | None = None) -> bool:
         return False
     found = paths(root)
     return (
-        manifest.get("format") == FORMAT_VERSION
+        isinstance(manifest, dict)
+        and manifest.get("format") == FORMAT_VERSION
+        and manifest.get("complete", True)
         and (found["model"] / "config.json").is_file()
         and found["c4"].is_file()
         and found["wikitext2"].is_file()
@@ -105,7 +108,7 @@ def is_built(directory: str | os.PathLike | None = None) -> bool:
 
 def require_built(directory: str | os.PathLike | None = None) -> Path:
     """The assets directory, or a ConfigError saying how to build it."""
-    root = Path(directory).expanduser() if directory is not None else assets_dir()
+    root = check_assets_place(directory)
     if not is_built(root):
         raise ConfigError(
             f"the rehearsal's local data and model are not built in {root}; run `make rehearsal-assets` "
@@ -231,12 +234,19 @@ def write_model(directory: Path, shape: dict | None = None, seed: int = 0, token
 def build_assets(directory: str | os.PathLike | None = None, force: bool = False) -> Path:
     """Write every rehearsal file into ``directory`` (default :func:`assets_dir`) unless a complete set is
     there; return the directory."""
-    root = Path(directory).expanduser() if directory is not None else assets_dir()
+    root = check_assets_place(directory)
     if is_built(root) and not force:
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    (root / MANIFEST).unlink(missing_ok=True)  # incomplete until every file is written
     found = paths(root)
+    foreign = [path.name for path in found.values() if path.exists()] if not (root / MANIFEST).is_file() else []
+    if foreign:
+        raise ConfigError(
+            f"{root} already holds {', '.join(foreign)}, not written by the rehearsal (no {MANIFEST}); "
+            f"give an empty directory (or set {DIR_ENV} to one) rather than replace them"
+        )
+    check_writable(root / MANIFEST, "the rehearsal's files")
+    root.mkdir(parents=True, exist_ok=True)
+    write_manifest(root, found, complete=False)  # claims the files being written; complete only at the end
     for name, write in (
         ("c4", write_c4),
         ("wikitext2", write_wikitext2),
@@ -245,9 +255,25 @@ def build_assets(directory: str | os.PathLike | None = None, force: bool = False
     ):
         log.info("writing the rehearsal's %s into %s", name, found[name])
         write(found[name])
-    manifest = {"format": FORMAT_VERSION, "files": {name: str(path.relative_to(root)) for name, path in found.items()}}
+    write_manifest(root, found, complete=True)
+    return root
+
+
+def write_manifest(root: Path, found: dict[str, Path], complete: bool) -> None:
+    """The manifest: which files the rehearsal wrote here (so a rebuild may replace them and nothing
+    else) and whether the set is complete."""
+    files = {name: str(path.relative_to(root)) for name, path in found.items()}
+    manifest = {"format": FORMAT_VERSION, "complete": complete, "files": files}
     with atomic_path(root / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def check_assets_place(directory: str | os.PathLike | None = None) -> Path:
+    """The assets directory (``directory`` or :func:`assets_dir`), after checking it is not a file."""
+    root = Path(directory).expanduser() if directory is not None else assets_dir()
+    if root.exists() and not root.is_dir():
+        where = "the directory given" if directory is not None else DIR_ENV
+        raise ConfigError(f"the rehearsal's folder {root} is a file; point {where} at a directory")
     return root
 
 
@@ -262,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         root = build_assets(args.directory, force=args.force)
     except ConfigError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     print(f"rehearsal data and model in {root}")
     return 0

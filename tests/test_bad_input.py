@@ -4,8 +4,11 @@ outputs nor the cache). ``tests/test_cli.py`` and ``tests/test_config.py`` hold 
 
 from __future__ import annotations
 
+import json
+import math
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -152,7 +155,8 @@ def test_refused_after_loading_before_work(flags, expected, tiny_args, tmp_path,
 
 
 def test_infeasible_alpha_says_the_statistics_were_kept(tiny_args, tmp_path, capsys):
-    status = main([*tiny_args, "--prune_method", "wanda_dlp", "--alpha", "0.9", "--save", str(tmp_path / "r.json")])
+    flags = ["--prune_method", "wanda_dlp", "--sparsity_ratio", "0.8", "--alpha", "0.4"]  # density 0.2 +- 0.4
+    status = main([*tiny_args, *flags, "--save", str(tmp_path / "r.json")])
     err = capsys.readouterr().err.strip()
     assert status == 2 and len(err.splitlines()) == 1
     assert "--clip_densities" in err and "dense statistics are cached" in err
@@ -502,3 +506,171 @@ def test_grid_refuses_a_negative_size_and_a_file_for_records(argv, expected, tmp
     argv = [a.format(tmp=tmp_path) for a in argv]
     assert grid.main(["--profile", "smoke", "--dry-run", *argv]) == 2
     assert expected in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------- round three
+# The third battery's entry points: places checked before the work (the grid's job folder, the
+# rehearsal's folder), arguments accepted and wrong (a --help that wrote a folder, a width that makes
+# every candidate invalid, a method name where a configuration belongs), a search that could only fail.
+def one_error_line(capsys, prog: str) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), captured.err
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [(["--logs", "{tmp}/a-file/logs"], "is a file"), (["--logs", "{tmp}/a-file"], "is a file; give --logs"),
+     (["--logs", "/proc/nope/logs"], "does not accept new files"), (["--results", "/proc/nope"], "does not accept"),
+     (["--parallel", "0"], "--parallel must be at least 1"), (["--cpus", "0"], "--cpus must be at least 1"),
+     (["--mem", "-4"], "--mem is memory per job in GB")],
+)  # fmt: skip
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_grid_checks_its_places_and_sizes_before_planning(argv, expected, dry_run, tmp_path, capsys, monkeypatch):
+    from dlp_lib import grid
+    from dlp_lib.grid import command
+
+    monkeypatch.setattr(command, "plan", lambda *a, **k: pytest.fail("the grid planned its jobs"))
+    (tmp_path / "a-file").write_text("a file")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    assert grid.main(["--profile", "smoke", *(["--dry-run"] if dry_run else []), *argv]) == 2
+    assert expected in one_error_line(capsys, "python -m dlp_lib.grid")
+    assert (tmp_path / "a-file").read_text() == "a file"
+
+
+def test_rehearsal_folder_that_is_a_file_is_refused(tmp_path, monkeypatch, capsys):
+    from dlp_lib import rehearsal
+
+    (tmp_path / "notes").write_text("mine")
+    monkeypatch.setenv(rehearsal.DIR_ENV, str(tmp_path / "notes"))
+    with pytest.raises(ConfigError, match=f"is a file; point {rehearsal.DIR_ENV} at a directory"):
+        rehearsal.require_built()
+    with pytest.raises(ConfigError, match="is a file"):
+        preflight.check("rehearsal")
+    assert rehearsal.main([]) == 2
+    assert "is a file" in one_error_line(capsys, "python -m dlp_lib.rehearsal")
+    assert (tmp_path / "notes").read_text() == "mine"
+
+
+def test_rehearsal_never_replaces_a_users_files(tmp_path, capsys, monkeypatch):
+    from dlp_lib import rehearsal
+
+    monkeypatch.setattr(rehearsal, "write_c4", lambda path: pytest.fail("the rehearsal started writing"))
+    (tmp_path / rehearsal.MODEL_DIR).mkdir()
+    (tmp_path / rehearsal.MODEL_DIR / "my-weights.bin").write_bytes(b"\0" * 8)
+    assert rehearsal.main([str(tmp_path)]) == 2
+    assert "not written by the rehearsal" in one_error_line(capsys, "python -m dlp_lib.rehearsal")
+    assert files_under(tmp_path) == {rehearsal.MODEL_DIR, f"{rehearsal.MODEL_DIR}/my-weights.bin"}
+
+
+def test_rehearsal_rebuild_replaces_only_its_own_files(tmp_path, monkeypatch):
+    """A folder the rehearsal claimed (its manifest) may be rebuilt; an interrupted build is not complete."""
+    from dlp_lib import rehearsal
+
+    written = []
+    for name in ("write_c4", "write_wikitext2", "write_zero_shot", "write_model"):
+        monkeypatch.setattr(rehearsal, name, lambda path, name=name: written.append(name))
+    monkeypatch.setattr(rehearsal, "write_zero_shot", lambda path: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        rehearsal.build_assets(tmp_path)
+    assert not rehearsal.is_built(tmp_path) and (tmp_path / rehearsal.MANIFEST).is_file()
+    (tmp_path / rehearsal.C4_FILE).parent.mkdir(parents=True)
+    (tmp_path / rehearsal.C4_FILE).write_text("from the interrupted build")
+    monkeypatch.setattr(rehearsal, "write_zero_shot", lambda path: written.append("write_zero_shot"))
+    rehearsal.build_assets(tmp_path)  # the manifest says these files are the rehearsal's own
+    assert written == ["write_c4", "write_wikitext2", "write_c4", "write_wikitext2", "write_zero_shot", "write_model"]
+
+
+def test_zeroshot_builder_has_a_help_and_checks_its_folder(tmp_path, capsys, monkeypatch):
+    from dlp_lib.zeroshot import __main__ as zeroshot_main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        zeroshot_main.main(["--help"])
+    assert stop.value.code == 0 and "cache_dir" in capsys.readouterr().out
+    assert files_under(tmp_path) == set()  # no folder named --help
+    (tmp_path / "a-file").write_text("a file")
+    assert zeroshot_main.main([str(tmp_path / "a-file")]) == 2
+    assert "is a file" in one_error_line(capsys, "python -m dlp_lib.zeroshot")
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [({"allocation": "dsa", "dsa_lambda": 5.0}, r"dsa_lambda \(--Lamda\) = 5 spreads the block densities over 10"),
+     ({"allocation": "owl", "owl_lambda": 0.5}, r"owl_lambda \(--Lamda\) = 0.5"),
+     ({"allocation": "dlp", "dlp_alpha": 0.7}, r"dlp_alpha \(--alpha\) = 0.7")],
+)  # fmt: skip
+def test_a_width_no_model_allows_is_refused_before_loading(overrides, expected):
+    """The template spreads densities over exactly 2 x width, so a width of 0.5 or more leaves (0, 1] on
+    some block of any model; clipping was asked for, it is allowed."""
+    with pytest.raises(ConfigError, match=expected):
+        PruneConfig(**overrides)
+    PruneConfig(**overrides, clip_densities=True)
+    PruneConfig(**{**overrides, next(k for k in overrides if k != "allocation"): 0.49})
+
+
+def test_search_with_a_width_no_model_allows_is_refused_before_loading(capsys, monkeypatch):
+    from dlp_lib import search
+    from dlp_lib.cli import search as search_cli
+
+    monkeypatch.setattr(search, "ProxyFitness", lambda *a, **k: pytest.fail("the search started"))
+    assert search_cli.main(["--Lamda", "5", "--quiet"]) == 2
+    assert "below 0.5" in one_error_line(capsys, "dlp-search")
+
+
+def test_search_whose_every_candidate_is_invalid_fails_with_a_reason(capsys, monkeypatch):
+    from dlp_lib import search
+    from dlp_lib.cli import search as search_cli
+    from dlp_lib.search.candidates import Candidate
+
+    reason = "dsa: Lamda (dsa_lambda) = 0.3 gives block densities in [-0.1, 0.7], outside (0, 1]"
+    invalid = Candidate("W:(ABS)-(MEAN)-()", math.inf, reason=reason)
+    result = SimpleNamespace(best=invalid, candidates=[], computed=1, seconds=1.0)
+    monkeypatch.setattr(search, "ProxyFitness", lambda *a, **k: None)
+    monkeypatch.setattr(search, "search", lambda *a, **k: result)
+    assert search_cli.main(["--Lamda", "0.3", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "apply with" not in captured.out
+    assert captured.err.strip() == f"dlp-search: error: every expression was invalid on this model, e.g. {reason}"
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [({"prune": "wanda"}, r"pass PruneConfig\(method='wanda'\)"), ({"recovery": {"steps": 2}}, "RecoveryConfig"),
+     ({"eval": 3}, "eval must be a string"), ({"model": None}, "model must be a string"),
+     ({"zero_shot_tasks": 5}, "task names"), ({"offload": "yes"}, "True or False")],
+)  # fmt: skip
+def test_run_config_refuses_wrong_types(overrides, expected):
+    with pytest.raises(ConfigError, match=expected):
+        RunConfig(**overrides)
+
+
+@pytest.mark.parametrize("sparsity, side", [(0.001, "pruned less"), (0.999, "pruned more")])
+def test_evopress_sparsity_without_room_for_levels_refused_before_loading(sparsity, side, capsys, monkeypatch):
+    """At 0.1% no linear prunes a single weight per row, so no level lies below the target: nothing to
+    exchange. Found from the configuration (meta weights), before the model is loaded."""
+    from dlp_lib.cli import evopress as evopress_cli
+    from dlp_lib.search import evopress
+
+    monkeypatch.setattr(evopress, "EvoPressProblem", lambda *a, **k: pytest.fail("the search started"))
+    assert evopress_cli.main(["--sparsity_ratio", str(sparsity), "--quiet"]) == 2
+    assert side in one_error_line(capsys, "dlp-evopress")
+
+
+def test_stored_dsa_search_without_its_best_is_not_read(tmp_path, caplog):
+    """A stored search result missing what the notebooks read is unreadable (rebuilt or refused), not a
+    KeyError in a notebook."""
+    from dlp_lib.experiments import dsa
+
+    prof = experiments.profile("smoke")
+    fitness, config = dsa.dsa_search_settings(prof)
+    path = dsa.dsa_search_path(prof, tmp_path)
+    path.parent.mkdir(parents=True)
+    stored = {"settings": fitness.to_dict(), "config": config.to_dict(), "candidates": [], "history": []}
+    path.write_text(json.dumps({**stored, "references": {}}))
+    assert dsa.stored_dsa_search(prof, tmp_path) is None
+    assert "no best expression" in caplog.text
+    path.write_text(json.dumps({**stored, "references": {}, "best": {"expression": "W:(ABS)-(MEAN)-()"}}))
+    assert dsa.stored_dsa_search(prof, tmp_path)["best"]["expression"] == "W:(ABS)-(MEAN)-()"

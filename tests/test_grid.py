@@ -115,10 +115,10 @@ def test_plan_leaves_out_the_hyper_parameter_runs_the_statistics_show_infeasible
     stats = object()
     monkeypatch.setattr(grid.jobs, "read_cache", lambda path, load, what: stats)
     monkeypatch.setattr(ex, "feasible_hyper_specs", lambda s, p: (feasible, ["refused"]) if s is stats else None)
-    monkeypatch.setattr(ex, "hyper_specs", lambda p: everything + [{**everything[0], "dlp_alpha": 0.9}])
+    monkeypatch.setattr(ex, "hyper_specs", lambda p: everything + [{**everything[0], "dlp_alpha": 0.45}])
     keys = set(_keys(grid.plan(prof, tmp_path)))
     assert config_key(ex.run_config(prof, **everything[0]).to_dict()) in keys
-    assert config_key(ex.run_config(prof, **{**everything[0], "dlp_alpha": 0.9}).to_dict()) not in keys
+    assert config_key(ex.run_config(prof, **{**everything[0], "dlp_alpha": 0.45}).to_dict()) not in keys
 
 
 def test_a_run_job_is_done_when_its_record_or_its_clipped_record_is_stored(tmp_path):

@@ -90,6 +90,7 @@ def build_settings(args):
     from ..cache import check_cache_root
     from ..models import check_model_spec, resolve_dtype
     from ..search.evopress import EvoPressConfig, EvoPressSettings
+    from ..search.levels import preview_ladder
 
     resolve_dtype(args.dtype)
     args.device = resolve_device(args.device)
@@ -125,6 +126,7 @@ def build_settings(args):
     check_calibration(settings.model, settings.calibration, defaulted)
     check_cache_root()
     save = checked_save_path(args.save, "evopress.json")
+    preview_ladder(settings.model, settings.sparsity, settings.num_levels, settings.granularity, args.trust_remote_code)
     return settings, config, save
 
 
@@ -143,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 2
     if save is not None:
-        save_evopress(result, save)
+        try:
+            save_evopress(result, save)
+        except ConfigError as err:  # the place changed during the run (disk full, a file put there since)
+            print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
+            return 2
     blocks = result["block_sparsities"]
     print(f"fitness     KL {result['fitness']:.5g} from the dense model after {config.generations} generations")
     print(

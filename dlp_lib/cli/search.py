@@ -124,7 +124,7 @@ def build_settings(args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the search; returns the exit status (0 ok, 2 invalid settings)."""
+    """Run the search; returns the exit status (0 ok, 1 no valid expression found, 2 invalid settings)."""
     started = start_command(PROG, build_parser(), argv, build_settings)
     if isinstance(started, int):
         return started
@@ -139,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 2
     if save is not None:
-        save_result(result, save)
+        try:
+            save_result(result, save)
+        except ConfigError as err:  # the place changed during the run (disk full, a file put there since)
+            print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
+            return 2
     best = result.best
     print(f"best        {best.expression}  (perplexity {best.fitness:.4g} on the search windows)")
     print(
@@ -149,14 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     for candidate in result.candidates[:5]:
         fitness_text = "invalid" if candidate["fitness"] is None else f"{candidate['fitness']:.4g}"
         print(f"  #{candidate['rank'] + 1:<3} {fitness_text:>10}  {candidate['expression']}")
-    s = fitness_settings
-    if best.valid:
-        print(
-            f'apply with  dlp-prune --prune_method {s.method} --allocation dsa --dsa_graph "{best.expression}" '
-            f"--Lamda {s.dsa_lambda:g} --sparsity_ratio {s.sparsity:g}"
-        )
     if save is not None:
         print(f"result      {save}")
+    if not best.valid:  # nothing to apply: say why rather than report a perplexity of inf
+        print(f"{PROG}: error: every expression was invalid on this model, e.g. {best.reason}", file=sys.stderr)
+        return 1
+    s = fitness_settings
+    print(
+        f'apply with  dlp-prune --prune_method {s.method} --allocation dsa --dsa_graph "{best.expression}" '
+        f"--Lamda {s.dsa_lambda:g} --sparsity_ratio {s.sparsity:g}"
+    )
     return 0
 
 

@@ -46,11 +46,25 @@ def dsa_search_path(prof: dict, results_dir: str | os.PathLike = "results") -> P
     return Path(results_dir) / "dsa_search" / f"{key}.json"
 
 
+def _search_result(path: Path) -> dict:
+    """A stored search result, refused (as unreadable) unless it holds what the notebooks read."""
+    result = _json_object(path)
+    best = result.get("best")
+    if not isinstance(best, dict) or "expression" not in best:
+        raise ValueError("no best expression (field 'best')")
+    for field in ("candidates", "history"):
+        if not isinstance(result.get(field), list):
+            raise ValueError(f"no {field} list (field {field!r})")
+    if not isinstance(result.get("references"), dict):
+        raise ValueError("no reference fitness (field 'references')")
+    return result
+
+
 def stored_dsa_search(prof: dict, results_dir: str | os.PathLike = "results") -> dict | None:
     """The profile's stored DSA search result, or None (missing, unreadable or for other settings)."""
     fitness_settings, config = dsa_search_settings(prof)
     path = dsa_search_path(prof, results_dir)
-    stored = read_cache(path, _json_object, "DSA search result")  # None: search (cached candidates are reused)
+    stored = read_cache(path, _search_result, "DSA search result")  # None: search (cached candidates are reused)
     if stored is None:
         return None
     if stored.get("settings") == fitness_settings.to_dict() and stored.get("config") == config.to_dict():

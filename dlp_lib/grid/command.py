@@ -50,15 +50,7 @@ def main(argv=None) -> int:
     try:
         arithmetic = {"sparsegpt_sweep": args.sparsegpt_sweep, "sparsegpt_hessian": args.sparsegpt_hessian}
         prof = ex.profile(args.profile, model=args.model, **arithmetic)
-        for name, value in (("--workers", args.workers), ("--time", args.time), ("--gpus", args.gpus)):
-            if value is not None and value < (0 if name == "--gpus" else 1):
-                raise ConfigError(f"{name} must be at least {0 if name == '--gpus' else 1}; got {value}")
-        if args.params is not None and not (math.isfinite(args.params) and args.params > 0):
-            raise ConfigError(f"--params is the model's parameter count (e.g. 7e9); got {args.params}")
-        if Path(args.results).expanduser().exists() and not Path(args.results).expanduser().is_dir():
-            raise ConfigError(f"--results {args.results} is a file; give the records' directory")
-        if args.no_wait and args.executor != "slurm":
-            raise ConfigError("--no-wait is for --executor slurm (local jobs end with this process)")
+        check_arguments(args)
         jobs = plan(prof, args.results)
         if args.dry_run:
             print(format_jobs(jobs, args.results))
@@ -68,7 +60,7 @@ def main(argv=None) -> int:
         from ..preflight import check
 
         check(args.profile, args.model, (args.results,), **arithmetic)  # model and data reachable, results writable
-        folder = Path(args.logs or Path(args.results) / "grid_logs")
+        folder = logs_folder(args)
         if args.executor == "slurm":
             backend = slurm_backend(
                 folder,
@@ -86,7 +78,7 @@ def main(argv=None) -> int:
             workers = args.workers or max(1, len(gpus))
             backend = local_backend(folder, workers, gpus, args.time)
     except ConfigError as err:
-        print(f"python -m dlp_lib.grid: error: {err}", file=sys.stderr)
+        print(f"python -m dlp_lib.grid: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     try:
         summary = run_grid(prof, args.results, backend, wait=not args.no_wait)
@@ -101,6 +93,37 @@ def main(argv=None) -> int:
         variables = " ".join(f"{name.upper()}={value}" for name, value in settings.items() if value)
         print(f"every record is stored; render the notebooks with: make render {variables}")
     return 0
+
+
+def logs_folder(args) -> Path:
+    """Submitit's job folder: ``--logs`` or ``<results>/grid_logs``."""
+    return Path(args.logs or Path(args.results) / "grid_logs").expanduser()
+
+
+def check_arguments(args) -> None:
+    """Every number and place the grid will use, checked before planning (the dry run too); raises
+    ConfigError."""
+    from ..cache import check_writable
+
+    at_least = {"--workers": 1, "--time": 1, "--gpus": 0, "--parallel": 1, "--cpus": 1}
+    for name, minimum in at_least.items():
+        value = getattr(args, name[2:])
+        if value is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}; got {value}")
+    for name, value in (("--params", args.params), ("--mem", args.mem)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            example = "the model's parameter count (e.g. 7e9)" if name == "--params" else "memory per job in GB"
+            raise ConfigError(f"{name} is {example}: a positive number; got {value}")
+    if args.no_wait and args.executor != "slurm":
+        raise ConfigError("--no-wait is for --executor slurm (local jobs end with this process)")
+    results = Path(args.results).expanduser()
+    if results.exists() and not results.is_dir():
+        raise ConfigError(f"--results {args.results} is a file; give the records' directory")
+    check_writable(results / ".probe", "the records (--results)")
+    logs = logs_folder(args)
+    if logs.exists() and not logs.is_dir():
+        raise ConfigError(f"the job folder {logs} is a file; give --logs a directory")
+    check_writable(logs / ".probe", "submitit's job folder (--logs)")
 
 
 def _visible_gpus() -> list[int]:

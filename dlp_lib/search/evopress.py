@@ -271,7 +271,7 @@ class EvoPressProblem:
     """The model, its level database and KL fitness for ``settings`` (everything a search evaluates)."""
 
     def __init__(self, settings: EvoPressSettings, progress: bool = True):
-        from .. import pipeline
+        from .. import memory, pipeline
         from ..data import calibration_windows, check_source
         from ..models import load_model
         from .kl import KLFitness, StitchedModel
@@ -290,7 +290,7 @@ class EvoPressProblem:
         units = model_units(self.model, s.granularity)
         self.ladder = build_ladder(units, s.sparsity, s.num_levels, self.model.config.hidden_size**2)
         needed = database_bytes(self.ladder, s.method, next(self.model.parameters()).element_size())
-        free = pipeline.available_memory("cpu")
+        free = memory.available_memory("cpu")
         if free is not None and needed > free:
             raise ConfigError(
                 f"EvoPress's {s.method} database needs about {needed / 2**30:.1f} GiB of host memory, "

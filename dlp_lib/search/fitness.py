@@ -96,7 +96,7 @@ class ProxyFitness(CachedFitness):
     restore before each candidate, the dense input norms computed once (pipeline's cache)."""
 
     def __init__(self, settings: FitnessSettings, progress: bool = True, cache_dir: str | Path | None = None):
-        from .. import pipeline
+        from .. import memory, pipeline
         from ..data import calibration_windows, check_source
         from ..layers import decoder_blocks, linear_sublayers
         from ..models import load_model
@@ -111,7 +111,7 @@ class ProxyFitness(CachedFitness):
             raise ConfigError(
                 f"--seqlen {s.seqlen} is longer than the model's {positions} positions; use {positions} or less"
             )
-        pipeline.check_memory(self.model, max(s.nsamples, s.windows), s.seqlen, s.batch_size, s.method, s.device)
+        memory.check_memory(self.model, max(s.nsamples, s.windows), s.seqlen, s.batch_size, s.method, s.device)
         self.calibration = calibration_windows(s.calibration, tokenizer, s.nsamples, s.seqlen, s.seed)
         self.windows = calibration_windows(s.calibration, tokenizer, s.windows, s.seqlen, s.seed + WINDOW_SEED_OFFSET)
         self.norms, _ = pipeline.cached_dense_norms(self.model, self.calibration, s.batch_size, progress)

@@ -164,7 +164,44 @@ def build_ladder(units: list[Unit], sparsity: float, num_levels: int, reference_
         high.append(min(num_levels, up))
         base.append(k0)
         per_level.append(a)
+    check_exchange(units, sparsity, low, high)
     return Ladder(sparsity, step, tuple(units), tuple(low), tuple(high), tuple(base), tuple(per_level))
+
+
+def check_exchange(units: list[Unit], sparsity: float, low: list[int], high: list[int]) -> None:
+    """A search moves weights from one unit to another: it needs a unit that can be pruned less and
+    another that can be pruned more, or every offspring is its parent (ConfigError otherwise)."""
+    denser = {u for u, level in enumerate(low) if level < 0}
+    sparser = {u for u, level in enumerate(high) if level > 0}
+    if not denser or not sparser or (len(denser | sparser) < 2):
+        side = "less (they prune under one weight per row)" if not denser else "more"
+        raise ConfigError(
+            f"at sparsity {sparsity:g} no linear of this model's {len(units)} search units can be pruned {side}, "
+            "so EvoPress has nothing to exchange; search at a sparsity further from 0 and 1 (e.g. 0.5-0.8)"
+        )
+
+
+def preview_ladder(spec: str, sparsity: float, num_levels: int, granularity: str, trust_remote_code: bool = False):
+    """The ladder of model ``spec`` built from its configuration alone (weights on the meta device: only
+    config.json is read), so :func:`build_ladder`'s checks run before the model is loaded. None where
+    the configuration cannot be read this way (a .gguf file, a broken directory: loading says why)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ..models import EMBEDDED_MODELS, package_file
+
+    if spec.endswith(".gguf"):
+        return None
+    try:
+        if spec in EMBEDDED_MODELS:  # the GGUF's metadata: no conversion (that is loading) before the checks
+            gguf = package_file(*EMBEDDED_MODELS[spec])
+            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        else:
+            config = AutoConfig.from_pretrained(spec, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception:  # noqa: BLE001 - the real loading reports a bad model in its own words
+        return None
+    return build_ladder(model_units(model, granularity), sparsity, num_levels, config.hidden_size**2)
 
 
 # ---------------------------------------------------------------------------------------------- database
