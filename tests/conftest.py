@@ -138,3 +138,26 @@ def smoke_grid(tmp_path_factory):
     backend = grid.local_backend(root / "logs", workers=2, gpus=[], timeout_min=30, threads=1)
     summary = grid.run_grid(experiments.profile("smoke"), root / "results", backend)
     return {"results": root / "results", "summary": summary, "seconds": time.perf_counter() - start}
+
+
+# ------------------------------------------------------------------------- the bad-input batteries' check
+def files_under(path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*")}
+
+
+def refused(argv, capsys, tmp_path, cache_allowed: bool = False, entry=None, prog="dlp-prune") -> str:
+    """Run the command (``entry``, by default dlp-prune's main); assert exit 2, one ``<prog>: error:`` line,
+    nothing on stdout, nothing written under tmp_path (outputs, and the cache unless ``cache_allowed``: text
+    tokenised before the refusal may be kept, as any cache); return the line."""
+    if entry is None:
+        from dlp_lib.cli import main as entry
+    before = files_under(tmp_path)
+    status = entry(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert status == 2, captured.err
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    written = files_under(tmp_path) - before
+    assert not (written if not cache_allowed else {p for p in written if not p.startswith("cache")}), written
+    return lines[0]

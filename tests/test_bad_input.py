@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import files_under, refused
 
 from dlp_lib import experiments, hub, pipeline, preflight
 from dlp_lib.cli import main
@@ -37,26 +38,6 @@ def no_network(monkeypatch):
     """The hub unreachable and its cache empty, whatever this machine's network."""
     monkeypatch.setattr(hub, "unreachable", lambda timeout=hub.TIMEOUT_SECONDS: NO_NETWORK)
     monkeypatch.setattr(hub, "model_in_cache", lambda repo_id: False)
-
-
-def files_under(path: Path) -> set[str]:
-    return {str(p.relative_to(path)) for p in path.rglob("*")}
-
-
-def refused(argv, capsys, tmp_path, cache_allowed: bool = False) -> str:
-    """Run the CLI; assert exit 2, one ``dlp-prune: error:`` line, nothing on stdout, nothing written
-    under tmp_path (outputs, and the cache unless ``cache_allowed``: text tokenised before the refusal
-    may be kept, as any cache); return the line."""
-    before = files_under(tmp_path)
-    status = main(argv)
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert status == 2, captured.err
-    assert len(lines) == 1 and lines[0].startswith("dlp-prune: error: "), captured.err
-    assert "Traceback" not in captured.err and captured.out == ""
-    written = files_under(tmp_path) - before
-    assert not (written if not cache_allowed else {p for p in written if not p.startswith("cache")}), written
-    return lines[0]
 
 
 # ------------------------------------------------------------------------- CLI: refused before loading

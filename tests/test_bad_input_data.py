@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import refused
 
 from dlp_lib import data, documents, engines, hub, models, tokens, zeroshot
-from dlp_lib.cli import main
 from dlp_lib.config import ConfigError
 from dlp_lib.data import calibration_windows, evaluation_windows, training_windows
 
@@ -28,24 +28,6 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DLP_CACHE_DIR", str(tmp_path / "cache"))
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
-
-
-def files_under(path: Path) -> set[str]:
-    return {str(p.relative_to(path)) for p in path.rglob("*")}
-
-
-def refused(argv, capsys, tmp_path) -> str:
-    """Run the CLI; assert exit 2, one ``dlp-prune: error:`` line, nothing on stdout, nothing written
-    under tmp_path (as tests/test_bad_input.py's helper); return the line."""
-    before = files_under(tmp_path)
-    status = main(argv)
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert status == 2, captured.err
-    assert len(lines) == 1 and lines[0].startswith("dlp-prune: error: "), captured.err
-    assert "Traceback" not in captured.err and captured.out == ""
-    assert not files_under(tmp_path) - before
-    return lines[0]
 
 
 class _Recording:

@@ -13,7 +13,7 @@ import os
 import stat
 
 import pytest
-from conftest import make_tiny_model
+from conftest import make_tiny_model, refused
 
 from dlp_lib import cache, export, pipeline, results
 from dlp_lib.cli import main
@@ -30,10 +30,6 @@ TORCH_SHORT_WRITE = "[enforce fail at inline_container.cc:672] . unexpected pos 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DLP_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def files_under(path):
-    return {str(p.relative_to(path)) for p in path.rglob("*")}
 
 
 def snapshot(path):
@@ -53,20 +49,6 @@ def plant(folder, mode=0o750):
         (folder / name).write_bytes(content)
     os.chmod(folder, mode)
     return folder
-
-
-def refused(argv, capsys, tmp_path, entry=main, prog="dlp-prune") -> str:
-    """Run the command; assert exit 2, one ``<prog>: error:`` line, nothing on stdout, nothing written
-    under tmp_path; return the line."""
-    before = files_under(tmp_path)
-    status = entry(argv)
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert status == 2, captured.err
-    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), captured.err
-    assert "Traceback" not in captured.err and captured.out == ""
-    assert files_under(tmp_path) - before == set()
-    return lines[0]
 
 
 def earlier_save(directory):
@@ -250,7 +232,7 @@ def test_search_records_never_replace_a_users_file(prog, tmp_path, capsys, monke
         str(folder / LONG): "choose a shorter name",
     }
     for save, expected in cases.items():
-        assert expected in refused(["--save", save, "--quiet"], capsys, tmp_path, entry, prog)
+        assert expected in refused(["--save", save, "--quiet"], capsys, tmp_path, entry=entry, prog=prog)
     assert snapshot(folder) == before
 
 
@@ -283,7 +265,7 @@ def test_make_records_never_deletes_a_users_file(tmp_path, capsys):
     (records / "mine.json").write_text('{"my": "own JSON object"}')  # JSON, and an object: still not a record
     (records / "speed" / "notes.csv").write_text("a,b\n")
     before = snapshot(records)
-    line = refused(argv, capsys, tmp_path, archive.main, "python -m dlp_lib.experiments.archive")
+    line = refused(argv, capsys, tmp_path, entry=archive.main, prog="python -m dlp_lib.experiments.archive")
     assert "(mine.json, speed/notes.csv)" in line and "move them away" in line
     assert snapshot(records) == before
 
@@ -298,8 +280,8 @@ def test_a_records_folder_copied_before_the_manifest_keeps_what_is_not_a_record(
     (records / "list.json").write_text("[1, 2]")  # not a record of any kind
     (records / "README.md").write_text("# my own notes\n")
     before = snapshot(records)
-    line = refused(["--results", str(source), "--records", str(records)], capsys, tmp_path, archive.main,
-                   "python -m dlp_lib.experiments.archive")  # fmt: skip
+    line = refused(["--results", str(source), "--records", str(records)], capsys, tmp_path,
+                   entry=archive.main, prog="python -m dlp_lib.experiments.archive")  # fmt: skip
     assert "(README.md, list.json)" in line
     assert snapshot(records) == before
 
