@@ -1,10 +1,10 @@
 """Layer-wise allocation: one scalar statistic per decoder block -> one density per block.
 
-OWL, DLP and DSA are one affine template (docs/methods.md#one-template-for-owl-dlp-and-dsa)::
+OWL, DLP, DSA and LSA are one affine template (docs/methods.md#one-template-for-owl-dlp-and-dsa)::
 
     d_l = (1 - s) + 2 * width * direction * (x_l - mean(x)) / (max(x) - min(x))
 
-with ``direction = +1`` for OWL (more outliers -> denser) and ``-1`` for DLP and DSA (larger
+with ``direction = +1`` for OWL (more outliers -> denser) and ``-1`` for DLP, DSA and LSA (larger
 statistic -> sparser). The density range is exactly ``2 * width`` and the (parameter-weighted) mean
 density is exactly ``1 - s``. Pure functions of per-block statistics: no model, no data.
 """
@@ -28,7 +28,7 @@ from .dsa_ops import (  # noqa: F401  (the DSA names were defined here before ds
 
 log = logging.getLogger(__name__)
 
-DIRECTION = {"owl": +1.0, "dlp": -1.0, "dsa": -1.0}
+DIRECTION = {"owl": +1.0, "dlp": -1.0, "dsa": -1.0, "lsa": -1.0}
 MIN_DENSITY = 0.01  # clipping never leaves a block with fewer than 1% of its weights
 
 
@@ -100,8 +100,13 @@ def allocate(statistic, config: PruneConfig, weights=None) -> torch.Tensor:
     n = len(statistic)
     if config.allocation == "uniform":
         return torch.full((n,), 1.0 - config.sparsity, dtype=torch.float64)
-    width = {"owl": config.owl_lambda, "dlp": config.dlp_alpha, "dsa": config.dsa_lambda}[config.allocation]
-    name = {"owl": "Lamda (owl_lambda)", "dlp": "alpha (dlp_alpha)", "dsa": "Lamda (dsa_lambda)"}
+    width = config.width
+    name = {
+        "owl": "Lamda (owl_lambda)",
+        "dlp": "alpha (dlp_alpha)",
+        "dsa": "Lamda (dsa_lambda)",
+        "lsa": "beta (lsa_beta)",
+    }
     direction = DIRECTION[config.allocation]
     densities = affine_densities(statistic, config.sparsity, width, direction, weights)
     if densities.min() <= 0 or densities.max() > 1 + 1e-12:

@@ -51,8 +51,13 @@ def default_sources(model) -> tuple[str, str]:
     return PAPER_CALIBRATION, PAPER_EVAL
 
 
-METHODS = ("magnitude", "wanda", "sparsegpt")
-ALLOCATIONS = ("uniform", "owl", "dlp", "dsa", "evopress")
+METHODS = ("magnitude", "wanda", "sparsegpt", "ria")
+ALLOCATIONS = ("uniform", "owl", "dlp", "dsa", "evopress", "alphapruning", "atp", "lsa")
+# what each allocation reads: the dense model's calibration statistics (a forward pass), or the model
+# alone (AlphaPruning its weights, ATP its number of blocks); uniform reads nothing, EvoPress a saved search
+DENSE_STATISTIC_ALLOCATIONS = ("owl", "dlp", "dsa", "lsa")
+WEIGHT_ALLOCATIONS = ("alphapruning", "atp")
+ALPHA_ESTIMATORS = ("xmin_peak", "xmin_mid")  # dlp_lib.alpha_hill.ALPHA_ESTIMATORS describes them
 DLP_STATISTICS = ("mean", "median")
 MAX_PERTURB = 1e-2  # beyond this a "perturbation" is no longer float-level noise
 DSA_README_GRAPH = "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"  # the one expression DSA's README gives
@@ -181,6 +186,20 @@ def split_method(prune_method: str) -> tuple[str, str | None]:
     )
 
 
+# Settings added with AlphaPruning, ATP, LSA and RIA: in a record (and its key) only when the run uses them,
+# so the records of every other run keep the keys they had before these methods existed
+NEW_METHOD_FIELDS = {
+    "alpha_epsilon": lambda c: c.allocation == "alphapruning",
+    "alpha_estimator": lambda c: c.allocation == "alphapruning",
+    "atp_beta": lambda c: c.allocation == "atp",
+    "lsa_beta": lambda c: c.allocation == "lsa",
+    "lsa_group": lambda c: c.allocation == "lsa",
+    "lsa_fraction": lambda c: c.allocation == "lsa",
+    "ria_a": lambda c: c.method == "ria",
+    "ria_reallocation": lambda c: c.method == "ria" and c.nm is not None,
+}
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     """What to prune and how.
@@ -202,6 +221,18 @@ class PruneConfig:
     # DSA
     dsa_graph: str = DSA_README_GRAPH
     dsa_lambda: float = 0.08
+    # AlphaPruning: factors in [1 - e, 1 + e] from each block's mean PL_Alpha_Hill
+    alpha_epsilon: float = 0.3
+    alpha_estimator: str = "xmin_peak"
+    # ATP: sparsity rising by beta per block; no default (the authors search it), see dlp_lib.atp_beta
+    atp_beta: float | None = None
+    # LSA: width (None = the authors' table by sparsity), columns per group, fraction removed per group
+    lsa_beta: float | None = None
+    lsa_group: int = 128
+    lsa_fraction: float = 0.5
+    # RIA: exponent of the input norms; channel reallocation before N:M masks
+    ria_a: float = 0.5
+    ria_reallocation: bool = False
     # EvoPress: a saved search result (dlp-evopress --save FILE); its per-linear sparsities
     evopress: str = ""
     # allocation outside (0, 1] densities: refuse unless the user asks to clip
@@ -259,6 +290,7 @@ class PruneConfig:
             parse_dsa_graph(self.dsa_graph)
         if self.allocation == "evopress":
             self._check_evopress()
+        self._check_new_methods()
         if self.perturb and self.method == "magnitude":
             raise ConfigError("magnitude pruning uses no calibration statistics, so there is nothing to perturb")
 
@@ -277,6 +309,42 @@ class PruneConfig:
                 f"(0, 1], so every block allocation would be refused; use a value below 0.5 (the paper's is "
                 f"{getattr(PruneConfig, width_name):g}) or ask for clipping (--clip_densities)"
             )
+
+    def _check_new_methods(self) -> None:
+        """AlphaPruning's, ATP's, LSA's and RIA's settings, before any model work (the bounds that depend
+        on the model, such as the largest epsilon or beta, are checked once its blocks are known)."""
+        check_number("alpha_epsilon", self.alpha_epsilon, 0.0, 1.0, hint=" (AlphaPruning's factors: [1 - e, 1 + e])")
+        if self.alpha_estimator not in ALPHA_ESTIMATORS:
+            choices = ", ".join(ALPHA_ESTIMATORS)
+            raise ConfigError(f"unknown alpha_estimator {self.alpha_estimator!r}; use one of {choices}")
+        if self.allocation == "atp" and self.atp_beta is None:
+            raise ConfigError(
+                "the atp allocation needs its slope: --atp_beta VALUE (the authors search it; choose it on held-out "
+                "calibration text with dlp_lib.atp_beta.choose_atp_beta or notebook 12)"
+            )
+        if self.atp_beta is not None:
+            check_number("atp_beta", self.atp_beta, 0.0, hint=" (ATP's sparsity step per block)")
+        if self.lsa_beta is not None:
+            check_number("lsa_beta", self.lsa_beta, 0.0, 0.5, open_high=True, hint=" (LSA's width, half the range)")
+        elif self.allocation == "lsa":
+            from .lsa import lsa_default_beta
+
+            lsa_default_beta(self.sparsity)
+        from .lsa import check_lsa_settings
+
+        check_lsa_settings(self.lsa_group, self.lsa_fraction)
+        check_number("ria_a", self.ria_a, 0.0, hint=" (RIA's exponent of the input norms)")
+        if self.ria_reallocation and (self.method != "ria" or not self.nm):
+            raise ConfigError("ria_reallocation (channel reallocation) applies to RIA with an N:M pattern only")
+
+    @property
+    def width(self) -> float:
+        """The affine template's width for this allocation (docs/methods.md#one-template-for-owl-dlp-and-dsa)."""
+        if self.allocation == "lsa":
+            from .lsa import lsa_default_beta
+
+            return lsa_default_beta(self.sparsity) if self.lsa_beta is None else self.lsa_beta
+        return {"owl": self.owl_lambda, "dlp": self.dlp_alpha, "dsa": self.dsa_lambda}[self.allocation]
 
     def _check_evopress(self) -> None:
         """A readable search result for this sparsity, unstructured: before any model work."""
@@ -302,7 +370,7 @@ class PruneConfig:
     def needs_dense_statistics(self) -> bool:
         """Whether the allocation is computed from the dense calibration statistics (EvoPress's is read
         from its saved search)."""
-        return self.allocation not in ("uniform", "evopress")
+        return self.allocation in DENSE_STATISTIC_ALLOCATIONS
 
     def on_device(self, device) -> PruneConfig:
         """This configuration with its "auto" Hessian arithmetic made concrete for ``device``
@@ -315,6 +383,9 @@ class PruneConfig:
         perturbation is on, the SparseGPT sweep (every one gives the same weights), and the Hessian
         arithmetic unless the run is SparseGPT's with another than the reference's."""
         d = dataclasses.asdict(self)
+        for name, used in NEW_METHOD_FIELDS.items():
+            if not used(self):
+                d.pop(name)
         if not self.perturb:
             d.pop("perturb")
             d.pop("perturb_seed")

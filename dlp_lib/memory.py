@@ -36,7 +36,7 @@ from .config import ConfigError
 from .evaluation import LOSS_CHUNK
 
 _BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
-METHODS = ("magnitude", "wanda", "sparsegpt")
+METHODS = ("magnitude", "wanda", "sparsegpt", "ria")
 
 
 @dataclass(frozen=True)

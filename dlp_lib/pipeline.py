@@ -6,7 +6,6 @@ This is what the CLI and the notebooks call. Everything is validated before the 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,11 +13,12 @@ from pathlib import Path
 
 import torch
 
-from .allocation import allocate, nm_per_block
-from .cache import atomic_path, cache_root, check_cache_root, load_tensors, read_cache, stable_hash
+from .allocation import nm_per_block
+from .cache import cache_root, check_cache_root
 from .config import (
     BY_MODEL,
     RUN_DEFAULTS,
+    WEIGHT_ALLOCATIONS,
     ConfigError,
     PruneConfig,
     check_device,
@@ -37,11 +37,19 @@ from .data import (
 from .evaluation import perplexity
 from .layers import decoder_blocks, linear_sublayers
 from .memory import check_memory
+from .model_allocation import (  # noqa: F401  (cached_dense_norms, evopress_block_targets: used as pipeline.*)
+    block_allocation,
+    cached_dense_norms,
+    dense_norms_path,
+    dense_statistics,
+    evopress_allocation,
+    evopress_block_targets,
+    model_fingerprint,
+)
 from .models import DEFAULT_MODEL, check_model_spec, load_model
-from .prune import decoder_sparsity, dense_input_norms, prune_model
+from .prune import decoder_sparsity, prune_model
 from .recovery import RecoveryConfig, check_recovery, merge_masked, recover
 from .results import hardware, package_versions
-from .scores import block_statistics
 from .sparsegpt import check_no_legacy_environment, sweep_backend
 
 log = logging.getLogger(__name__)
@@ -244,6 +252,8 @@ def check_model_fit(model, config: RunConfig) -> None:
         check_memory(model, config.nsamples, config.seqlen, config.batch_size, prune.method, device, config.offload)
     if prune is not None and prune.allocation == "evopress":
         evopress_allocation(model, prune)  # searched on this model's linears, before any data work
+    if prune is not None and prune.allocation == "lsa":
+        check_lsa_fit(model, prune)
     nm = config.prune.nm if config.prune is not None else None
     if nm:
         n, m = nm
@@ -256,92 +266,15 @@ def check_model_fit(model, config: RunConfig) -> None:
             )
 
 
-def model_fingerprint(model) -> str:
-    """Identifies a model's weights cheaply: its config, and per decoder linear a few rows plus the
-    sum and sum of squares of all weights (in float64), so any change to a weight changes it."""
-    h = hashlib.sha256(model.config.to_json_string().encode())
-    for block in decoder_blocks(model):
-        for linear in linear_sublayers(block).values():
-            w = linear.weight.detach()
-            moments = torch.stack([w.double().sum(), w.double().square().sum()])
-            h.update(w[:4].float().cpu().numpy().tobytes() + moments.cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _load_norms(path: Path, model) -> list[dict[str, torch.Tensor]]:
-    """Cached dense input norms, checked against the model: one dict per block, one vector per linear."""
-    norms = load_tensors(path)
-    blocks = decoder_blocks(model)
-    if not isinstance(norms, list) or len(norms) != len(blocks):
-        raise ValueError(f"expected a list of {len(blocks)} blocks' norms")
-    for block, block_norms in zip(blocks, norms):
-        for name, linear in linear_sublayers(block).items():
-            vector = block_norms.get(name) if isinstance(block_norms, dict) else None
-            if not isinstance(vector, torch.Tensor) or vector.shape != (linear.in_features,):
-                raise ValueError(f"no {linear.in_features}-vector for {name}")
-    return norms
-
-
-def dense_norms_path(model, calibration: torch.Tensor) -> Path:
-    """The cache file of the dense input norms of (model, calibration windows)."""
-    key = stable_hash([model_fingerprint(model), hashlib.sha256(calibration.numpy().tobytes()).hexdigest()])
-    return cache_root() / "dense_stats" / f"{key}.pt"
-
-
-def cached_dense_norms(model, calibration: torch.Tensor, batch_size: int, progress: bool = True, offload_device=None):
-    """Per-block dense input norms, computed once per (model, calibration windows) and kept on disk,
-    so trying another allocator or hyper-parameter needs no forward pass."""
-    path = dense_norms_path(model, calibration)
-    norms = read_cache(path, lambda p: _load_norms(p, model), "dense statistics cache")
-    if norms is not None:
-        return norms, 0.0
-    start = time.perf_counter()
-    norms = dense_input_norms(model, calibration, batch_size, progress, offload_device)
-    seconds = time.perf_counter() - start
-    with atomic_path(path) as tmp:
-        torch.save(norms, tmp)
-    return norms, seconds
-
-
-def block_allocation(model, config: PruneConfig, norms) -> dict:
-    """Per-block statistic and density for ``config.allocation`` from the dense statistics."""
-    blocks = decoder_blocks(model)
-    weights = [{n: lin.weight for n, lin in linear_sublayers(b).items()} for b in blocks]
-    sizes = [sum(w.numel() for w in ws.values()) for ws in weights]
-    statistic = block_statistics(weights, norms, config)
-    densities = allocate(statistic, config, weights=sizes)
-    return {"statistic": statistic, "densities": [float(d) for d in densities], "block_sizes": sizes}
-
-
-def evopress_block_targets(result: dict, model) -> list[dict[str, float]]:
-    """The per-linear sparsities of a saved search as ``prune_model`` takes them (one dict per block),
-    checked against ``model``: the same blocks, linears and sizes."""
-    sparsities, sizes = result["linear_sparsities"], result["linear_sizes"]
-    targets, seen = [], set()
-    for index, block in enumerate(decoder_blocks(model)):
-        targets.append({})
-        for name, linear in linear_sublayers(block).items():
-            key = f"{index}.{name}"
-            if key not in sparsities or sizes.get(key) != linear.weight.numel():
-                raise ConfigError(
-                    f"the EvoPress allocation was searched on another model ({result['settings']['model']}): it has "
-                    f"no linear {key} of {linear.weight.numel()} weights; search on this model first"
-                )
-            targets[-1][name] = float(sparsities[key])
-            seen.add(key)
-    if seen != set(sparsities):
-        raise ConfigError(
-            f"the EvoPress allocation has {len(sparsities)} linears, this model {len(seen)}: search on it"
-        )
-    return targets
-
-
-def evopress_allocation(model, config: PruneConfig) -> tuple[list[dict[str, float]], dict]:
-    """Per-block ``{linear: sparsity}`` targets of a saved EvoPress search, and what the record says of it."""
-    from .evopress_file import allocation_record, read_allocation
-
-    result = read_allocation(config.evopress)
-    return evopress_block_targets(result, model), allocation_record(result)
+def check_lsa_fit(model, prune: PruneConfig) -> None:
+    """LSA removes ``int(group * fraction)`` columns from every group, the last one too: it must have them."""
+    per_group = int(prune.lsa_group * prune.lsa_fraction)
+    for size in sorted({lin.in_features for b in decoder_blocks(model) for lin in linear_sublayers(b).values()}):
+        if 0 < size % prune.lsa_group < per_group:
+            raise ConfigError(
+                f"LSA: a {size}-column linear's last group of {size % prune.lsa_group} columns is narrower than the "
+                f"{per_group} removed per group; choose --lsa_group dividing {size}"
+            )
 
 
 def run(config: RunConfig, progress: bool = True, save_model: str | Path | None = None) -> dict:
@@ -365,6 +298,11 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
 
     prune = config.prune
     if prune is not None:
+        block_sparsities, block_nm, allocation = None, None, None
+        if prune.allocation in WEIGHT_ALLOCATIONS:  # from the weights alone: refused or done before any data
+            t = time.perf_counter()
+            allocation = block_allocation(model, prune)
+            timings["allocation"] = time.perf_counter() - t
         calibration = None
         if prune.method != "magnitude" or prune.needs_dense_statistics:
             t = time.perf_counter()
@@ -372,20 +310,20 @@ def run(config: RunConfig, progress: bool = True, save_model: str | Path | None 
                 config.calibration, tokenizer, config.nsamples, config.seqlen, config.seed
             )
             timings["calibration_data"] = time.perf_counter() - t
-        block_sparsities, block_nm, allocation = None, None, None
         if prune.needs_dense_statistics:
-            norms, timings["dense_statistics"] = cached_dense_norms(
-                model, calibration, config.batch_size, progress, offload_device
+            dense, timings["dense_statistics"] = dense_statistics(
+                model, prune, calibration, config.batch_size, progress, offload_device
             )
             t = time.perf_counter()
             try:
-                allocation = block_allocation(model, prune, norms)
+                allocation = block_allocation(model, prune, dense)
             except ConfigError as err:  # a width that leaves (0, 1]: known only from the statistics
                 raise ConfigError(
-                    f"{err}; the dense statistics are cached ({cache_root() / 'dense_stats'}), so a re-run with "
+                    f"{err}; the dense statistics are cached ({cache_root()}), so a re-run with "
                     "another value starts without their forward pass"
                 ) from err
             timings["allocation"] = time.perf_counter() - t
+        if allocation is not None:
             if prune.nm:
                 n, m = prune.nm
                 block_nm = [(k, m) for k in nm_per_block(allocation["densities"], n, m)]

@@ -27,6 +27,7 @@ from .layers import (
     run_block,
 )
 from .masks import nm_mask, per_row_mask, variant_mask, whole_matrix_mask
+from .ria import ria_mask, ria_nm_mask, ria_score
 from .scores import magnitude_score, wanda_score
 from .sparsegpt import check_no_legacy_environment, sparsegpt_prune, sweep_backend
 from .stats import HALF_DTYPES, Hessian, InputNorms, record_inputs
@@ -109,6 +110,9 @@ def _prune_linear(linear, config: PruneConfig, sparsity: float, stat, nm) -> Non
     if config.method == "magnitude":
         score = magnitude_score(weight)
         mask = nm_mask(score, *nm) if nm else whole_matrix_mask(score, sparsity)
+    elif config.method == "ria":
+        score = ria_score(weight, stat.mean, config.ria_a)
+        mask = ria_nm_mask(score, *nm, reallocation=config.ria_reallocation) if nm else ria_mask(score, sparsity)
     else:
         score = wanda_score(weight, stat.mean)
         if nm:
@@ -328,7 +332,7 @@ def prune_model(
     _check_block_patterns(patterns, blocks, config)
     if config.nm:
         targets = [n / m for n, m in patterns]
-    needs_data = config.method in ("wanda", "sparsegpt")
+    needs_data = config.method != "magnitude"
     if needs_data and calibration is None:
         raise ConfigError(f"{config.method} needs calibration windows")
     device = torch.device(offload_device) if offload_device is not None else next(blocks[0].parameters()).device

@@ -29,6 +29,20 @@ def no_tf32():
         matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
+@contextmanager
+def one_cpu_thread():
+    """torch on one CPU thread while active, then as before. For loops of many small operations (LSA's
+    greedy removal, AlphaPruning's spectra of at most 4096 x 4096): threads gain little there, and on a
+    CPU busy with other work they lose 10-40x waiting on each other (LSA on one 576 x 1536 weight of the
+    embedded model beside another process: 1.6 s on one thread, 73 s on two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class InputNorms:
     """Wanda's statistic for one linear layer: ``r_j = (1/N) * sum over windows and tokens of x_j**2``,
     N the number of windows (docs/methods.md#wanda; the constant factor cancels in every ranking).

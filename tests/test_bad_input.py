@@ -63,6 +63,21 @@ BEFORE_LOADING = {
     "offload and device map": (["--offload", "--device_map", "auto"], "either --offload"),
     "unsupported data file": (["--calibration", "{tmp}/a-file"], "unsupported data file"),
     "empty c4 path": (["--calibration", "c4:"], "give a file after the colon"),
+    "atp without beta": (["--allocation", "atp"], "needs its slope: --atp_beta"),
+    "negative atp beta": (["--allocation", "atp", "--atp_beta", "-0.01"], "atp_beta must be >= 0"),
+    "alpha epsilon 1.5": (
+        ["--allocation", "alphapruning", "--alpha_epsilon", "1.5"],
+        "alpha_epsilon must be in [0, 1]",
+    ),
+    "unknown alpha estimator": (
+        ["--allocation", "alphapruning", "--alpha_estimator", "xmin_max"],
+        "unknown alpha_estimator",
+    ),
+    "lsa beta 0.5": (["--allocation", "lsa", "--lsa_beta", "0.5"], "lsa_beta must be in [0, 0.5)"),
+    "lsa at 90%": (["--allocation", "lsa", "--sparsity_ratio", "0.9"], "no beta at sparsity 0.9"),
+    "lsa fraction 0.001": (["--allocation", "lsa", "--lsa_fraction", "0.001"], "remove at least one of 128"),
+    "ria reallocation unstructured": (["--prune_method", "ria", "--ria_reallocation"], "with an N:M pattern only"),
+    "negative ria exponent": (["--prune_method", "ria", "--ria_a", "-1"], "ria_a must be >= 0"),
 }
 
 
@@ -123,6 +138,14 @@ AFTER_LOADING = {
         "256 positions",
     ),
     "unknown lora target": (["--lora_steps", "2", "--lora_data", "wiki-extracts", "--lora_targets", "w_qkv"], "w_qkv"),
+    # 3 blocks at 50%: ATP's steepest beta is 0.5
+    "atp beta too steep": (["--allocation", "atp", "--atp_beta", "0.6"], "beta must be below 0.5"),
+    # factors in [0, 2] over 3 blocks: the sparsest block gets 0.9 x 2 / (2 x mean) > 1
+    "alphapruning epsilon too wide": (
+        ["--allocation", "alphapruning", "--alpha_epsilon", "1", "--sparsity_ratio", "0.9"],
+        "use an epsilon below",
+    ),
+    "lsa group leaves a narrow last group": (["--allocation", "lsa", "--lsa_group", "24"], "narrower than the 12"),
 }
 
 

@@ -64,7 +64,7 @@ def add_pruning_arguments(group) -> None:
     group.add_argument(
         "--prune_method",
         default="wanda",
-        help="magnitude, wanda, sparsegpt (dlp-prune also: dense, or a compound name such as wanda_dlp) "
+        help="magnitude, wanda, sparsegpt or ria (dlp-prune also: dense, or a compound name such as wanda_dlp) "
         "(default: %(default)s)",
     )
     group.add_argument(
@@ -74,6 +74,40 @@ def add_pruning_arguments(group) -> None:
         help=f"fraction of zeros in [0, 1) (default: {DEFAULT_SPARSITY}; for N:M sparsity, N/M)",
     )
     group.add_argument("--Lamda", type=float, default=None, help="OWL's and DSA's density half-range lambda (0.08)")
+
+
+# AlphaPruning's, ATP's, LSA's and RIA's flags: each is a PruneConfig field of the same name
+RECENT_METHOD_FLAGS = ("alpha_epsilon", "alpha_estimator", "atp_beta", "lsa_beta", "lsa_group", "lsa_fraction", "ria_a")
+
+
+def add_recent_method_arguments(group) -> None:
+    """The settings of AlphaPruning, ATP and LSA (allocations) and RIA (a pruner), as dlp-prune reads them."""
+    group.add_argument(
+        "--alpha_epsilon", type=float, default=None,
+        help="AlphaPruning: block sparsities scale with factors in [1 - e, 1 + e] (0.3, the authors' default; their "
+        "LLaMA-7B Wanda/SparseGPT scripts use 0.2)",
+    )  # fmt: skip
+    group.add_argument(
+        "--alpha_estimator", default=None,
+        help="AlphaPruning's Hill estimator: xmin_peak (the authors' default) or xmin_mid",
+    )  # fmt: skip
+    group.add_argument(
+        "--atp_beta", type=float, default=None,
+        help="ATP: the sparsity step from one block to the next (required with --allocation atp: the authors have "
+        "no default; notebook 12 chooses it on held-out calibration text)",
+    )  # fmt: skip
+    group.add_argument(
+        "--lsa_beta", type=float, default=None,
+        help="LSA: the block sparsities' half-range (default: the authors' table, 0.15 at 70%%, 0.04 at 50%%)",
+    )  # fmt: skip
+    group.add_argument("--lsa_group", type=int, default=None, help="LSA: input columns per group (128)")
+    group.add_argument("--lsa_fraction", type=float, default=None, help="LSA: fraction of each group removed (0.5)")
+    group.add_argument("--ria_a", type=float, default=None, help="RIA: exponent of the input norms (0.5)")
+    group.add_argument(
+        "--ria_reallocation", action="store_true",
+        help="RIA with N:M: channel reallocation before the masks (the mask is N:M after permuting the input "
+        "channels, which nothing here applies)",
+    )  # fmt: skip
 
 
 def add_calibration_arguments(group) -> None:

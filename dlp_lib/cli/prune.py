@@ -32,10 +32,12 @@ from .destinations import RECORD, check_apart, check_model_destination, record_d
 from .flags import (
     DEFAULT_SPARSITY,
     EVAL_DEFAULT_HELP,
+    RECENT_METHOD_FLAGS,
     add_calibration_arguments,
     add_model_arguments,
     add_output_arguments,
     add_pruning_arguments,
+    add_recent_method_arguments,
     add_sparsegpt_arguments,
     one_line,
     resolve_device,
@@ -51,8 +53,8 @@ DENSE = "dense"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Prune a decoder-only LLM with magnitude / Wanda / SparseGPT and a layer-wise sparsity "
-        "allocation (uniform, OWL, DLP, DSA), then measure perplexity.",
+        description="Prune a decoder-only LLM with magnitude / Wanda / SparseGPT / RIA and a layer-wise sparsity "
+        "allocation (uniform, OWL, DLP, DSA, EvoPress, AlphaPruning, ATP, LSA), then measure perplexity.",
         epilog="Compound method names (wanda_owl, wanda_dlp, sparsegpt_owl, magnitude_dlp, wanda_owl_search, ...) "
         "set --allocation. Invalid settings exit with status 2 before the model is loaded.",
     )
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--allocation",
         default=None,
-        help="uniform, owl, dlp, dsa or evopress (default: from --prune_method, else uniform)",
+        help="uniform, owl, dlp, dsa, evopress, alphapruning, atp or lsa (default: from --prune_method, else uniform)",
     )
     g.add_argument(
         "--sparsity_type",
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--clip_densities", action="store_true", help="clip an allocation that leaves (0, 1] instead of refusing it"
     )
+    add_recent_method_arguments(g)
     g.add_argument("--percdamp", type=float, default=None, help="SparseGPT's Hessian dampening (0.01)")
     g.add_argument("--blocksize", type=int, default=None, help="SparseGPT's column block size (128)")
     add_sparsegpt_arguments(g)
@@ -270,6 +273,8 @@ def build_prune_config(args):
         "blocksize": args.blocksize,
         "perturb": args.perturb,
         "perturb_seed": args.perturb_seed,
+        **{name: getattr(args, name) for name in RECENT_METHOD_FLAGS},
+        "ria_reallocation": args.ria_reallocation or None,
     }
     kwargs.update({k: v for k, v in optional.items() if v is not None})
     if args.evopress is not None and kwargs["allocation"] != "evopress":
