@@ -3,6 +3,7 @@ with a tiny LLaMA (the GPU numbers come from a GPU machine)."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -31,6 +32,27 @@ def gpu_bench():
     return module
 
 
+@pytest.fixture(scope="module")
+def parity_once(gpu_bench):
+    """``device_parity`` computed once per (device, batch size, PARITY_RUNS) in this module: every call of
+    ``main`` on the CPU runs the same deterministic parity check (14 prunings, most of a call's time), so the
+    tests that share its inputs share its rows (a deep copy each: a test cannot change another's)."""
+    real, rows = gpu_bench.device_parity, {}
+
+    def device_parity(device: str, batch_size: int = 4) -> list[dict]:
+        key = (device, batch_size, tuple(gpu_bench.PARITY_RUNS))
+        if key not in rows:
+            rows[key] = real(device, batch_size)
+        return copy.deepcopy(rows[key])
+
+    return device_parity
+
+
+@pytest.fixture
+def shared_parity(gpu_bench, parity_once, monkeypatch):
+    monkeypatch.setattr(gpu_bench, "device_parity", parity_once)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
 def test_without_cuda_it_says_so_and_exits_0(gpu_bench, tmp_path, capsys):
     assert gpu_bench.main(["--out", str(tmp_path)]) == 0
@@ -38,7 +60,7 @@ def test_without_cuda_it_says_so_and_exits_0(gpu_bench, tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
-def test_the_whole_path_runs_on_a_tiny_model_on_cpu(gpu_bench, tmp_path):
+def test_the_whole_path_runs_on_a_tiny_model_on_cpu(gpu_bench, shared_parity, tmp_path):
     runs = "wanda,wanda DLP,wanda --offload,sparsegpt 2:4,sparsegpt,sparsegpt fp32 Hessian,sparsegpt PyTorch loop"
     args = ["--device", "cpu", "--config", "tiny", "--dtype", "bfloat16", "--nsamples", "3", "--seqlen", "16"]
     assert gpu_bench.main([*args, "--batch_size", "2", "--runs", runs, "--out", str(tmp_path)]) == 0
@@ -95,7 +117,7 @@ def test_the_whole_path_runs_on_a_tiny_model_on_cpu(gpu_bench, tmp_path):
         gpu_bench.main([*args, "--runs", "nope", "--out", str(tmp_path)])
 
 
-def test_a_spent_budget_starts_no_run_and_says_which_were_not_run(gpu_bench, tmp_path):
+def test_a_spent_budget_starts_no_run_and_says_which_were_not_run(gpu_bench, shared_parity, tmp_path):
     args = ["--device", "cpu", "--config", "tiny", "--dtype", "float32", "--nsamples", "2", "--seqlen", "16"]
     assert gpu_bench.main([*args, "--runs", "magnitude,wanda", "--budget", "0", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "gpu-tiny-on-cpu.json").read_text())
