@@ -79,7 +79,8 @@ FIGURES := $(if $(strip $(OUT)),$(OUT)/figures,figures)
 OUTPUTS := $(if $(strip $(OUT)),-p results_dir $(abspath $(RESULTS)) -p tables_dir $(abspath $(TABLES)) \
 	-p figures_dir $(abspath $(FIGURES)))
 NOTEBOOKS := 01_dense_baseline 02_layerwise_allocation 03_perplexity_table 04_sparsity_sweep \
-	05_hyperparameters 06_nm_sparsity 07_zero_shot 08_lora_recovery 09_speedup 10_dsa_search 11_evopress_search
+	05_hyperparameters 06_nm_sparsity 07_zero_shot 08_lora_recovery 09_speedup 10_dsa_search 11_evopress_search \
+	12_recent_allocations
 EXECUTED := $(if $(strip $(OUT)),$(OUT)/executed,notebooks/executed)
 PARAMETERS := $(EXECUTED)/.parameters
 # the notebooks' results_dir when it is not their default ../results (OUTPUTS passes it with OUT)
@@ -93,7 +94,7 @@ PAPERMILL := $(PY) -m dlp_lib.preflight papermill --cwd notebooks --log-output -
 	$(if $(strip $(SPARSEGPT_SWEEP)),-p sparsegpt_sweep $(SPARSEGPT_SWEEP)) \
 	$(if $(strip $(SPARSEGPT_HESSIAN)),-p sparsegpt_hessian $(SPARSEGPT_HESSIAN)) $(OUTPUTS)
 
-reproduce: $(EXECUTED)/11_evopress_search.ipynb ## run every notebook in order through papermill (PROFILE=quick|smoke|paper|rehearsal, MODEL=hub id or directory, SPARSEGPT_HESSIAN=fp32|half)
+reproduce: $(EXECUTED)/12_recent_allocations.ipynb ## run every notebook in order through papermill (PROFILE=quick|smoke|paper|rehearsal, MODEL=hub id or directory, SPARSEGPT_HESSIAN=fp32|half)
 	@echo "$(TABLES)/ and $(FIGURES)/ are up to date for profile $(PROFILE); executed notebooks in $(EXECUTED)/"
 
 figures: reproduce ## alias of reproduce: regenerate tables/ and figures/
@@ -149,6 +150,7 @@ $(EXECUTED)/08_lora_recovery.ipynb: $(EXECUTED)/07_zero_shot.ipynb
 $(EXECUTED)/09_speedup.ipynb: $(EXECUTED)/08_lora_recovery.ipynb
 $(EXECUTED)/10_dsa_search.ipynb: $(EXECUTED)/09_speedup.ipynb
 $(EXECUTED)/11_evopress_search.ipynb: $(EXECUTED)/10_dsa_search.ipynb
+$(EXECUTED)/12_recent_allocations.ipynb: $(EXECUTED)/11_evopress_search.ipynb
 
 01_dense_baseline: $(EXECUTED)/01_dense_baseline.ipynb ## notebook 01: dense perplexity, model/data facts, block statistics
 02_layerwise_allocation: $(EXECUTED)/02_layerwise_allocation.ipynb ## notebook 02: per-block sparsity of each allocation
@@ -161,6 +163,7 @@ $(EXECUTED)/11_evopress_search.ipynb: $(EXECUTED)/10_dsa_search.ipynb
 09_speedup: $(EXECUTED)/09_speedup.ipynb ## notebook 09: pruning speed, sparse formats on this CPU (live), 2:4 on a GPU (committed results)
 10_dsa_search: $(EXECUTED)/10_dsa_search.ipynb ## notebook 10: DSA's allocation search (run by 03 for its DSA rows), proxy check, DSA vs Uniform/OWL/DLP
 11_evopress_search: $(EXECUTED)/11_evopress_search.ipynb ## notebook 11: EvoPress's search per pruner (run by 03 for its EvoPress rows), fitness check, EvoPress vs the others
+12_recent_allocations: $(EXECUTED)/12_recent_allocations.ipynb ## notebook 12: AlphaPruning, ATP (beta on held-out text) and LSA beside OWL and DLP: per-block profiles, rank correlation, perplexity; RIA beside Wanda
 
 dsa-search: $(STAMP) ## DSA's evolutionary allocation search on its own (dlp-search; ARGS="--population 16 --generations 10")
 	$(VENV)/bin/dlp-search $(if $(strip $(MODEL)),--model $(MODEL)) $(ARGS)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 import torch
 from tqdm.auto import tqdm
 
-from .atp import atp_beta_grid
+from .atp import ATP_BETA_STEP, atp_beta_grid
 from .config import ConfigError
 from .data import calibration_windows, evaluation_windows
 from .evaluation import perplexity
@@ -52,21 +53,25 @@ def _check(config, on: str, heldout: int) -> None:
         raise ConfigError(f"heldout must be a positive number of windows; got {heldout!r}")
 
 
-def choose_atp_beta(config, betas=None, on: str = "heldout", heldout: int = 16, progress: bool = True) -> dict:
+def choose_atp_beta(
+    config, betas=None, on: str = "heldout", heldout: int = 16, progress: bool = True, step: float = ATP_BETA_STEP
+) -> dict:
     """Prune ``config.model`` with ATP at each beta (``config.prune``'s method and sparsity) and return the
     beta with the lowest perplexity on the ``on`` windows, with every beta's perplexity.
 
-    ``betas``: default the authors' grid for this model and sparsity (:func:`dlp_lib.atp.atp_beta_grid`).
+    ``betas``: default the authors' grid for this model and sparsity (:func:`dlp_lib.atp.atp_beta_grid`,
+    spaced by ``step``).
     Returns ``{"best", "betas", "perplexity", "on", "selection", "windows"}``.
     """
     from .models import load_model
     from .prune import prune_model
 
     _check(config, on, heldout)
+    start = time.perf_counter()
     model, tokenizer = load_model(config.model, config.dtype, config.device, config.trust_remote_code)
     blocks = decoder_blocks(model)
     if betas is None:
-        betas = atp_beta_grid(len(blocks), config.prune.sparsity)
+        betas = atp_beta_grid(len(blocks), config.prune.sparsity, step=step)
     if not betas:
         raise ConfigError("no beta to try: pass betas=[...] (the grid is empty for a one-block model)")
     calibration = None
@@ -94,4 +99,5 @@ def choose_atp_beta(config, betas=None, on: str = "heldout", heldout: int = 16, 
         "on": on,
         "selection": SELECTIONS[on],
         "windows": int(scoring.shape[0]),
+        "seconds": time.perf_counter() - start,
     }

@@ -37,7 +37,8 @@ def test_smoke_plan_is_every_notebook_run_once_in_phases(tmp_path):
     # what the notebooks ask for, written out independently of grid.plan (hyper-parameter runs
     # unfiltered: no statistics are stored yet)
     zs, rp = ex.zero_shot_profile(prof), ex.recovery_profile(prof)
-    asked = [ex.dense_spec(prof), *ex.seeded(prof, ex.main_specs(prof)), *ex.float_sensitivity_specs(prof)]
+    main = ex.main_specs(prof, recent=True) + ex.ria_specs(prof)  # ATP's rows wait for its beta
+    asked = [ex.dense_spec(prof), *ex.seeded(prof, main), *ex.float_sensitivity_specs(prof)]
     asked += ex.sweep_specs(prof) + ex.hyper_specs(prof) + ex.nm_specs(prof)
     wanted = {config_key(ex.run_config(prof, **s).to_dict()) for s in asked}
     wanted |= {config_key(ex.run_config(zs, **s).to_dict()) for s in ex.seeded(prof, ex.zero_shot_specs(prof))}
@@ -54,8 +55,10 @@ def test_smoke_plan_is_every_notebook_run_once_in_phases(tmp_path):
     dsa = len(prof["main_methods"]) * len(prof["seeds"]) + prof["dsa_search"]["proxy_check"] - 1
     evopress = prof["evopress_search"]
     searched = len(evopress["methods"]) * (len(prof["seeds"]) + max(evopress["proxy_check"] - 2, 0))
-    assert len(pending) == dsa + searched
+    atp = len(prof["recent"]["methods"]) * len(prof["seeds"])
+    assert len(pending) == dsa + searched + atp
     assert [j.spec for j in jobs if j.kind == "evopress"] == [{"method": m} for m in evopress["methods"]]
+    assert [j.spec for j in jobs if j.kind == "atp"] == [{"method": m} for m in prof["recent"]["methods"]]
     assert not any(j.done(tmp_path) for j in jobs)
 
 
@@ -68,7 +71,10 @@ def test_plan_after_the_search_lists_the_dsa_rows_and_the_proxy_check(tmp_path, 
     result = {"best": {"expression": exprs[0], "fitness": 10.0}, "candidates": candidates}
     monkeypatch.setattr(ex, "stored_dsa_search", lambda p, d: result)
     jobs = grid.plan(prof, tmp_path)
-    third = [j for j in jobs if j.phase == 3 and "EvoPress" not in j.label and "searched allocation" not in j.label]
+    third = [
+        j for j in jobs
+        if j.phase == 3 and "EvoPress" not in j.label and "searched allocation" not in j.label and "ATP" not in j.label
+    ]  # fmt: skip
     assert not any(j.pending for j in third)
     graphs = [(j.spec["dsa_graph"], j.spec.get("seed")) for j in third]
     # the DSA row of each seed (its seed-0 run is also the proxy check's best pick), then the other picks
@@ -419,3 +425,15 @@ def test_a_killed_job_leaves_no_record_and_the_next_call_submits_only_it(smoke_g
     assert [(o.job.label, o.state) for o in summary.outcomes] == [(ex.run_label(victim), "done")]
     after = json.loads(path.read_text())
     assert after["perplexity"]["perplexity"] == before["perplexity"]["perplexity"]
+
+
+def test_plan_after_the_atp_choice_lists_the_atp_rows(tmp_path, monkeypatch):
+    prof = ex.profile("smoke")
+    monkeypatch.setattr(ex, "stored_atp_choice", lambda p, m, d: {"best": 0.01, "perplexity": [1.0]})
+    jobs = grid.plan(prof, tmp_path)
+    rows = [j for j in jobs if j.phase == 3 and j.spec is not None and j.spec.get("allocation") == "atp"]
+    assert [(j.spec["method"], j.spec["atp_beta"], j.spec["seed"]) for j in rows] == [
+        ("wanda", 0.01, seed) for seed in prof["seeds"]
+    ]
+    assert not any(j.pending and "ATP" in j.label for j in jobs)
+    assert all(j.done(tmp_path) for j in jobs if j.kind == "atp")

@@ -92,6 +92,16 @@ EXPECTED = {
         "evopress_search.png",
         "evopress_linears.png",
     ],
+    "12_recent_allocations": [
+        "atp_beta.csv",
+        "atp_beta.md",
+        "recent_allocations.csv",
+        "recent_allocations.md",
+        "allocation_profiles.csv",
+        "allocation_correlation.csv",
+        "allocation_correlation.md",
+        "allocation_profiles.png",
+    ],
 }
 
 

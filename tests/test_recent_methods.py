@@ -233,3 +233,56 @@ def test_atp_beta_bad_requests(atp_run, change, message):
         choose_atp_beta(dataclasses.replace(atp_run, **change), on="eval", progress=False)
     with pytest.raises(ConfigError, match="unknown beta selection"):
         choose_atp_beta(atp_run, on="test", progress=False)
+
+
+# ------------------------------------------------------------------------- notebook 12's helpers
+def _record(method, allocation, seed, densities=None, sparsity=0.7):
+    prune = {"method": method, "allocation": allocation, "sparsity": sparsity, "sparsity_type": "unstructured"}
+    record = {"config": {"prune": prune, "seed": seed}, "pruning": {"block_achieved": [sparsity] * 3}}
+    if densities is not None:
+        record["allocation"] = {"densities": densities}
+    return record
+
+
+def test_allocation_profiles_and_their_rank_correlations():
+    from dlp_lib.experiments import allocation_profiles, profile_correlations
+
+    records = [
+        _record("wanda", "uniform", 0),
+        _record("wanda", "dlp", 0, [0.4, 0.3, 0.2]),
+        _record("wanda", "atp", 0, [0.35, 0.3, 0.25]),
+        _record("wanda", "owl", 0, [0.2, 0.3, 0.4]),
+        _record("wanda", "dlp", 1, [0.1, 0.3, 0.5]),  # another seed
+        _record("sparsegpt", "dlp", 0, [0.1, 0.3, 0.5]),  # another pruner
+        {"config": {"prune": None, "seed": 0}},  # dense
+    ]
+    profiles = allocation_profiles(records, "wanda", 0)
+    assert list(profiles.columns) == ["uniform", "dlp", "atp", "owl"]
+    assert profiles["dlp"].round(12).tolist() == [0.6, 0.7, 0.8] and profiles["uniform"].tolist() == [0.7] * 3
+    correlations = profile_correlations(profiles)
+    assert list(correlations.columns) == ["dlp", "atp", "owl"]  # uniform ranks nothing
+    assert correlations.loc["dlp", "atp"] == pytest.approx(1.0) and correlations.loc["dlp", "owl"] == pytest.approx(
+        -1.0
+    )
+
+
+def test_atp_choice_is_made_once_and_kept(tmp_path, monkeypatch):
+    from dlp_lib import experiments as ex
+    from dlp_lib.experiments import atp as atp_experiments
+
+    prof = ex.profile("smoke")
+    calls = []
+
+    def fake_choose(config, on, heldout, step, progress):
+        calls.append((config.prune.method, on, heldout, step))
+        return {"best": 0.01, "betas": [0.01, 0.02], "perplexity": [5.0, 6.0], "on": on, "windows": heldout}
+
+    monkeypatch.setattr(atp_experiments, "choose_atp_beta", fake_choose)
+    assert ex.atp_choices(prof, tmp_path) == {"wanda": 0.01}
+    assert ex.atp_choices(prof, tmp_path) == {"wanda": 0.01}  # read back, not chosen again
+    assert calls == [("wanda", "heldout", 2, 0.01)]
+    frame = ex.atp_choice_frame(prof, tmp_path)
+    assert frame["chosen"].tolist() == [True, False] and frame["perplexity"].tolist() == [5.0, 6.0]
+    # other settings are another choice
+    other = {**prof, "atp_search": {**prof["atp_search"], "heldout": 3}}
+    assert ex.stored_atp_choice(other, "wanda", tmp_path) is None

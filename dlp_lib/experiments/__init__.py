@@ -28,6 +28,15 @@ importable from ``dlp_lib.experiments`` itself.
 """
 
 from ..log import setup_logging  # noqa: F401  (the grid calls ex.setup_logging(); the notebooks, notebook_profile)
+from .atp import (  # noqa: F401
+    allocation_profiles,
+    atp_choice,
+    atp_choice_frame,
+    atp_choices,
+    atp_path,
+    profile_correlations,
+    stored_atp_choice,
+)
 from .cost import (  # noqa: F401
     GPU_7B_SECONDS,
     LLAMA2_7B_PARAMS,
@@ -140,8 +149,10 @@ from .specs import (  # noqa: F401
     main_specs,
     nm_specs,
     notebook_specs,
+    recent_specs,
     recovery_profile,
     recovery_specs,
+    ria_specs,
     seeded,
     sweep_specs,
     table_allocations,

@@ -26,6 +26,8 @@ QUICK_SECONDS = {
     "magnitude": 9,
     "wanda": 12,
     "sparsegpt": 17,
+    "ria": 12,  # Wanda's statistics, a whole-matrix threshold
+    "lsa_statistics": 60,  # LSA's greedy errors of every linear, once per calibration seed
     "zero_shot": 23,
     "lora_1k_tokens": 5.3,
     "dsa_candidate": 3,
@@ -56,7 +58,20 @@ def estimate_seconds(prof: dict, seconds: dict | None = None) -> float:
     seconds = seconds or QUICK_SECONDS
     total = float(seconds.get("setup", 0.0)) + float(seconds.get("speedup", 0.0))
     total += sum(run_seconds(config, seconds) for config in planned_runs(prof))
-    return total + dsa_search_seconds(prof, seconds) + evopress_seconds(prof, seconds)
+    total += dsa_search_seconds(prof, seconds) + evopress_seconds(prof, seconds) + atp_seconds(prof, seconds)
+    lsa_seeds = {c.seed for c in planned_runs(prof) if c.prune is not None and c.prune.allocation == "lsa"}
+    return total + seconds["lsa_statistics"] * len(lsa_seeds)
+
+
+def atp_seconds(prof: dict, seconds: dict | None = None) -> float:
+    """Rough wall time of ATP's beta choices (a run per beta of the grid, per pruner) and its rows."""
+    from ..atp import atp_beta_grid
+
+    seconds = seconds or QUICK_SECONDS
+    if "atp" not in prof["recent"]["allocations"]:
+        return 0.0
+    betas = len(atp_beta_grid(30, prof["main_sparsity"], step=prof["atp_search"]["step"]))
+    return sum(seconds[m] * (betas + len(prof["seeds"])) for m in prof["recent"]["methods"])
 
 
 def run_seconds(config: pipeline.RunConfig, seconds: dict | None = None) -> float:

@@ -13,12 +13,37 @@ from .profiles import ARITHMETIC_FIELDS
 
 log = logging.getLogger(__name__)
 
-METHOD_NAMES = {"dense": "Dense", "magnitude": "Magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
-ALLOCATION_NAMES = {"none": "–", "uniform": "Uniform", "owl": "OWL", "dlp": "DLP", "dsa": "DSA", "evopress": "EvoPress"}
+METHOD_NAMES = {"dense": "Dense", "magnitude": "Magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT", "ria": "RIA"}
+ALLOCATION_NAMES = {
+    "none": "–",
+    "uniform": "Uniform",
+    "owl": "OWL",
+    "dlp": "DLP",
+    "dsa": "DSA",
+    "evopress": "EvoPress",
+    "alphapruning": "AlphaPruning",
+    "atp": "ATP",
+    "lsa": "LSA",
+}
 # the main table's DSA row is the expression our search found (not DSA's published one); its EvoPress row
 # the per-linear sparsities our EvoPress search found for that pruner
-TABLE_NAMES = {**ALLOCATION_NAMES, "dsa": "DSA (searched)", "evopress": "EvoPress (searched)"}
-ALLOCATION_COLORS = {"uniform": "#7f7f7f", "owl": "#1f77b4", "dlp": "#d62728", "dsa": "#2ca02c", "evopress": "#9467bd"}
+# ATP's beta chosen on held-out calibration text (the authors choose it on the test perplexity)
+TABLE_NAMES = {
+    **ALLOCATION_NAMES,
+    "dsa": "DSA (searched)",
+    "evopress": "EvoPress (searched)",
+    "atp": "ATP (β held-out)",
+}
+ALLOCATION_COLORS = {
+    "uniform": "#7f7f7f",
+    "owl": "#1f77b4",
+    "dlp": "#d62728",
+    "dsa": "#2ca02c",
+    "evopress": "#9467bd",
+    "alphapruning": "#ff7f0e",
+    "atp": "#8c564b",
+    "lsa": "#17becf",
+}
 HYPER_NAMES = {"dlp_alpha": "DLP α", "owl_lambda": "OWL λ (Lamda)", "owl_m": "OWL M (outlier threshold)"}
 HYPER_ALLOCATION = {"dlp_alpha": "dlp", "owl_lambda": "owl", "owl_m": "owl"}
 _MODEL_LABELS = {

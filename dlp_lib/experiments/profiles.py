@@ -17,9 +17,21 @@ from ..zeroshot import PAPER_TASKS
 log = logging.getLogger(__name__)
 
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(pipeline.RunConfig) if f.name not in ("prune", "recovery"))
-HYPER_FIELDS = ("owl_lambda", "owl_m", "dlp_alpha", "dlp_statistic", "dsa_graph", "dsa_lambda")
+HYPER_FIELDS = (
+    "owl_lambda", "owl_m", "dlp_alpha", "dlp_statistic", "dsa_graph", "dsa_lambda",
+    "alpha_epsilon", "alpha_estimator", "lsa_beta", "lsa_group", "lsa_fraction", "ria_a",
+)  # fmt: skip
 ARITHMETIC_FIELDS = ("sparsegpt_sweep", "sparsegpt_hessian")  # SparseGPT's arithmetic (PruneConfig fields)
-_FLOAT_FIELDS = ("owl_lambda", "owl_m", "dlp_alpha", "dsa_lambda")  # 5 and 5.0 must hash alike
+_FLOAT_FIELDS = (
+    "owl_lambda",
+    "owl_m",
+    "dlp_alpha",
+    "dsa_lambda",
+    "alpha_epsilon",
+    "lsa_fraction",
+    "ria_a",
+    "atp_beta",
+)  # 5 and 5.0 must hash alike
 REHEARSAL_DIR = "{rehearsal}"  # in a profile's paths: the rehearsal's assets (dlp_lib.rehearsal.assets_dir)
 
 # ------------------------------------------------------------------------------------------- profiles
@@ -47,6 +59,15 @@ _DEFAULTS = dict(
     dlp_statistic="mean",
     dsa_graph=DSA_README_GRAPH,
     dsa_lambda=0.08,
+    # the newer allocations' and RIA's settings (their authors'; ATP's beta is chosen by `atp_search`).
+    # AlphaPruning: 0.2, as the authors' LLaMA-7B Wanda and SparseGPT scripts; their default 0.3 gives block
+    # 10 of the embedded model a sparsity of 1.02 at 70% (refused; the authors would prune it whole)
+    alpha_epsilon=0.2,
+    alpha_estimator="xmin_peak",
+    lsa_beta=None,  # the authors' table by sparsity: 0.15 at 70%
+    lsa_group=128,
+    lsa_fraction=0.5,
+    ria_a=0.5,
     # SparseGPT's arithmetic (config.SPARSEGPT_SWEEPS / SPARSEGPT_HESSIANS): "auto" is the reference's on a
     # CPU; on CUDA the Triton sweep (the same weights) and Hessians from the half-precision activations
     sparsegpt_sweep="auto",
@@ -55,6 +76,18 @@ _DEFAULTS = dict(
     main_sparsity=0.7,
     main_methods=["magnitude", "wanda", "sparsegpt"],
     allocations=["uniform", "owl", "dlp"],
+    # AlphaPruning, ATP and LSA rows of the main table (and notebook 12), for these pruners; RIA beside Wanda
+    # (notebook 12) with these allocations
+    recent={
+        "methods": ["wanda", "sparsegpt"],
+        "allocations": ["alphapruning", "atp", "lsa"],
+        "ria": ["uniform", "dlp"],
+    },
+    # ATP's beta per pruner (dlp_lib.atp_beta): the authors' grid from `step` up to the steepest legal beta,
+    # each pruned on the profile's seed and scored on `heldout` windows of the calibration side drawn with
+    # another seed (never the evaluation windows; "on": "eval" would be the authors' way). Quick: every other
+    # beta of the authors' 0.002 grid
+    atp_search={"heldout": 16, "step": 0.004, "on": "heldout"},
     # single runs on the profile's seed; the 70% points are the main table's (with their seed range)
     sweep={"wanda": [0.6, 0.7, 0.8], "sparsegpt": [0.5, 0.6, 0.7, 0.8]},
     # the sweep's allocations: Uniform against DLP (OWL's curve would add 7 runs;
@@ -195,6 +228,9 @@ PROFILES: dict[str, dict] = {
         batch_size=2,
         eval_batch_size=2,
         main_methods=["wanda"],
+        recent={"methods": ["wanda"], "allocations": ["alphapruning", "atp", "lsa"], "ria": ["uniform"]},
+        atp_search={"heldout": 2, "step": 0.01, "on": "heldout"},
+        lsa_group=16,  # a 16-column group: the greedy pass costs an eighth of the authors' 128
         sweep={"wanda": [0.7]},
         hyper_grid={"dlp_alpha": [0.0, 0.05, 0.15, 0.25], "owl_lambda": [0.0, 0.08, 0.16], "owl_m": [3.0, 5.0, 7.0]},
         hyper_pruned={"method": "wanda", "dlp_alpha": [0.15], "owl_lambda": [0.08], "owl_m": [5.0]},
@@ -331,6 +367,7 @@ PROFILES: dict[str, dict] = {
             "proxy_check": 6,
         },
         seeds=[0, 1, 2, 3, 4],
+        atp_search={"heldout": 16, "step": 0.002, "on": "heldout"},  # the authors' grid
         float_sensitivity={
             "cells": [
                 {"method": m, "allocation": a, "sparsity": s}
@@ -390,6 +427,8 @@ PROFILES["rehearsal"] = dict(
         "proxy_check": 2,
     },
     float_sensitivity={**_PAPER["float_sensitivity"], "draws": 2},
+    recent={**_PAPER["recent"], "methods": ["wanda"], "ria": ["uniform"]},
+    atp_search={**_PAPER["atp_search"], "heldout": 2, "step": 0.05},  # 6 blocks at 70%: betas 0.05 and 0.1
 )
 
 

@@ -49,11 +49,13 @@ def run_config(
     if method is None or method == "dense":
         return pipeline.RunConfig(prune=None, **settings)
     params = {name: prof[name] for name in HYPER_FIELDS + ARITHMETIC_FIELDS}
-    unknown = set(hyper) - set(HYPER_FIELDS) - {"evopress"}  # evopress: a search result file, not a profile setting
+    # evopress: a search result file, atp_beta: a searched slope; neither is a profile setting
+    unknown = set(hyper) - set(HYPER_FIELDS) - {"evopress", "atp_beta"}
     if unknown:
-        raise ConfigError(f"unknown hyper-parameter(s) {sorted(unknown)}; known: {', '.join(HYPER_FIELDS)}, evopress")
+        known = ", ".join(HYPER_FIELDS)
+        raise ConfigError(f"unknown hyper-parameter(s) {sorted(unknown)}; known: {known}, evopress, atp_beta")
     params.update(hyper)
-    params = {k: float(v) if k in _FLOAT_FIELDS else v for k, v in params.items()}
+    params = {k: float(v) if k in _FLOAT_FIELDS and v is not None else v for k, v in params.items()}
     sparsity = pattern_sparsity(sparsity_type, sparsity)
     if sparsity is None:
         sparsity = prof["main_sparsity"]
@@ -81,6 +83,9 @@ def run_label(config: pipeline.RunConfig) -> str:
         "dlp": f"DLP (α={p.dlp_alpha:g})",
         "dsa": f"DSA {p.dsa_graph} (λ={p.dsa_lambda:g})",
         "evopress": f"EvoPress {p.to_dict()['evopress'] if p.allocation == 'evopress' else ''}",
+        "alphapruning": f"AlphaPruning (ε={p.alpha_epsilon:g}, {p.alpha_estimator})",
+        "atp": f"ATP (β={p.atp_beta:g})" if p.atp_beta is not None else "ATP",
+        "lsa": f"LSA (β={p.width:g})" if p.allocation == "lsa" else "LSA",
     }[p.allocation]
     pattern = p.sparsity_type if p.nm else f"{percent(p.sparsity)} unstructured"
     clipped = " · clipped" if p.clip_densities else ""

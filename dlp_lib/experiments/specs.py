@@ -21,11 +21,15 @@ def main_specs(
     dsa_graph: str | None = None,
     allocations: list[str] | None = None,
     evopress: dict[str, str] | None = None,
+    recent: bool = False,
+    atp_betas: dict[str, float] | None = None,
 ) -> list[dict]:
     """Dense, then every pruner (default: the profile's main methods) x allocation (default: the
     profile's) at the main sparsity (unstructured); with ``dsa_graph`` (the searched expression,
     ``dsa_search``) each pruner also gets a DSA row, and with ``evopress`` (``{pruner: search result
-    file}``, ``evopress_allocations``) each pruner searched gets an EvoPress row with its own search."""
+    file}``, ``evopress_allocations``) each pruner searched gets an EvoPress row with its own search.
+    With ``recent``, the pruners of ``prof["recent"]`` get AlphaPruning and LSA rows, and an ATP row
+    where ``atp_betas`` (``{pruner: beta}``, ``atp_choices``) has their beta."""
     s = prof["main_sparsity"]
     methods = prof["main_methods"] if methods is None else methods
     allocations = prof["allocations"] if allocations is None else allocations
@@ -36,13 +40,31 @@ def main_specs(
             specs.append({"method": m, "sparsity": s, "allocation": "dsa", "dsa_graph": dsa_graph})
         if evopress and m in evopress:
             specs.append({"method": m, "sparsity": s, "allocation": "evopress", "evopress": evopress[m]})
+        if recent and m in prof["recent"]["methods"]:
+            specs += recent_specs(prof, m, atp_betas or {})
     return specs
 
 
+def recent_specs(prof: dict, method: str, atp_betas: dict[str, float]) -> list[dict]:
+    """``method``'s AlphaPruning and LSA rows at the main sparsity, and its ATP row if its beta is known."""
+    s, specs = prof["main_sparsity"], []
+    for allocation in prof["recent"]["allocations"]:
+        if allocation != "atp":
+            specs.append({"method": method, "sparsity": s, "allocation": allocation})
+        elif method in atp_betas:
+            specs.append({"method": method, "sparsity": s, "allocation": "atp", "atp_beta": float(atp_betas[method])})
+    return specs
+
+
+def ria_specs(prof: dict) -> list[dict]:
+    """RIA at the main sparsity with each of ``prof["recent"]["ria"]``'s allocations (notebook 12)."""
+    return [{"method": "ria", "sparsity": prof["main_sparsity"], "allocation": a} for a in prof["recent"]["ria"]]
+
+
 def table_allocations(prof: dict) -> list[str]:
-    """The allocations of the main table, in order: the profile's, then DSA (the searched expression), then
-    EvoPress (the searched per-linear sparsities)."""
-    return [*prof["allocations"], "dsa", "evopress"]
+    """The allocations of the main table, in order: the profile's, then DSA (the searched expression),
+    EvoPress (the searched per-linear sparsities), then the newer AlphaPruning, ATP and LSA."""
+    return [*prof["allocations"], "dsa", "evopress", *prof["recent"]["allocations"]]
 
 
 def seeded(prof: dict, specs: list[dict]) -> list[dict]:
@@ -149,13 +171,14 @@ def zero_shot_specs(prof: dict) -> list[dict]:
 
 
 def notebook_specs(prof: dict, hyper: list[dict] | None = None) -> list[tuple[dict, dict]]:
-    """``(profile, spec)`` of every run notebooks 01-08 ask for, in notebook order: the one list both the
+    """``(profile, spec)`` of every run notebooks 01-08 and 12 ask for (ATP's rows, which wait for their beta,
+    aside), in notebook order: the one list both the
     cost estimate (:func:`dlp_lib.experiments.cost.planned_runs`) and the grid (``grid.jobs.plan``) read.
     ``hyper`` replaces notebook 05's hyper-parameter specs (the grid passes the feasible ones). Zero-shot
     and recovery runs carry their own profiles; repeats are left in (callers skip a configuration seen)."""
     hyper = hyper_specs(prof) if hyper is None else hyper
     pairs = [(prof, dense_spec(prof))]
-    pairs += [(prof, spec) for spec in seeded(prof, main_specs(prof))]
+    pairs += [(prof, spec) for spec in seeded(prof, main_specs(prof, recent=True) + ria_specs(prof))]
     pairs += [(prof, spec) for spec in float_sensitivity_specs(prof) + sweep_specs(prof) + hyper + nm_specs(prof)]
     zs = zero_shot_profile(prof)
     pairs += [(zs, spec) for spec in seeded(prof, zero_shot_specs(prof))]

@@ -73,6 +73,14 @@ def job_seconds(job: GridJob, prof: dict, scale: float, gpu: dict) -> tuple[str,
         if on_gpu:
             return "EvoPress search", ex.gpu_evopress_seconds(prof, method, gpu, scale)
         return "EvoPress search", ex.evopress_search_seconds(prof, method)
+    if job.kind == "atp":  # one uniform-sized run per beta of the grid
+        from ..atp import atp_beta_grid
+
+        config = ex.run_config(prof, job.spec["method"], prof["main_sparsity"])
+        each = ex.gpu_run_seconds(config, gpu, scale) if on_gpu else ex.run_seconds(config)
+        # LLaMA-7B's 32 blocks; the embedded model's 30 give a grid as long or one beta shorter
+        betas = len(atp_beta_grid(32, prof["main_sparsity"], step=prof["atp_search"]["step"]))
+        return "ATP beta choice", each * betas
     if job.kind == "speed":  # on the CPU whatever the profile's device
         return "CPU speed", ex.QUICK_SECONDS["speedup"]
     config = ex.run_config(prof, method=prof["dsa_search"]["method"]) if job.pending else job.config()
@@ -139,5 +147,6 @@ def format_jobs(jobs: list[GridJob], results_dir) -> str:
                 lines.append(f"  [{'stored' if job.done(results_dir) else 'to run':>6}] {job.label}")
         waiting = sum(j.pending for j in these)
         if waiting:
-            lines.append(f"  [ waits] {waiting} runs that need a search's result (DSA and EvoPress rows, proxy check)")
+            why = "a search's result or ATP's beta (DSA, EvoPress and ATP rows, proxy checks)"
+            lines.append(f"  [ waits] {waiting} runs that need {why}")
     return "\n".join(lines)

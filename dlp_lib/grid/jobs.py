@@ -15,8 +15,8 @@ log = logging.getLogger(__name__)
 
 PHASES = {
     1: "dense statistics",
-    2: "runs, DSA's and EvoPress's searches",
-    3: "runs that need a search's result",
+    2: "runs, DSA's and EvoPress's searches, ATP's beta choices",
+    3: "runs that need a search's result or ATP's beta",
     4: "notebook 09's CPU speed measurement, alone so that nothing runs beside it",
 }
 
@@ -25,7 +25,8 @@ PHASES = {
 @dataclass
 class GridJob:
     """One unit of work: ``kind`` is ``statistics`` (dense statistics of one calibration seed),
-    ``search`` (DSA's search), ``evopress`` (EvoPress's search for ``spec["method"]``), ``speed``
+    ``search`` (DSA's search), ``evopress`` (EvoPress's search for ``spec["method"]``), ``atp`` (ATP's beta
+    for ``spec["method"]``), ``speed``
     (notebook 09's CPU measurements) or ``run`` (one record, ``spec`` being ``run_config``'s keywords
     under ``profile``). ``pending`` jobs cannot be set up yet (they wait for an earlier phase's output)
     and are only counted."""
@@ -47,6 +48,8 @@ class GridJob:
             return ex.stored_dsa_search(self.profile, results_dir) is not None
         if self.kind == "evopress":
             return ex.stored_evopress(self.profile, self.spec["method"], results_dir) is not None
+        if self.kind == "atp":
+            return ex.stored_atp_choice(self.profile, self.spec["method"], results_dir) is not None
         if self.kind == "speed":
             return ex.stored_live_speed(self.profile, results_dir) is not None
         return ex.stored_spec(self.profile, self.spec, results_dir)[1] is not None
@@ -119,6 +122,22 @@ def plan(prof: dict, results_dir: str | os.PathLike = "results") -> list[GridJob
             count = len(prof["seeds"]) + max(prof["evopress_search"]["proxy_check"] - 2, 0)
             evopress_runs += [GridJob("run", 3, label, prof, None, pending=True) for _ in range(count)]
 
+    atp = [
+        GridJob("atp", 2, f"ATP beta for {m} (held-out text)", prof, {"method": m})
+        for m in prof["recent"]["methods"]
+        if "atp" in prof["recent"]["allocations"]
+    ]
+    atp_runs = []
+    for job in atp:
+        method = job.spec["method"]
+        choice = ex.stored_atp_choice(prof, method, results_dir)
+        if choice is not None:
+            later = ex.seeded(prof, ex.recent_specs(prof, method, {method: choice["best"]}))
+            atp_runs += _run_jobs([(prof, spec) for spec in later], 3, seen)
+        else:
+            label = "a run that needs ATP's chosen beta (ATP row)"
+            atp_runs += [GridJob("run", 3, label, prof, None, pending=True) for _ in prof["seeds"]]
+
     # one statistics job per calibration seed a run needs the dense norms of (and the profile's seed,
     # whose table notebooks 01, 02 and 05 show); DSA rows use the same seeds as the main table
     seeds = {prof["seed"]}
@@ -131,7 +150,7 @@ def plan(prof: dict, results_dir: str | os.PathLike = "results") -> list[GridJob
         for seed in sorted(seeds)
     ]
     speed = GridJob("speed", 4, "CPU speed of sparse products and of the model (notebook 09)", prof)
-    return statistics + runs + [search] + evopress + dsa_runs + evopress_runs + [speed]
+    return statistics + runs + [search] + evopress + atp + dsa_runs + evopress_runs + atp_runs + [speed]
 
 
 def run_job(job: GridJob, results_dir: str, threads: int | None = None) -> dict:
@@ -151,6 +170,8 @@ def run_job(job: GridJob, results_dir: str, threads: int | None = None) -> dict:
         headline = f"best {ex.searched_graph(ex.dsa_search(job.profile, results_dir))}"
     elif job.kind == "evopress":
         headline = f"KL {ex.evopress(job.profile, job.spec['method'], results_dir)['fitness']:.4g}"
+    elif job.kind == "atp":
+        headline = f"beta {ex.atp_choice(job.profile, job.spec['method'], results_dir)['best']:g}"
     elif job.kind == "speed":
         headline = f"measured on {ex.live_speed(job.profile, results_dir)['machine']}"
     else:

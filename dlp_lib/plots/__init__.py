@@ -7,6 +7,7 @@ figures of notebooks 03-08 and 10), ``speed`` (notebook 09), ``evopress`` (noteb
 
 from .allocation import (  # noqa: F401
     plot_allocation,
+    plot_allocation_profiles,
     plot_dense_block_statistics,
 )
 from .evopress import (  # noqa: F401
