@@ -87,6 +87,7 @@ def plot_allocation_profiles(profiles: pd.DataFrame, correlations: pd.DataFrame,
     heat = fig.add_subplot(grid[1, 0])
     names = [ALLOCATION_NAMES[a] for a in correlations.columns]
     image = heat.imshow(correlations.to_numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
+    heat.grid(False)
     heat.set_xticks(range(len(names)), names, rotation=35, ha="right")
     heat.set_yticks(range(len(names)), names)
     for i in range(len(names)):
@@ -102,6 +103,7 @@ def plot_allocation_profiles(profiles: pd.DataFrame, correlations: pd.DataFrame,
         line.plot(sub["beta"], sub["perplexity"], marker="o", color=color, label=method)
         chosen = sub[sub["chosen"]]
         line.scatter(chosen["beta"], chosen["perplexity"], s=90, facecolors="none", edgecolors=color)
+    line.set_yscale("log")
     line.set_xlabel("ATP β (sparsity step per block)")
     line.set_ylabel("perplexity on held-out\ncalibration text")
     line.set_title("(c) ATP's β, chosen on held-out text (circled)")
