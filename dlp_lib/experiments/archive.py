@@ -62,6 +62,7 @@ def describe(records: Path, files: list[Path], size: int) -> str:
         "dsa_search": "DSA's allocation search: every candidate expression, its fitness and the history",
         "evopress_search": "EvoPress's searches, one per pruner, and (`checked/`) the allocations notebook 11 ran",
         "speed": "notebook 09's CPU speed measurements",
+        "atp_beta": "ATP's beta per pruner: the held-out perplexity of every beta tried and the one chosen",
     }
     for folder in folders:
         count = sum(1 for name in files if name.parts[0] == folder)

@@ -31,7 +31,7 @@ def plot_main_table(numbers: pd.DataFrame, prof: dict):
     methods = [m for m in prof["main_methods"] if m in set(data["method"])]
     allocations = [a for a in table_allocations(prof) if a in set(data["allocation"])]
     dense = numbers.loc[numbers["method"] == "dense", "perplexity"]
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, ax = plt.subplots(figsize=(max(9.0, 0.5 * len(allocations) * len(methods)), 5.5))
     width = 0.8 / len(allocations)
     for i, allocation in enumerate(allocations):
         rows = [data[(data["method"] == m) & (data["allocation"] == allocation)] for m in methods]
@@ -44,7 +44,9 @@ def plot_main_table(numbers: pd.DataFrame, prof: dict):
         ]
         bars = ax.bar(x, means, width, color=ALLOCATION_COLORS[allocation], label=TABLE_NAMES[allocation])
         ax.errorbar(x, means, yerr=errors, fmt="none", ecolor="black", elinewidth=1, capsize=3)
-        ax.bar_label(bars, labels=[format_perplexity(v) for v in means], fontsize=8, padding=2, label_type="center")
+        # upright labels in the bars: side by side they overlap as soon as a group has more than a few bars
+        labels = [format_perplexity(v) for v in means]
+        ax.bar_label(bars, labels=labels, fontsize=8, padding=2, label_type="center", rotation=90)
     ax.set_xticks(range(len(methods)), [METHOD_NAMES[m] for m in methods])
     _ppl_axis(ax, float(dense.iloc[0]) if len(dense) else None)
     _headroom(ax, data["perplexity_max"].tolist(), factor=2.0)
