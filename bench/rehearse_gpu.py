@@ -59,9 +59,10 @@ NOTEBOOKS = {
     "09": "09 speed (its CPU measurement)",
     "10": "10 DSA search",
     "11": "11 EvoPress search",
+    "12": "12 newer allocations (AlphaPruning, ATP, LSA; RIA)",
 }
 ALLOCATIONS = ("uniform", "owl", "dlp")
-METHODS = ("magnitude", "wanda", "sparsegpt")
+METHODS = ("magnitude", "wanda", "sparsegpt", "ria")
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -153,7 +154,7 @@ def job_order(jobs: list[grid.GridJob]) -> list[grid.GridJob]:
     def rank(job: grid.GridJob) -> tuple:
         if job.kind == "statistics":
             return (0,)
-        if job.kind in ("search", "evopress"):
+        if job.kind in ("search", "evopress", "atp"):  # ATP's beta choice: a run per beta, like a search
             return (5, job.kind)
         config = job.config()
         method = "dense" if config.prune is None else config.prune.method
@@ -197,6 +198,9 @@ def measured_parts(job: grid.GridJob, results_dir: str, seconds: float) -> dict:
     if job.kind == "evopress":
         result = ex.stored_evopress(job.profile, job.spec["method"], results_dir)
         return {"evopress": seconds, "generations": len(result.get("history", []))}
+    if job.kind == "atp":
+        result = ex.stored_atp_choice(job.profile, job.spec["method"], results_dir)
+        return {"atp": seconds, "betas": len(result.get("betas", []))}
     _, record = ex.stored_spec(job.profile, job.spec, results_dir)
     timings = record.get("timings", {})
     parts = {"load": timings.get("load_model"), "prune": timings.get("prune")}
@@ -220,7 +224,9 @@ def notebook_of(prof: dict) -> dict[str, str]:
     zs, rp = ex.zero_shot_profile(prof), ex.recovery_profile(prof)
     families = [
         ("01", [(prof, ex.dense_spec(prof))]),
-        ("03", [(prof, s) for s in ex.seeded(prof, ex.main_specs(prof)) + ex.float_sensitivity_specs(prof)]),
+        ("03", [(prof, s) for s in ex.seeded(prof, ex.main_specs(prof, recent=True))]),
+        ("03", [(prof, s) for s in ex.float_sensitivity_specs(prof)]),
+        ("12", [(prof, s) for s in ex.seeded(prof, ex.ria_specs(prof))]),
         ("04", [(prof, s) for s in ex.sweep_specs(prof)]),
         ("05", [(prof, s) for s in ex.hyper_specs(prof)]),
         ("06", [(prof, s) for s in ex.nm_specs(prof)]),
@@ -304,6 +310,8 @@ def project(paper: dict, units: dict, fallback: dict, nsamples: int) -> dict:
             notebook, seconds = "11", dry  # the cost model's: the slice runs 2 generations of Wanda's only
         elif job.kind == "speed":
             notebook, seconds = "09", dry  # notebook 09's measurement runs on the CPU: the cost model's
+        elif job.kind == "atp":
+            notebook, seconds = "03", dry  # a run per beta of ATP's grid: the cost model's
         elif job.kind == "search" or job.pending:
             notebook = "10"
             if job.kind == "search":

@@ -166,9 +166,12 @@ def test_notebooks_render_in_order_from_the_smoke_grid_without_computing(tmp_pat
     # every pruner x allocation, then the searched DSA expression and EvoPress allocation (notebook 03 runs
     # both searches; smoke searches EvoPress for Wanda, its only pruner)
     assert prof["main_methods"] == prof["evopress_search"]["methods"] == ["wanda"]
-    assert len(table) == 1 + len(prof["main_methods"]) * (len(prof["allocations"]) + 2)
-    assert table["allocation"].tolist()[1:] == ["uniform", "owl", "dlp", "dsa", "evopress"]
-    assert table["perplexity"].notna().all() and table["n"].tolist() == [1] + [len(prof["seeds"])] * 5
+    recent = [m for m in prof["main_methods"] if m in prof["recent"]["methods"]]  # AlphaPruning, ATP, LSA rows
+    assert len(table) == 1 + len(prof["main_methods"]) * (len(prof["allocations"]) + 2) + 3 * len(recent)
+    assert table["allocation"].tolist()[1:] == ex.table_allocations(prof)
+    assert ex.table_allocations(prof) == ["uniform", "owl", "dlp", "dsa", "evopress", "alphapruning", "atp", "lsa"]
+    assert table["perplexity"].notna().all() and table["n"].tolist() == [1] + [len(prof["seeds"])] * 8
+    assert "ATP (β held-out)" in (tmp_path / "main_table.md").read_text()
     assert "DSA (searched)" in (tmp_path / "main_table.md").read_text()
     assert "EvoPress (searched)" in (tmp_path / "main_table.md").read_text()
     runs = pd.read_csv(tmp_path / "main_table_runs.csv")
@@ -182,6 +185,10 @@ def test_notebooks_render_in_order_from_the_smoke_grid_without_computing(tmp_pat
     assert (tmp_path / "main_table.md").read_text().count("**") == 2 * bolds
     assert (r"\textbf{" in (tmp_path / "main_table.tex").read_text()) == bool(bolds)
     assert "Machine: " in (tmp_path / "main_table.md").read_text()
+    # notebook 12: RIA beside Wanda in its table, one chosen ATP beta per pruner
+    recent_table = pd.read_csv(tmp_path / "recent_allocations.csv")
+    assert ("ria", "uniform") in set(zip(recent_table["method"], recent_table["allocation"]))
+    assert pd.read_csv(tmp_path / "atp_beta.csv")["chosen"].sum() == len(prof["recent"]["methods"])
 
     # the reproduction tolerance: the normal run and 2 perturbed draws; the tables pass their own check
     tolerance = pd.read_csv(tmp_path / "reproduction_tolerance.csv")

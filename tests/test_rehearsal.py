@@ -273,7 +273,8 @@ def test_gpu_rehearsal_without_budget_or_lm_eval_projects_from_the_estimate(asse
 
 
 # ------------------------------------------------------------------------------------------ the rehearsal
-EXPECTED_RUNS = {"main": 1 + 3 * 4 + 2, "nm": 3 * 2 * 3, "zero_shot": 1 + 2 * 3, "recovery": 2 * 3}
+# main: dense, 3 pruners x (3 allocations + DSA), 2 EvoPress rows, Wanda's AlphaPruning, ATP and LSA rows
+EXPECTED_RUNS = {"main": 1 + 3 * 4 + 2 + 3, "nm": 3 * 2 * 3, "zero_shot": 1 + 2 * 3, "recovery": 2 * 3}
 
 
 @pytest.mark.integration
@@ -301,7 +302,7 @@ def test_make_reproduce_rehearsal_runs_every_notebook_on_the_tiny_llama(assets, 
             assert where.is_file() and where.stat().st_size > 0, f"{notebook} did not write {name}"
     tables = out / "tables"
     main = pd.read_csv(tables / "main_table.csv")
-    assert len(main) == EXPECTED_RUNS["main"] and main["n"].tolist() == [1, 1] + [5] * 13  # magnitude-uniform: no seed
+    assert len(main) == EXPECTED_RUNS["main"] and main["n"].tolist() == [1, 1] + [5] * 16  # magnitude-uniform: no seed
     assert main.loc[main["allocation"] == "evopress", "method"].tolist() == ["wanda", "sparsegpt"]
     assert set(
         pd.read_csv(tables / "nm_sparsity.csv")[["method", "sparsity_type", "allocation"]].itertuples(index=False)

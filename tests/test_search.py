@@ -370,7 +370,7 @@ def test_main_specs_gain_one_dsa_row_per_pruner():
     assert all(s["dsa_graph"] == "W:()-(MEAN)-()" for s in dsa)
     config = ex.run_config(prof, **dsa[0])
     assert config.prune.dsa_graph == "W:()-(MEAN)-()" and config.prune.dsa_lambda == 0.08
-    assert ex.table_allocations(prof) == ["uniform", "owl", "dlp", "dsa", "evopress"]
+    assert ex.table_allocations(prof) == ["uniform", "owl", "dlp", "dsa", "evopress", "alphapruning", "atp", "lsa"]
 
 
 def test_dsa_search_settings_follow_the_profile():

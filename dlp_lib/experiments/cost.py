@@ -147,6 +147,7 @@ GPU_7B_SECONDS = {
     # propagation 6.4 s) and with the reference's fp32 Hessians (41.1 s of statistics instead of 9.1)
     "sparsegpt": 24.5,
     "sparsegpt fp32 Hessian": 56.5,
+    "ria": 14.5,  # Wanda's statistics and one sort per matrix instead of per row (estimate, not measured)
 }
 WIKITEXT2_TEST_TOKENS = 338_535  # LLaMA tokenizer
 ZERO_SHOT_TOKENS = 6.5e6  # the 7 tasks' full splits, every choice scored (approximate)
