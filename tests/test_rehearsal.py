@@ -229,7 +229,7 @@ def test_gpu_rehearsal_script_runs_its_slice_on_the_cpu(assets, tmp_path, monkey
     units = result["projection"]["measured_units"]
     assert all(v is not None and v > 0 for v in units.values()), units
     notebooks = {row["notebook"][:2]: row for row in result["projection"]["notebooks"]}
-    assert set(notebooks) == {"01", "03", "04", "05", "06", "07", "08", "09", "10", "11"}
+    assert set(notebooks) == {"01", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12"}
     assert any(k["kind"] == "evopress" for k in kinds)
     paper_jobs = len(__import__("dlp_lib.grid", fromlist=["plan"]).plan(ex.profile("paper"), tmp_path / "empty"))
     assert sum(row["jobs"] for row in notebooks.values()) == paper_jobs
