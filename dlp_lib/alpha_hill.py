@@ -95,9 +95,13 @@ def _ks_distances(log_eigs: torch.Tensor, cutoffs: torch.Tensor, alphas: torch.T
 
 def hill_alpha(weight: torch.Tensor, estimator: str = "xmin_peak") -> float:
     """PL_Alpha_Hill of one weight matrix (the authors' ``net_esd_estimator`` alpha)."""
+    _check_estimator(estimator)  # before the eigenvalues are computed
+    return spectrum_alpha(eigenvalues(weight), estimator, tuple(weight.shape))
+
+
+def _check_estimator(estimator: str) -> None:
     if estimator not in ALPHA_ESTIMATORS:
         raise ConfigError(f"unknown AlphaPruning estimator {estimator!r}; use one of {', '.join(ALPHA_ESTIMATORS)}")
-    return spectrum_alpha(eigenvalues(weight), estimator, tuple(weight.shape))
 
 
 def spectrum_alpha(eigs: torch.Tensor, estimator: str = "xmin_peak", shape=None) -> float:
@@ -106,6 +110,7 @@ def spectrum_alpha(eigs: torch.Tensor, estimator: str = "xmin_peak", shape=None)
     Zero eigenvalues (a rank-deficient matrix, e.g. one already pruned hard) have no logarithm; they are
     left out of the fit (the authors' ``filter_zeros`` option, off by default there, where they give NaN).
     """
+    _check_estimator(estimator)
     eigs = eigs[eigs > 0]
     if len(eigs) < 2:
         raise ConfigError(f"a {shape or 'weight'} with fewer than 2 non-zero singular values has no spectrum to fit")
