@@ -21,11 +21,19 @@ other column of the row with one column of ``H``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import logging
+import subprocess
+from pathlib import Path
 
 import torch
 
+from .ckernel import load_library
 from .errors import ConfigError
 from .stats import one_cpu_thread
+
+log = logging.getLogger(__name__)
 
 LSA_GROUP = 128  # --block: input columns per group
 LSA_FRACTION = 0.5  # --resp: fraction of each group removed
@@ -54,7 +62,9 @@ def check_lsa_settings(group: int, fraction: float) -> None:
 
 
 @torch.no_grad()
-def lsa_error(weight: torch.Tensor, hessian: torch.Tensor, group: int = LSA_GROUP, fraction: float = LSA_FRACTION):
+def lsa_error(
+    weight: torch.Tensor, hessian: torch.Tensor, group: int = LSA_GROUP, fraction: float = LSA_FRACTION, loop="auto"
+):
     """The summed reconstruction error of removing ``int(group * fraction)`` weights per row from every
     group of ``group`` input columns, greedily, in float32 (the authors' ``blk_s``).
 
@@ -62,16 +72,53 @@ def lsa_error(weight: torch.Tensor, hessian: torch.Tensor, group: int = LSA_GROU
     from earlier groups of the same row, and a last, narrower group still loses ``int(group * fraction)``
     columns per row (SmolLM2's 576 = 4 x 128 + 64 columns: the last group loses all 64). A last group
     narrower than that has nothing left to remove (the reference then adds infinities): refused.
+
+    ``loop``: "auto" runs each group's steps in a C loop on a CPU (:func:`compiled_greedy`), "torch" the
+    PyTorch loop; both give the same bits.
     """
     check_lsa_settings(group, fraction)
+    if loop not in ("auto", "torch"):
+        raise ConfigError(f"LSA: loop must be 'auto' or 'torch'; got {loop!r}")
     with one_cpu_thread() if weight.device.type == "cpu" else contextlib.nullcontext():
-        return _greedy_error(weight.detach().float(), hessian, group, fraction)
+        return _greedy_error(weight.detach().float(), hessian, group, fraction, loop)
 
 
-def _greedy_error(w: torch.Tensor, hessian: torch.Tensor, group: int, fraction: float) -> float:
-    h = hessian.to(device=w.device, dtype=torch.float32)
+SOURCE = Path(__file__).with_name("lsa_greedy.c")
+
+
+@functools.cache
+def compiled_greedy():
+    """The C loop of one group (``lsa_greedy.c``, a ctypes function), built on first use; None, with one
+    warning, without a compiler or when the build fails (the PyTorch loop then runs: same bits, slower)."""
+    try:
+        function = load_library(SOURCE).lsa_group
+    except (LookupError, OSError, subprocess.SubprocessError) as error:
+        log.warning("LSA's C loop is unavailable (%s): using the PyTorch loop, same results, slower", error)
+        return None
+    pointer, integer = ctypes.c_void_p, ctypes.c_long
+    function.argtypes = [
+        pointer,
+        integer,
+        pointer,
+        integer,
+        pointer,
+        integer,
+        integer,
+        integer,
+        integer,
+        pointer,
+        pointer,
+    ]
+    function.restype = None
+    return function
+
+
+def _greedy_error(w: torch.Tensor, hessian: torch.Tensor, group: int, fraction: float, loop: str = "auto") -> float:
+    h = hessian.to(device=w.device, dtype=torch.float32).contiguous()
+    w = w.contiguous()
     rows, columns = w.shape
     per_group = int(group * fraction)
+    kernel = compiled_greedy() if loop == "auto" and w.device.type == "cpu" else None
     cost = w.square() * torch.diagonal(h)  # adding column j alone: w_j^2 H_jj
     total = torch.zeros((), dtype=torch.float32, device=w.device)
     row_index = torch.arange(rows, device=w.device)
@@ -84,13 +131,22 @@ def _greedy_error(w: torch.Tensor, hessian: torch.Tensor, group: int, fraction: 
             )
         local = cost[:, start:stop]  # a view: updates reach ``cost``
         removed = torch.zeros(rows, stop - start, device=w.device)
-        for _ in range(per_group):
-            pick = torch.argmin(local, dim=1)
-            total += local[row_index, pick].sum()
-            picked = w[row_index, start + pick]
-            local += 2.0 * w[:, start:stop] * picked[:, None] * h[start + pick, start:stop]
-            local[row_index, pick] = torch.inf
-            removed[row_index, pick] = picked
+        if kernel is not None:
+            chosen = torch.empty(per_group, rows)
+            kernel(
+                local.data_ptr(), cost.stride(0), w[:, start:].data_ptr(), w.stride(0), h[start, start:].data_ptr(),
+                h.stride(0), rows, stop - start, per_group, chosen.data_ptr(), removed.data_ptr(),
+            )  # fmt: skip
+            for step in chosen:  # each step's costs summed as the PyTorch loop sums them
+                total += step.sum()
+        else:
+            for _ in range(per_group):
+                pick = torch.argmin(local, dim=1)
+                total += local[row_index, pick].sum()
+                picked = w[row_index, start + pick]
+                local += 2.0 * w[:, start:stop] * picked[:, None] * h[start + pick, start:stop]
+                local[row_index, pick] = torch.inf
+                removed[row_index, pick] = picked
         if stop < columns:  # cross terms of this group's removals with the columns still to come
             cost[:, stop:] += 2.0 * w[:, stop:] * (removed @ h[start:stop, stop:])
     return float(total)

@@ -127,6 +127,34 @@ def cached_lsa_errors(model, calibration, config: PruneConfig, batch_size: int, 
     return errors, seconds
 
 
+def _load_alphas(path: Path, model) -> tuple[list[float], dict[str, float]]:
+    stored = torch.load(path, weights_only=True)
+    names = [f"{i}.{n}" for i, block in enumerate(decoder_blocks(model)) for n in linear_sublayers(block)]
+    scores, alphas = stored["scores"], stored["alphas"]
+    if len(scores) != len(decoder_blocks(model)) or list(alphas) != names:
+        raise ValueError(f"expected {len(decoder_blocks(model))} block scores and one alpha per linear")
+    return [float(s) for s in scores], {n: float(a) for n, a in alphas.items()}
+
+
+def cached_block_alphas(model, estimator: str) -> tuple[list[float], dict[str, float]]:
+    """AlphaPruning's block scores and per-linear exponents (``"block.linear"``) of the model's weights,
+    computed once per (weights, estimator) and kept on disk: every run of a model reads the same spectra."""
+    from .alpha_hill import block_alpha
+
+    path = cache_root() / "alpha_hill" / f"{stable_hash([model_fingerprint(model), estimator])}.pt"
+    stored = read_cache(path, lambda p: _load_alphas(p, model), "AlphaPruning exponents cache")
+    if stored is not None:
+        return stored
+    scores, alphas = [], {}
+    for index, block in enumerate(decoder_blocks(model)):
+        score, per_linear = block_alpha({n: lin.weight for n, lin in linear_sublayers(block).items()}, estimator)
+        scores.append(score)
+        alphas.update({f"{index}.{name}": alpha for name, alpha in per_linear.items()})
+    with atomic_path(path) as tmp:
+        torch.save({"scores": scores, "alphas": alphas}, tmp)
+    return scores, alphas
+
+
 def dense_statistics(model, config: PruneConfig, calibration, batch_size: int, progress=True, offload_device=None):
     """What ``config.allocation`` reads from the dense model's calibration pass, cached: LSA's per-linear
     errors, or every other allocation's input norms; with the seconds spent."""
@@ -143,14 +171,9 @@ def _weights_only(model, config: PruneConfig, sizes: list[int]) -> tuple[list, t
         weights = None if len(set(sizes)) == 1 else sizes  # equal blocks: the reference's arithmetic
         statistic = list(range(len(sizes)))  # the block's depth
         return statistic, atp_densities(len(sizes), config.sparsity, config.atp_beta, weights), {}
-    from .alpha_hill import alpha_sparsities, block_alpha
+    from .alpha_hill import alpha_sparsities
 
-    scores, alphas = [], {}
-    for index, block in enumerate(decoder_blocks(model)):
-        score, per_linear = block_alpha({n: lin.weight for n, lin in linear_sublayers(block).items()},
-                                        config.alpha_estimator)  # fmt: skip
-        scores.append(score)
-        alphas.update({f"{index}.{name}": alpha for name, alpha in per_linear.items()})
+    scores, alphas = cached_block_alphas(model, config.alpha_estimator)
     if config.clip_densities:
         raw = 1.0 - alpha_sparsities(scores, config.sparsity, config.alpha_epsilon, sizes, check=False)
         densities = clip_and_redistribute(raw, config.sparsity, sizes)

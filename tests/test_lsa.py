@@ -125,3 +125,48 @@ def test_block_zero_errors_match_the_authors():
         rtol=1e-4,
         atol=0,
     )
+
+
+@pytest.fixture
+def c_loop():
+    from dlp_lib.lsa import compiled_greedy
+
+    if compiled_greedy() is None:
+        pytest.skip("no C compiler: LSA's C loop cannot be built")
+
+
+@pytest.mark.parametrize("shape, group", [((37, 72), 16), ((5, 64), 64), ((200, 320), 128)])
+def test_c_loop_gives_the_torch_loops_bits(c_loop, shape, group):
+    # random weights and a correlated Hessian; ties (repeated weights and zeros) and a last, narrower group
+    generator = torch.Generator().manual_seed(shape[0])
+    w = torch.randn(shape, generator=generator)
+    w[:, ::7] = 0.0
+    w[0] = 1.0  # a row of equal costs under a diagonal-heavy Hessian: first-of-equals decides
+    x = torch.randn(3 * shape[1], shape[1], generator=generator)
+    h = x.T @ x / x.shape[0] + torch.eye(shape[1])
+    a = lsa_error(w, h, group=group, fraction=0.5, loop="torch")
+    b = lsa_error(w, h, group=group, fraction=0.5)
+    assert torch.tensor(a).view(torch.int32) == torch.tensor(b).view(torch.int32)
+    h[1, 2] = h[2, 1] = float("nan")  # a NaN counts as least in both loops
+    assert str(lsa_error(w, h, 16, 0.5, "torch")) == str(lsa_error(w, h, 16, 0.5))
+
+
+def test_without_a_c_compiler_the_torch_loop_runs(monkeypatch, tmp_path, caplog):
+    from dlp_lib.lsa import compiled_greedy
+
+    monkeypatch.setenv("DLP_CACHE_DIR", str(tmp_path))
+    w, h = torch.randn(8, 32), torch.eye(32)
+    expected = lsa_error(w, h, group=16, loop="torch")
+    try:
+        for cc in (str(tmp_path / "no-such-cc"), "false"):
+            compiled_greedy.cache_clear()
+            monkeypatch.setenv("CC", cc)
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="dlp_lib.lsa"):
+                assert lsa_error(w, h, group=16) == expected
+            assert "using the PyTorch loop" in caplog.text
+        assert not list((tmp_path / "kernels").glob("*")), "a failed build leaves no library behind"
+        with pytest.raises(ConfigError, match="loop must be"):
+            lsa_error(w, h, group=16, loop="c")
+    finally:
+        compiled_greedy.cache_clear()

@@ -88,6 +88,26 @@ def test_alphapruning_allocation_on_a_model():
     assert torch.all(torch.tensor(sparsities)[order].diff() >= 0)
 
 
+def test_alphapruning_exponents_are_cached_per_weights_and_estimator(monkeypatch):
+    import dlp_lib.alpha_hill as alpha_hill
+    from dlp_lib.model_allocation import cached_block_alphas
+
+    model = make_tiny_model("llama")
+    first = cached_block_alphas(model, "xmin_peak")
+    calls = []
+    monkeypatch.setattr(alpha_hill, "block_alpha", lambda *a: calls.append(a) or (0.0, {}))
+    assert cached_block_alphas(model, "xmin_peak") == first and not calls  # read back, not recomputed
+    cached_block_alphas(model, "xmin_mid")
+    assert len(calls) == 3  # another estimator: computed, block by block
+    monkeypatch.undo()
+    with torch.no_grad():
+        weight = decoder_blocks(model)[0].mlp.down_proj.weight
+        weight.copy_(torch.randn(weight.shape, generator=torch.Generator().manual_seed(1)) ** 3)  # heavier tail
+    changed = cached_block_alphas(model, "xmin_peak")
+    assert changed[1]["1.self_attn.q_proj"] == first[1]["1.self_attn.q_proj"]
+    assert changed[0] != first[0]  # other weights, other spectra: not the stored scores
+
+
 def test_alphapruning_clips_when_asked():
     model = make_tiny_model("llama")
     with pytest.raises(ConfigError, match="use an epsilon below"):

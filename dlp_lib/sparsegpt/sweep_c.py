@@ -5,8 +5,8 @@ five passes over the block's later columns per column. The C loop does the same 
 time in a cache-resident buffer (faster than the PyTorch loop on a CPU) and is bit-identical to the PyTorch loop (no
 fused multiply-add, no reassociation: ``COMPILE_FLAGS``).
 
-The shared library is built with the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``)
-into the cache directory, once per source and compiler. Without a compiler, or if the build fails,
+The shared library is built with the system C compiler (:mod:`dlp_lib.ckernel`) into the cache directory,
+once per source and compiler. Without a compiler, or if the build fails,
 SparseGPT uses the PyTorch loop (same results, slower) and says so once in the log.
 """
 
@@ -14,72 +14,38 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
-import os
-import platform
-import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
 import torch
 
-from ..cache import atomic_path, cache_root
+from ..ckernel import COMPILE_FLAGS, build, compiler, library_path, load_library  # noqa: F401
 from .sweep_torch import _lowest_in_group
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("sweep.c")
-# -ffp-contract=off: a product rounded before the subtraction, as PyTorch does (GCC's default fuses them)
-COMPILE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared"]
 CHUNK = 32  # rows per pass, as in sweep.c
 
 
-def compiler() -> list[str] | None:
-    """The C compiler command to build with: ``$CC`` if set (it may carry options), else the first of cc,
-    gcc, clang on the PATH."""
-    if os.environ.get("CC", "").strip():
-        return shlex.split(os.environ["CC"])
-    path = next((path for name in ("cc", "gcc", "clang") if (path := shutil.which(name))), None)
-    return [path] if path else None
-
-
 def _library_path(cc: list[str]) -> Path:
-    """Where the build of this source with this compiler lives (a new source or compiler: a new file)."""
-    try:
-        version = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        version = ""
-    key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(cc).encode(), version.encode(), " ".join(COMPILE_FLAGS).encode()):
-        key.update(part)
-    key.update(platform.machine().encode())
-    suffix = ".dylib" if platform.system() == "Darwin" else ".so"
-    return cache_root() / "kernels" / f"sweep-{key.hexdigest()[:16]}{suffix}"
+    """Where the build of ``sweep.c`` with this compiler lives."""
+    return library_path(SOURCE, cc)
 
 
 def _build(cc: list[str], target: Path) -> None:
-    with atomic_path(target, keep_existing=True) as tmp:
-        result = subprocess.run(
-            [*cc, *COMPILE_FLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True, timeout=120
-        )
-        if result.returncode != 0:
-            raise OSError(f"{' '.join(cc)} exited with {result.returncode}: {result.stderr.strip()[-500:]}")
+    build(cc, SOURCE, target)
 
 
 @functools.cache
 def compiled_sweep():
     """The C sweep (a ctypes function), built if needed; None, with one warning, if it cannot be built."""
-    cc = compiler()
-    if cc is None:
-        log.warning("no C compiler found (set CC): SparseGPT uses its PyTorch column loop, same results, slower")
-        return None
     try:
-        path = _library_path(cc)
-        if not path.exists():
-            _build(cc, path)
-        function = ctypes.CDLL(str(path)).sweep_columns
+        function = load_library(SOURCE).sweep_columns
+    except LookupError as error:
+        log.warning("%s: SparseGPT uses its PyTorch column loop, same results, slower", error)
+        return None
     except (OSError, subprocess.SubprocessError) as error:
         log.warning(
             "could not build SparseGPT's C column loop (%s): using the PyTorch loop, same results, slower", error
