@@ -378,7 +378,7 @@ def test_dsa_search_settings_follow_the_profile():
     settings, config = ex.dsa_search_settings(prof)
     assert (settings.sparsity, settings.dsa_lambda, settings.calibration) == (0.7, 0.08, "wiki-extracts")
     assert (settings.nsamples, settings.seqlen, settings.windows) == (4, 128, 8)
-    assert (config.population, config.generations, config.initial) == (10, 6, (DSA_README_GRAPH,))
+    assert (config.population, config.generations, config.initial) == (8, 5, (DSA_README_GRAPH,))
     assert ex.dsa_search_seconds(prof) < 15 * 60
 
 
@@ -444,7 +444,7 @@ def test_dsa_search_summary_names_the_best_expression_and_its_command():
         "--sparsity_ratio 0.7`" in text
     )
     assert "3 expressions evaluated (1 shared an earlier one's densities, 1 invalid), 12 s when it ran" in text
-    assert "population 10 × 6 generations" in text and "4 × 128 calibration tokens" in text
+    assert "population 8 × 5 generations" in text and "4 × 128 calibration tokens" in text
     nothing = reports.dsa_search_summary({**result, "best": candidates[2]}, settings, config)
     assert "none; every candidate was invalid" in nothing and "dlp-prune" not in nothing
 

@@ -27,7 +27,7 @@ QUICK_SECONDS = {
     "wanda": 12,
     "sparsegpt": 17,
     "ria": 12,  # Wanda's statistics, a whole-matrix threshold
-    "lsa_statistics": 60,  # LSA's greedy errors of every linear, once per calibration seed
+    "lsa_statistics": 20,  # LSA's greedy errors of every linear, once per calibration seed
     "zero_shot": 23,
     "lora_1k_tokens": 5.3,
     "dsa_candidate": 3,
