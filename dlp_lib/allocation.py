@@ -15,7 +15,7 @@ import logging
 
 import torch
 
-from .config import ConfigError, PruneConfig
+from .config import TEMPLATE_WIDTHS, ConfigError, PruneConfig
 from .dsa_ops import (  # noqa: F401  (the DSA names were defined here before dsa_ops existed)
     DSA_MATRIX_ONLY,
     DSA_PREPROCESS,
@@ -101,19 +101,14 @@ def allocate(statistic, config: PruneConfig, weights=None) -> torch.Tensor:
     if config.allocation == "uniform":
         return torch.full((n,), 1.0 - config.sparsity, dtype=torch.float64)
     width = config.width
-    name = {
-        "owl": "Lamda (owl_lambda)",
-        "dlp": "alpha (dlp_alpha)",
-        "dsa": "Lamda (dsa_lambda)",
-        "lsa": "beta (lsa_beta)",
-    }
+    field, _, authors_name = TEMPLATE_WIDTHS[config.allocation]
     direction = DIRECTION[config.allocation]
     densities = affine_densities(statistic, config.sparsity, width, direction, weights)
     if densities.min() <= 0 or densities.max() > 1 + 1e-12:
         if not config.clip_densities:
             limit = largest_width(statistic, config.sparsity, direction, weights)
             raise ConfigError(
-                f"{config.allocation}: {name[config.allocation]} = {width} gives block densities in "
+                f"{config.allocation}: {authors_name} ({field}) = {width} gives block densities in "
                 f"[{float(densities.min()):.4f}, {float(densities.max()):.4f}], outside (0, 1]; the largest "
                 f"allowed value at sparsity {config.sparsity} is {limit:.4f} (or ask for clipping: --clip_densities)"
             )

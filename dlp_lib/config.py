@@ -57,12 +57,20 @@ ALLOCATIONS = ("uniform", "owl", "dlp", "dsa", "evopress", "alphapruning", "atp"
 # alone (AlphaPruning its weights, ATP its number of blocks); uniform reads nothing, EvoPress a saved search
 DENSE_STATISTIC_ALLOCATIONS = ("owl", "dlp", "dsa", "lsa")
 WEIGHT_ALLOCATIONS = ("alphapruning", "atp")
+# the allocations that spread densities with the affine template, and its width in each: (PruneConfig field,
+# the command-line flag that sets it, its name in the authors' code)
+TEMPLATE_WIDTHS = {
+    "owl": ("owl_lambda", "--Lamda", "Lamda"),
+    "dlp": ("dlp_alpha", "--alpha", "alpha"),
+    "dsa": ("dsa_lambda", "--Lamda", "Lamda"),
+    "lsa": ("lsa_beta", "--lsa_beta", "beta"),  # None: the authors' table by sparsity (dlp_lib.lsa)
+}
 ALPHA_ESTIMATORS = ("xmin_peak", "xmin_mid")  # dlp_lib.alpha_hill.ALPHA_ESTIMATORS describes them
 DLP_STATISTICS = ("mean", "median")
 MAX_PERTURB = 1e-2  # beyond this a "perturbation" is no longer float-level noise
 DSA_README_GRAPH = "W:(ABSLOG)-(VAR)-(ATAN,ASIN)-(7)"  # the one expression DSA's README gives
 # what notebook 10's search found on the embedded model (the committed tables/dsa_search.md); finite there
-SEARCHED_GRAPH = "W:(LOG,SIGMOID)-(GEOMETRIC_MEAN)-()"
+SEARCHED_GRAPH = "W:(TANH,SIGMOID)-(GEOMETRIC_MEAN)-(LOG)"
 
 # SparseGPT's arithmetic, as options of a run. Every sweep gives the PyTorch loop's weights bit for bit (the
 # tests compare them; "auto" takes Triton only after a check on the device itself), so the sweep is an
@@ -298,12 +306,11 @@ class PruneConfig:
         """The allocation's width, before any model work: the template spreads block densities over
         exactly 2 x width around 1 - sparsity, so a width of 0.5 or more leaves (0, 1] on some block
         whatever the model (the largest width a model allows is known once its statistics are)."""
-        width_name = {"owl": "owl_lambda", "dlp": "dlp_alpha", "dsa": "dsa_lambda"}.get(self.allocation)
-        if width_name is None or self.clip_densities:
-            return
+        if self.allocation not in TEMPLATE_WIDTHS or self.allocation == "lsa" or self.clip_densities:
+            return  # LSA's beta: checked with its other settings (_check_new_methods)
+        width_name, flag, _ = TEMPLATE_WIDTHS[self.allocation]
         width = getattr(self, width_name)
         if width >= 0.5:
-            flag = {"owl_lambda": "--Lamda", "dlp_alpha": "--alpha", "dsa_lambda": "--Lamda"}[width_name]
             raise ConfigError(
                 f"{width_name} ({flag}) = {width:g} spreads the block densities over {2 * width:g}, wider than "
                 f"(0, 1], so every block allocation would be refused; use a value below 0.5 (the paper's is "
@@ -340,11 +347,12 @@ class PruneConfig:
     @property
     def width(self) -> float:
         """The affine template's width for this allocation (docs/methods.md#one-template-for-owl-dlp-and-dsa)."""
-        if self.allocation == "lsa":
+        width = getattr(self, TEMPLATE_WIDTHS[self.allocation][0])
+        if width is None:  # LSA without --lsa_beta
             from .lsa import lsa_default_beta
 
-            return lsa_default_beta(self.sparsity) if self.lsa_beta is None else self.lsa_beta
-        return {"owl": self.owl_lambda, "dlp": self.dlp_alpha, "dsa": self.dsa_lambda}[self.allocation]
+            return lsa_default_beta(self.sparsity)
+        return width
 
     def _check_evopress(self) -> None:
         """A readable search result for this sparsity, unstructured: before any model work."""

@@ -152,8 +152,11 @@ AFTER_LOADING = {
 @pytest.mark.parametrize("flags, expected", AFTER_LOADING.values(), ids=AFTER_LOADING.keys())
 def test_refused_after_loading_before_work(flags, expected, tiny_args, tmp_path, capsys, no_work):
     out = tmp_path / "out" / "rec.json"
-    line = refused([*tiny_args, *flags, "--save", str(out)], capsys, tmp_path)
+    spectra = "alphapruning" in flags  # its exponents are computed (and cached, as statistics are) to judge epsilon
+    line = refused([*tiny_args, *flags, "--save", str(out)], capsys, tmp_path, cache_allowed=spectra)
     assert expected in line
+    if spectra:
+        assert list((tmp_path / "cache" / "alpha_hill").glob("*.pt"))
     if "2:5" in flags:
         assert "blocksize" not in line  # the old message blamed a SparseGPT setting never given
 
