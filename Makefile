@@ -51,7 +51,7 @@ engines-venv: $(ENGINES_STAMP) ## the CPU inference engines' own environment, .v
 
 test: $(STAMP) ## run the test suite (unit tests on tiny models + integration/parity tests on the embedded model)
 	@$(MAKE) --no-print-directory engines-venv || echo "the inference engines could not be installed: their tests skip"
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: $(STAMP) ## unit tests only (skips the embedded-model integration tests)
 	$(PY) -m pytest -q -m "not integration"
