@@ -96,19 +96,8 @@ def compiled_greedy():
         log.warning("LSA's C loop is unavailable (%s): using the PyTorch loop, same results, slower", error)
         return None
     pointer, integer = ctypes.c_void_p, ctypes.c_long
-    function.argtypes = [
-        pointer,
-        integer,
-        pointer,
-        integer,
-        pointer,
-        integer,
-        integer,
-        integer,
-        integer,
-        pointer,
-        pointer,
-    ]
+    # cost, its row stride, w, its row stride, H[start, start], its row stride, rows, width, steps, chosen, removed
+    function.argtypes = [pointer, integer] * 3 + [integer] * 3 + [pointer, pointer]
     function.restype = None
     return function
 
