@@ -1,14 +1,17 @@
 """``make render`` on the committed records: every notebook runs from records/ with computing switched off
-(a missing record would be an error, not a model run), and every committed table and figure comes out
-byte for byte."""
+(a missing record would be an error, not a model run), every committed table and figure comes out
+byte for byte, and every figure reads well (dlp_lib.plots.readability: no text over text or over data, no
+legend over data, every axis and colour bar labelled, no type under 8 pt)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from dlp_lib import experiments as ex
+from dlp_lib.plots import readability
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -29,6 +32,8 @@ def test_render_from_the_committed_records_reproduces_every_table_and_figure(tmp
     import papermill
 
     monkeypatch.setenv(ex.RECORDS_ONLY_ENV, "1")  # inherited by the notebooks' kernels
+    audit = tmp_path / "audit"
+    monkeypatch.setenv(readability.AUDIT_ENV, str(audit))  # each figure's problems, written as it is saved
     before = {p: p.stat().st_mtime_ns for p in RECORDS.rglob("*")}
     tables, figures = tmp_path / "tables", tmp_path / "figures"
     tables.mkdir()
@@ -49,3 +54,7 @@ def test_render_from_the_committed_records_reproduces_every_table_and_figure(tmp
         assert sorted(p.name for p in rendered.iterdir()) == committed
         differ = [name for name in committed if (rendered / name).read_bytes() != (ROOT / kind / name).read_bytes()]
         assert differ == [], f"{kind} that the committed records do not reproduce byte for byte: {differ}"
+    names = sorted({p.stem for p in figures.iterdir()})
+    assert sorted(p.name for p in audit.iterdir()) == [f"{name}.readability.json" for name in names]
+    problems = {name: json.loads((audit / f"{name}.readability.json").read_text()) for name in names}
+    assert {name: found for name, found in problems.items() if found} == {}, "figures that do not read well"

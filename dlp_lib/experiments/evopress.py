@@ -81,8 +81,10 @@ def evopress_allocations(prof: dict, results_dir: str | os.PathLike = "results",
 def evopress_history(result: dict) -> pd.DataFrame:
     """Per generation: the KL of the surviving parent on its last stage's windows, whether the parent was
     kept, how many levels it has moved from Uniform in all, and a key of its levels (two searches that end
-    on the same key found the same allocation)."""
+    on the same key found the same allocation). Generations are numbered from 1 (0: the Uniform start), as
+    in the fitness check and the figure."""
     frame = pd.DataFrame(result["history"])
+    frame["generation"] = frame["generation"] + 1  # the search counts from 0, with -1 for the start
     frame["last_stage_windows"] = [len(h["stages"][-1]["windows"]) for h in result["history"]]
     frame["parent_key"] = [stable_hash(h["parent"]) for h in result["history"]]
     return frame[["generation", "fitness", "parent_kept", "moved", "last_stage_windows", "seconds", "parent_key"]]
@@ -125,7 +127,7 @@ def evopress_check(prof: dict, method: str, result: dict, results_dir: str | os.
     for pick, record in zip(result["checked"], run_specs(prof, specs, results_dir)):
         rows.append(
             {
-                "generation": pick["generation"],
+                "generation": pick["generation"] + 1,  # 0: the Uniform start, as in evopress_history
                 "kl": pick["kl"],
                 "moved": sum(abs(v) for v in pick["levels"]),
                 "perplexity": record["perplexity"]["perplexity"],

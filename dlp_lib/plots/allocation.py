@@ -90,6 +90,8 @@ def plot_allocation_profiles(profiles: pd.DataFrame, correlations: pd.DataFrame,
     heat.grid(False)
     heat.set_xticks(range(len(names)), names, rotation=35, ha="right")
     heat.set_yticks(range(len(names)), names)
+    heat.set_xlabel("allocation")
+    heat.set_ylabel("allocation")
     for i in range(len(names)):
         for j in range(len(names)):
             value = correlations.iloc[i, j]

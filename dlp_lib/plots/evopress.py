@@ -31,18 +31,18 @@ def plot_evopress(histories: dict, blocks: dict, checks: dict, prof: dict):
     for method in methods:
         history, check = histories[method], checks[method]
         marker, color = MARKERS.get(method, "o"), COLORS.get(method, "#9467bd")
-        a.plot(history["generation"] + 1, history["fitness"], color=color, marker=marker, markersize=3,
+        a.plot(history["generation"], history["fitness"], color=color, marker=marker, markersize=3,
                linewidth=1, label=f"{METHOD_NAMES[method]}: parent, last stage's windows")  # fmt: skip
-        a.scatter(check["generation"] + 1, check["kl"], color=color, edgecolor="black", marker=marker, s=60, zorder=3,
+        a.scatter(check["generation"], check["kl"], color=color, edgecolor="black", marker=marker, s=60, zorder=3,
                   label=f"{METHOD_NAMES[method]}: checked, every window")  # fmt: skip
         c.plot(check["kl"], check["perplexity"], color=color, marker=marker, label=METHOD_NAMES[method])
         for _, row in check.iterrows():
-            label = "Uniform" if row["generation"] < 0 else f"g{int(row['generation']) + 1}"
-            c.annotate(label, (row["kl"], row["perplexity"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            label = "Uniform" if row["generation"] == 0 else f"g{int(row['generation'])}"
+            c.annotate(label, (row["kl"], row["perplexity"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
     a.set_xlabel("generation (0: the Uniform start)")
     a.set_ylabel("KL from the dense model (nats per token)")
     a.set_title("(a) search progress", fontsize=10)
-    a.legend(fontsize=7)
+    a.legend(fontsize=8)
     a.xaxis.set_major_locator(MaxNLocator(integer=True))
     values = pd.concat([check["perplexity"] for check in checks.values()])
     wide = values.max() > 3 * values.min()  # a log axis only where the perplexities span a factor 3
@@ -64,7 +64,7 @@ def plot_evopress(histories: dict, blocks: dict, checks: dict, prof: dict):
         ax.set_ylabel("block sparsity (%)")
         ax.set_title(f"({chr(ord('c') + methods.index(method))}) {METHOD_NAMES[method]}: per-block sparsity at "
                      f"{percent(prof['main_sparsity'])} (seed {prof['seed']})", fontsize=10)  # fmt: skip
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"EvoPress allocation search — {data_tag(prof)}", fontsize=11)
     fig.tight_layout()
@@ -87,11 +87,12 @@ def plot_evopress_linears(linears: dict, prof: dict):
                           vmax=100 * (target + spread))  # fmt: skip
         ax.grid(False)
         ax.set_yticks(range(len(frame.index)), frame.index, fontsize=8)
-        ax.set_xticks(range(len(frame.columns)), frame.columns, fontsize=7)
+        ax.set_xticks(range(len(frame.columns)), frame.columns, fontsize=8)
         ax.set_xlabel("decoder block")
+        ax.set_ylabel("linear")
         ax.set_title(f"{METHOD_NAMES[method]}: sparsity of each linear (%; red sparser than {percent(target)})",
                      fontsize=10)  # fmt: skip
-        fig.colorbar(image, ax=ax, fraction=0.03)
+        fig.colorbar(image, ax=ax, fraction=0.03).set_label("sparsity (%)")
     fig.suptitle(f"EvoPress per-linear sparsities — {data_tag(prof)}", fontsize=11)
     fig.tight_layout()
     return fig

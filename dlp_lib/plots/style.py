@@ -22,6 +22,7 @@ def save_figure(fig, figures_dir: str | os.PathLike, name: str, formats=("png", 
     written); a file of its name is replaced, no other file touched."""
 
     paths = []
+    _audit(fig, name)
     for fmt in formats:
         check_output_file(Path(figures_dir) / f"{name}.{fmt}", "the figure")
     for fmt in formats:
@@ -32,6 +33,19 @@ def save_figure(fig, figures_dir: str | os.PathLike, name: str, formats=("png", 
             fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
         paths.append(path)
     return paths
+
+
+def _audit(fig, name: str):
+    """With DLP_FIGURE_AUDIT set to a directory, write ``<name>.readability.json`` there: the figure's
+    readability problems (``readability.figure_problems``), an empty list when it reads well."""
+    import json
+
+    from .readability import AUDIT_ENV, figure_problems
+
+    audit_dir = os.environ.get(AUDIT_ENV)
+    if audit_dir:
+        Path(audit_dir).mkdir(parents=True, exist_ok=True)
+        (Path(audit_dir) / f"{name}.readability.json").write_text(json.dumps(figure_problems(fig), indent=1) + "\n")
 
 
 def _ppl_axis(ax, dense: float | None = None):
