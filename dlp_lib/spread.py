@@ -100,29 +100,36 @@ def per_seed_values(frame: pd.DataFrame, column: str, value: str = "perplexity")
 
 def ordering_counts(values: pd.DataFrame, order: list[str], lower_is_better: bool = True) -> dict:
     """How often ``order`` (best first, e.g. ``["dlp", "owl", "uniform"]``) holds, seed by seed, in
-    ``values`` (seeds x names, from ``per_seed_values``): the whole chain and each adjacent pair.
-    Returns ``{"n": seeds, "chain": k, "pairs": [(a, b, k), ...]}``; a seed with a missing value counts
-    as not holding."""
+    ``values`` (seeds x names, from ``per_seed_values``): the whole chain over the seeds where every name has
+    a value, each adjacent pair over the seeds where both have one (rows run on fewer seeds than others).
+    Returns ``{"n": seeds with every value, "chain": k, "pairs": [(a, b, k), ...], "pair_n": [seeds, ...]}``."""
     sign = 1.0 if lower_is_better else -1.0
     v = values[order] * sign
-    pairs = []
-    holds = pd.Series(True, index=v.index)
+    complete = v.notna().all(axis=1)
+    pairs, pair_n = [], []
+    holds = complete.copy()
     for a, b in zip(order, order[1:]):
         better = v[a] < v[b]
         pairs.append((a, b, int(better.sum())))
+        pair_n.append(int((v[a].notna() & v[b].notna()).sum()))
         holds &= better
-    return {"n": len(v), "chain": int(holds.sum()), "pairs": pairs}
+    return {"n": int(complete.sum()), "chain": int(holds.sum()), "pairs": pairs, "pair_n": pair_n}
 
 
 def ordering_sentence(values: pd.DataFrame, names: dict, lower_is_better: bool = True) -> str:
     """``DLP < OWL < Uniform holds in 2 of 3 seeds (DLP < OWL: 2, OWL < Uniform: 3)``: the order of
-    the means, then how many seeds agree with it. ``<`` reads "better than" for accuracies too."""
+    the means, better first, then how many seeds agree with it. The sign compares the numbers themselves:
+    ``<`` for perplexities (lower is better), ``>`` for accuracies (higher is better)."""
     means = values.mean()
     order = list(means.sort_values(ascending=lower_is_better).index)
     counts = ordering_counts(values, order, lower_is_better)
-    chain = " < ".join(names.get(o, o) for o in order)
-    pairs = ", ".join(f"{names.get(a, a)} < {names.get(b, b)}: {k}" for a, b, k in counts["pairs"])
-    what = "better-first order of the means" if not lower_is_better else "order of the means"
+    sign = " < " if lower_is_better else " > "
+    chain = sign.join(names.get(o, o) for o in order)
+    pairs = ", ".join(
+        f"{names.get(a, a)}{sign}{names.get(b, b)}: {k}" + ("" if m == counts["n"] else f" of {m}")
+        for (a, b, k), m in zip(counts["pairs"], counts["pair_n"])
+    )
+    what = "order of the means, better first; higher is better" if not lower_is_better else "order of the means"
     return f"{chain} ({what}) holds in {counts['chain']} of {counts['n']} seeds ({pairs})"
 
 

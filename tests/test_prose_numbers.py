@@ -79,3 +79,192 @@ def test_the_parser_reads_bold_and_blank_method_cells():
         ("A", "U"): ["**1.00**", "1–2"],
         ("A", "D"): ["3.00", "2–4"],
     }
+
+
+# ------------------------------------------------------------------------------ percentages in prose
+def committed_means() -> dict[tuple[str, str], float]:
+    """``{(method, layerwise): mean perplexity}`` of the committed main table."""
+    return {key: float(mean.strip("*")) for key, (mean, _) in committed_main_table().items()}
+
+
+def committed_csv(name: str) -> list[dict]:
+    return list(csv.DictReader((ROOT / "tables" / name).open()))
+
+
+def lead(worse: float, better: float) -> int:
+    """How much higher ``worse`` is than ``better``, in whole percent (``OWL's 18% over Uniform``)."""
+    return round(100 * (worse / better - 1))
+
+
+def below(value: float, reference: float) -> int:
+    """How much lower ``value`` is than ``reference``, in whole percent (``23% below it``)."""
+    return round(100 * (1 - value / reference))
+
+
+def flat(page: str) -> str:
+    """The page's text with every run of white space (line breaks included) as one space."""
+    return " ".join((ROOT / page).read_text().split())
+
+
+def _main(method: str, layerwise: str) -> float:
+    return committed_means()[(method, layerwise)]
+
+
+def _row(name: str, **match) -> dict:
+    """The one row of ``tables/<name>`` whose columns equal ``match``."""
+    rows = [r for r in committed_csv(name) if all(r[k] == v for k, v in match.items())]
+    assert len(rows) == 1, (name, match, len(rows))
+    return rows[0]
+
+
+def _pct(value) -> str:
+    return f"{100 * float(value):.1f}"
+
+
+W, S = "Wanda", "SparseGPT"
+# (page, the sentence as printed with its number in {}, the number from the committed tables)
+CLAIMS = [
+    ("README.md", "OWL's {}% over Uniform", lambda: lead(_main(W, "Uniform"), _main(W, "OWL"))),
+    ("README.md", "its {}% lead over DLP is within it", lambda: lead(_main(W, "DLP"), _main(W, "DSA (searched)"))),
+    (
+        "README.md",
+        "below Uniform and OWL in 2 of 2 seeds, by {}%",
+        lambda: below(_main(W, "EvoPress (searched)"), _main(W, "Uniform")),
+    ),
+    (
+        "README.md",
+        "and OWL in 2 of 2 seeds, by 21% and {}%",
+        lambda: below(_main(W, "EvoPress (searched)"), _main(W, "OWL")),
+    ),
+    (
+        "README.md",
+        "DLP is {}% below it, beyond the tolerance",
+        lambda: below(_main(W, "DLP"), _main(W, "EvoPress (searched)")),
+    ),
+    ("README.md", "best in 2 of 2 seeds, {}% below DLP", lambda: below(_main(W, "ATP (β held-out)"), _main(W, "DLP"))),
+    (
+        "README.md",
+        "and {}% below DSA (within it)",
+        lambda: below(_main(W, "ATP (β held-out)"), _main(W, "DSA (searched)")),
+    ),
+    (
+        "README.md",
+        "RIA is {}% above Wanda with Uniform",
+        lambda: lead(
+            float(_row("recent_allocations.csv", method="ria", allocation="uniform")["perplexity"]), _main(W, "Uniform")
+        ),
+    ),
+    ("README.md", "DLP {}% above AlphaPruning", lambda: lead(_main(S, "DLP"), _main(S, "AlphaPruning"))),
+    ("docs/results.md", "Uniform's perplexity is {}% above DLP's", lambda: lead(_main(W, "Uniform"), _main(W, "DLP"))),
+    ("docs/results.md", "and OWL's {}% above", lambda: lead(_main(W, "OWL"), _main(W, "DLP"))),
+    ("docs/results.md", "its {}% lead over DLP holds", lambda: lead(_main(W, "DLP"), _main(W, "DSA (searched)"))),
+    (
+        "docs/results.md",
+        "EvoPress (searched) is below Uniform (by {}%)",
+        lambda: below(_main(W, "EvoPress (searched)"), _main(W, "Uniform")),
+    ),
+    (
+        "docs/results.md",
+        "and OWL (by {}%) in 2 of 2 seeds",
+        lambda: below(_main(W, "EvoPress (searched)"), _main(W, "OWL")),
+    ),
+    (
+        "docs/results.md",
+        "DLP is {}% below it in 2 of 2 seeds",
+        lambda: below(_main(W, "DLP"), _main(W, "EvoPress (searched)")),
+    ),
+    (
+        "docs/results.md",
+        "(its perplexity {}% above DLP's)",
+        lambda: lead(_main(W, "EvoPress (searched)"), _main(W, "DLP")),
+    ),
+    (
+        "docs/results.md",
+        "DSA ({}% lower) and ATP beat it",
+        lambda: below(_main(W, "DSA (searched)"), _main(W, "EvoPress (searched)")),
+    ),
+    ("docs/results.md", "(DLP {}% above AlphaPruning", lambda: lead(_main(S, "DLP"), _main(S, "AlphaPruning"))),
+    ("docs/results.md", "AlphaPruning, {}% above DSA)", lambda: lead(_main(S, "DLP"), _main(S, "DSA (searched)"))),
+    ("docs/results.md", "Uniform (582.22, {}% higher)", lambda: lead(_main(W, "Uniform"), _main(W, "DSA (searched)"))),
+    ("docs/results.md", "OWL (491.67, {}% higher)", lambda: lead(_main(W, "OWL"), _main(W, "DSA (searched)"))),
+    ("docs/results.md", "DLP (346.76, {}% higher)", lambda: lead(_main(W, "DLP"), _main(W, "DSA (searched)"))),
+    (
+        "docs/results.md",
+        "by 21% and {}%, within the ±31% tolerance",
+        lambda: below(_main(W, "EvoPress (searched)"), _main(W, "OWL")),
+    ),
+    (
+        "docs/results.md",
+        "(346.76) is lower in 2 of 2 seeds by {}%",
+        lambda: below(_main(W, "DLP"), _main(W, "EvoPress (searched)")),
+    ),
+    ("docs/results.md", "(346.76, {}% lower) is beyond", lambda: below(_main(W, "ATP (β held-out)"), _main(W, "DLP"))),
+    (
+        "docs/results.md",
+        "over DSA (299.58, {}%)",
+        lambda: below(_main(W, "ATP (β held-out)"), _main(W, "DSA (searched)")),
+    ),
+    (
+        "docs/results.md",
+        "(Wanda 582.22: {}% higher",
+        lambda: lead(
+            float(_row("recent_allocations.csv", method="ria", allocation="uniform")["perplexity"]), _main(W, "Uniform")
+        ),
+    ),
+    (
+        "docs/results.md",
+        "RIA {}% higher, within",
+        lambda: lead(
+            float(_row("recent_allocations.csv", method="ria", allocation="dlp")["perplexity"]), _main(W, "DLP")
+        ),
+    ),
+    # the other questions: zero-shot means with their errors, N:M, the sensitivity's ends
+    ("README.md", "dense {} ± 1.8", lambda: _pct(_row("zero_shot.csv", method="dense")["mean_acc"])),
+    ("README.md", "Wanda 70% Uniform {} ± 1.7", lambda: _pct(_row("zero_shot.csv", allocation="uniform")["mean_acc"])),
+    ("README.md", "DLP {} ± 1.7 (higher is better)", lambda: _pct(_row("zero_shot.csv", allocation="dlp")["mean_acc"])),
+    (
+        "README.md",
+        "DLP 36.4 ± {} (higher is better)",
+        lambda: _pct(_row("zero_shot.csv", allocation="dlp")["mean_acc_se"]),
+    ),
+    (
+        "README.md",
+        "scores {} against Uniform's 130.9",
+        lambda: f"{float(_row('nm_sparsity.csv', allocation='dlp', sparsity_type='2:4')['perplexity']):.1f}",
+    ),
+    (
+        "README.md",
+        "DLP moves {} of 30 blocks",
+        lambda: _row("nm_sparsity.csv", allocation="dlp", sparsity_type="2:4")["blocks_moved"],
+    ),
+    (
+        "README.md",
+        "it moves {} blocks (N 3-6)",
+        lambda: _row("nm_sparsity.csv", allocation="dlp", sparsity_type="4:8")["blocks_moved"],
+    ),
+    (
+        "README.md",
+        "DLP falls from {} (α 0.025)",
+        lambda: f"{float(_row('hyperparameters.csv', parameter='dlp_alpha', value='0.025')['perplexity']):.1f}",
+    ),
+    (
+        "README.md",
+        "OWL from {} (M 3)",
+        lambda: f"{float(_row('hyperparameters.csv', parameter='owl_m', value='3.0')['perplexity']):.1f}",
+    ),
+    (
+        "docs/results.md",
+        "| Dense | – | 32.00 | 59.00 | 42.00 | 48.00 | 49.00 | 23.00 | 17.00 | {} |",
+        lambda: f"{100 * float(_row('zero_shot.csv', method='dense')['mean_acc']):.2f} | 1.77",
+    ),
+]
+
+
+@pytest.mark.parametrize("page, sentence, number", CLAIMS, ids=[c[1] for c in CLAIMS])
+def test_numbers_in_prose_are_the_tables(page, sentence, number):
+    expected = sentence.format(number())
+    assert expected in flat(page), f"{page} should say {expected!r} (from tables/)"
+
+
+def test_the_percentage_helpers_on_hand_computed_values():
+    assert lead(582.22, 491.67) == 18 and below(462.67, 582.22) == 21 and below(242.48, 346.76) == 30

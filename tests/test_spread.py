@@ -14,10 +14,14 @@ import pytest
 from dlp_lib import reproduction, spread
 
 ROOT = Path(__file__).resolve().parents[1]
-# cells an earlier committed run may lack: float-sensitivity draws one side made, the OWL sweep the quick
-# profile dropped, EvoPress's rows and the newer allocations' rows (added later)
+# cells one of two committed runs may lack: float-sensitivity draws one side made, the OWL sweep the quick
+# profile dropped and took back, EvoPress's rows and the newer allocations' rows (added later), the third
+# seed the searched rows no longer run, and the points notebooks 04-06 added (Wanda at 50%, four values of
+# each hyper-parameter, 4:8)
 NOT_IN_EARLIER_RUNS = (
     "float_sensitivity:|sparsity_sweep: method=\\w+, allocation=owl|allocation=(?:evopress|alphapruning|atp|lsa)"
+    "|allocation=dsa, seed=2$|sparsity_sweep: method=wanda, allocation=\\w+, sparsity=0.5$"
+    "|hyperparameters: parameter=\\w+, value=(?:0.025|0.1|0.04|0.12|0.16|3.0|7.0|10.0)$|sparsity_type=4:8$"
 )
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reproduction"
 
@@ -79,10 +83,31 @@ def test_ordering_counts_seed_by_seed_with_a_deterministic_cell_for_every_seed()
     assert values["uniform"].tolist() == [300.0, 300.0, 300.0]
     counts = spread.ordering_counts(values, ["dlp", "owl", "uniform"])
     # seed 0: 200<250<300 holds; seed 1: 240<310 but 310>300; seed 2: 270>260
-    assert counts == {"n": 3, "chain": 1, "pairs": [("dlp", "owl", 2), ("owl", "uniform", 2)]}
+    assert counts == {"n": 3, "chain": 1, "pairs": [("dlp", "owl", 2), ("owl", "uniform", 2)], "pair_n": [3, 3]}
     sentence = spread.ordering_sentence(values, {"dlp": "DLP", "owl": "OWL", "uniform": "Uniform"})
     assert sentence.startswith("DLP < OWL < Uniform (order of the means) holds in 1 of 3 seeds")
     assert "DLP < OWL: 2, OWL < Uniform: 2" in sentence
+
+
+def test_orderings_count_a_row_run_on_fewer_seeds_only_where_it_ran():
+    # DSA on seeds 0 and 1 only: the chain is judged on those two, its pair with DLP out of two
+    runs = _runs({"uniform": [300.0, 310.0, 290.0], "dlp": [200.0, 240.0, 270.0], "dsa": [190.0, 250.0]})
+    values = spread.per_seed_values(runs, "allocation")
+    counts = spread.ordering_counts(values, ["dsa", "dlp", "uniform"])
+    assert counts == {"n": 2, "chain": 1, "pairs": [("dsa", "dlp", 1), ("dlp", "uniform", 3)], "pair_n": [2, 3]}
+    sentence = spread.ordering_sentence(values, {"dsa": "DSA", "dlp": "DLP", "uniform": "Uniform"})
+    assert sentence == (
+        "DSA < DLP < Uniform (order of the means) holds in 1 of 2 seeds (DSA < DLP: 1, DLP < Uniform: 3 of 3)"
+    )
+
+
+def test_ordering_sentence_of_accuracies_compares_the_numbers_with_the_greater_sign():
+    runs = _runs({"uniform": [0.30, 0.31, 0.29], "dlp": [0.36, 0.30, 0.33]})
+    values = spread.per_seed_values(runs, "allocation")
+    sentence = spread.ordering_sentence(values, {"dlp": "DLP", "uniform": "Uniform"}, lower_is_better=False)
+    # seed 0: 0.36 > 0.30 holds; seed 1: 0.30 < 0.31 does not; seed 2: 0.33 > 0.29 holds
+    assert sentence.startswith("DLP > Uniform (order of the means, better first; higher is better) holds in 2 of 3")
+    assert "<" not in sentence
 
 
 # ------------------------------------------------------------------------------------- tolerance

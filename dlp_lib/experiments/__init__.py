@@ -52,6 +52,7 @@ from .cost import (  # noqa: F401
     gpu_run_seconds,
     gpu_search_seconds,
     gpu_statistics_seconds,
+    other_seeds,
     planned_runs,
     run_seconds,
 )
@@ -154,6 +155,7 @@ from .specs import (  # noqa: F401
     recovery_specs,
     ria_specs,
     seeded,
+    spec_seeds,
     sweep_specs,
     table_allocations,
     zero_shot_profile,

@@ -28,7 +28,11 @@ QUICK_SECONDS = {
     "sparsegpt": 17,
     "ria": 12,  # Wanda's statistics, a whole-matrix threshold
     "lsa_statistics": 20,  # LSA's greedy errors of every linear, once per calibration seed
-    "zero_shot": 23,
+    # zero-shot: a fixed part (task files, lm-eval's set-up, the first batch) and each example of the seven
+    # tasks (its `limit`): 13.2 s at 4, 29.9 s at 24, 53.3 s at 40 examples a task (batch 16; 8 and 4 were
+    # slower), 120 s at 100
+    "zero_shot": 10,
+    "zero_shot_example": 1.1,
     "lora_1k_tokens": 5.3,
     "dsa_candidate": 3,
     # EvoPress: a forward and KL per 1024 search tokens; building a pruner's database (loading, dense logits,
@@ -38,6 +42,11 @@ QUICK_SECONDS = {
     "speedup": 60,
     "setup": 260,
 }
+
+
+def other_seeds(prof: dict) -> list[int]:
+    """The seeds of the searched and newer rows (``specs.spec_seeds``)."""
+    return list(prof.get("other_seeds", prof["seeds"]))
 
 
 def planned_runs(prof: dict) -> list[pipeline.RunConfig]:
@@ -71,7 +80,7 @@ def atp_seconds(prof: dict, seconds: dict | None = None) -> float:
     if "atp" not in prof["recent"]["allocations"]:
         return 0.0
     betas = len(atp_beta_grid(30, prof["main_sparsity"], step=prof["atp_search"]["step"]))
-    return sum(seconds[m] * (betas + len(prof["seeds"])) for m in prof["recent"]["methods"])
+    return sum(seconds[m] * (betas + len(other_seeds(prof))) for m in prof["recent"]["methods"])
 
 
 def run_seconds(config: pipeline.RunConfig, seconds: dict | None = None) -> float:
@@ -81,7 +90,10 @@ def run_seconds(config: pipeline.RunConfig, seconds: dict | None = None) -> floa
     if config.zero_shot_tasks is None:
         total = seconds["dense"] if config.prune is None else pruning
     else:  # no perplexity evaluation (~35 s of each pruned run's time)
+        limit = 1000 if config.zero_shot_limit is None else config.zero_shot_limit  # whole splits: ~1000
+        share = len(config.zero_shot_tasks) / 7
         total = max(pruning - seconds["dense"], 0.0) + seconds["zero_shot"]
+        total += seconds.get("zero_shot_example", 0.0) * limit * share
     if config.recovery is not None:  # training, and the adapter's and the merged model's perplexity
         tokens = config.recovery.steps * config.recovery.batch_tokens
         total += seconds["lora_1k_tokens"] * tokens / 1024 + 2 * seconds["dense"]
@@ -96,7 +108,7 @@ def dsa_search_seconds(prof: dict, seconds: dict | None = None) -> float:
     setting = prof["dsa_search"]
     _, config = dsa_search_settings(prof)
     search = seconds["dsa_candidate"] * config.evaluations()
-    rows = sum(seconds[m] for m in prof["main_methods"]) * len(prof["seeds"])
+    rows = sum(seconds[m] for m in prof["main_methods"]) * len(other_seeds(prof))
     check = seconds[setting["method"]] * (setting["proxy_check"] - 1)
     return search + rows + check
 
@@ -127,7 +139,7 @@ def evopress_seconds(prof: dict, seconds: dict | None = None) -> float:
     total = 0.0
     for method in setting["methods"]:
         total += evopress_search_seconds(prof, method, seconds)
-        total += seconds[method] * (len(prof["seeds"]) + max(setting["proxy_check"] - 2, 0))
+        total += seconds[method] * (len(other_seeds(prof)) + max(setting["proxy_check"] - 2, 0))
     return total
 
 

@@ -43,13 +43,18 @@ INJECTED_COMMENT = "# Parameters"
 def notebook_profile(namespace: dict, *inputs: str) -> dict:
     """The profile a notebook's parameters ask for, after checking them; ``namespace`` is the notebook's
     ``globals()``, ``inputs`` the names of the input folders it defines beyond the shared parameters
-    (``INPUT_DIRS``). Also sets up logging and, in a kernel, shows a ConfigError in one line. Raises
+    (``INPUT_DIRS``). Also sets up logging, shows every column of a displayed table (a wide per-block table
+    would otherwise lose its middle columns to "...") and, in a kernel, a ConfigError in one line. Raises
     ConfigError naming the parameter."""
     unknown_inputs = set(inputs) - set(INPUT_DIRS)
     if unknown_inputs:
         raise ValueError(f"not an input folder parameter: {', '.join(sorted(unknown_inputs))}")
     show_config_errors_in_one_line()
     setup_logging()
+    import pandas as pd
+
+    pd.set_option("display.max_columns", None)
+    pd.set_option("display.max_colwidth", None)
     declared = [*PARAMETERS, *inputs]
     check_names(injected_names(namespace), declared)
     values = {name: namespace.get(name) for name in declared}

@@ -67,13 +67,22 @@ def table_allocations(prof: dict) -> list[str]:
     return [*prof["allocations"], "dsa", "evopress", *prof["recent"]["allocations"]]
 
 
+def spec_seeds(prof: dict, spec: dict) -> list[int]:
+    """The calibration seeds ``spec`` runs on: ``prof["seeds"]`` for the profile's own allocations (Uniform,
+    OWL, DLP: the claims the papers make), ``prof["other_seeds"]`` (default the same) for the searched and
+    newer rows and RIA."""
+    if spec.get("allocation", "uniform") in prof["allocations"] and spec.get("method") != "ria":
+        return list(prof["seeds"])
+    return list(prof.get("other_seeds", prof["seeds"]))
+
+
 def seeded(prof: dict, specs: list[dict]) -> list[dict]:
-    """Each spec once per calibration seed of the profile (``prof["seeds"]``); specs that read no
+    """Each spec once per calibration seed it runs on (:func:`spec_seeds`); specs that read no
     calibration data once, on the profile's seed (another seed would give the very same run)."""
     out = []
     for spec in specs:
         if uses_calibration(spec.get("method"), spec.get("allocation", "uniform")):
-            out += [{**spec, "seed": seed} for seed in prof["seeds"]]
+            out += [{**spec, "seed": seed} for seed in spec_seeds(prof, spec)]
         else:
             out.append(spec)
     return out
@@ -155,6 +164,8 @@ def zero_shot_profile(prof: dict) -> dict:
     zs = prof["zero_shot"]
     return {
         **prof,
+        "seeds": zs.get("seeds", prof["seeds"]),  # `seeded` runs the zero-shot cells on these
+        "other_seeds": zs.get("seeds", prof["seeds"]),
         "eval": None,
         "zero_shot_tasks": tuple(zs["tasks"]),
         "zero_shot_limit": zs["limit"],
@@ -181,6 +192,6 @@ def notebook_specs(prof: dict, hyper: list[dict] | None = None) -> list[tuple[di
     pairs += [(prof, spec) for spec in seeded(prof, main_specs(prof, recent=True) + ria_specs(prof))]
     pairs += [(prof, spec) for spec in float_sensitivity_specs(prof) + sweep_specs(prof) + hyper + nm_specs(prof)]
     zs = zero_shot_profile(prof)
-    pairs += [(zs, spec) for spec in seeded(prof, zero_shot_specs(prof))]
+    pairs += [(zs, spec) for spec in seeded(zs, zero_shot_specs(prof))]
     rp = recovery_profile(prof)
     return pairs + [(rp, spec) for spec in recovery_specs(prof)]

@@ -100,7 +100,7 @@ def plan(prof: dict, results_dir: str | os.PathLike = "results") -> list[GridJob
         ]
         dsa_runs = _run_jobs(later, 3, seen)
     else:  # the DSA rows (each main pruner on each seed) and the proxy check's candidates
-        count = len(prof["main_methods"]) * len(prof["seeds"]) + prof["dsa_search"]["proxy_check"] - 1
+        count = len(prof["main_methods"]) * len(ex.other_seeds(prof)) + prof["dsa_search"]["proxy_check"] - 1
         label = "a run that needs the searched expression (DSA row or proxy check)"
         dsa_runs = [GridJob("run", 3, label, prof, None, pending=True) for _ in range(count)]
 
@@ -119,7 +119,7 @@ def plan(prof: dict, results_dir: str | os.PathLike = "results") -> list[GridJob
             evopress_runs += _run_jobs(later, 3, seen)
         else:
             label = "a run that needs the searched allocation (EvoPress row)"
-            count = len(prof["seeds"]) + max(prof["evopress_search"]["proxy_check"] - 2, 0)
+            count = len(ex.other_seeds(prof)) + max(prof["evopress_search"]["proxy_check"] - 2, 0)
             evopress_runs += [GridJob("run", 3, label, prof, None, pending=True) for _ in range(count)]
 
     atp = [
@@ -136,7 +136,7 @@ def plan(prof: dict, results_dir: str | os.PathLike = "results") -> list[GridJob
             atp_runs += _run_jobs([(prof, spec) for spec in later], 3, seen)
         else:
             label = "a run that needs ATP's chosen beta (ATP row)"
-            atp_runs += [GridJob("run", 3, label, prof, None, pending=True) for _ in prof["seeds"]]
+            atp_runs += [GridJob("run", 3, label, prof, None, pending=True) for _ in ex.other_seeds(prof)]
 
     # one statistics job per calibration seed a run needs the dense norms of (and the profile's seed,
     # whose table notebooks 01, 02 and 05 show); DSA rows use the same seeds as the main table

@@ -15,7 +15,6 @@ from .evopress import (  # noqa: F401
     plot_evopress_linears,
 )
 from .results import (  # noqa: F401
-    CHANCE,
     plot_dsa_search,
     plot_hyperparameters,
     plot_main_table,

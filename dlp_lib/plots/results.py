@@ -14,10 +14,11 @@ from ..experiments import (
     METHOD_NAMES,
     TABLE_NAMES,
     data_tag,
+    model_name,
     percent,
     table_allocations,
 )
-from ..reports import format_perplexity
+from ..reports import CHANCE, TASK_NAMES, format_perplexity
 from .style import _finish_axes, _finish_panel_row, _headroom, _legend_outside, _ppl_axis, _style
 
 
@@ -48,9 +49,11 @@ def plot_main_table(numbers: pd.DataFrame, prof: dict):
         labels = [format_perplexity(v) for v in means]
         ax.bar_label(bars, labels=labels, fontsize=8, padding=2, label_type="center", rotation=90)
     ax.set_xticks(range(len(methods)), [METHOD_NAMES[m] for m in methods])
+    ax.set_xlabel("pruner")
     _ppl_axis(ax, float(dense.iloc[0]) if len(dense) else None)
     _headroom(ax, data["perplexity_max"].tolist(), factor=2.0)
-    n = int(data["n"].max()) if len(data) else 1
+    counts = sorted({int(v) for v in data["n"] if v > 1}) or [1]
+    n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     ax.set_title(
         f"Perplexity at {percent(prof['main_sparsity'])} unstructured sparsity, mean and min–max over {n} seeds"
         f" — {data_tag(prof)}",
@@ -102,8 +105,23 @@ def plot_sparsity_sweep(table: pd.DataFrame, prof: dict, dense: float | None = N
             ax.scatter([], [], s=60, facecolors="white", edgecolors="black", label="noise-dominated")
         _ppl_axis(ax, dense)
         ax.set_title(METHOD_NAMES[method])
-        ax.set_xlabel("target sparsity of decoder linears (%)")
+        ax.set_xlabel("target sparsity (%)")
     return _finish_panel_row(fig, axes[0], f"Perplexity vs sparsity — {data_tag(prof)}")
+
+
+def _default_band(ax, pruned: pd.DataFrame, default: float):
+    """The default's perplexity with its reproduction tolerance shaded, and the values beyond it ringed
+    (``vs_default``), so a reader sees which differences are more than noise."""
+    base = pruned[[math.isclose(v, default) for v in pruned["value"]]]
+    if base.empty or "tolerance_pct" not in pruned:
+        return
+    ppl, factor = float(base["perplexity"].iloc[0]), 1 + float(base["tolerance_pct"].iloc[0]) / 100
+    ax.axhspan(ppl / factor, ppl * factor, color="grey", alpha=0.15, label=f"default ± tolerance ({factor - 1:.0%})")
+    beyond = pruned[pruned.get("vs_default", pd.Series("", index=pruned.index)).str.contains("beyond")]
+    if len(beyond):
+        ax.scatter(beyond["value"], beyond["perplexity"], s=160, facecolors="none", edgecolors="black",
+                   zorder=4, label="beyond the tolerance")  # fmt: skip
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.3), ncol=2, borderaxespad=0)
 
 
 def plot_hyperparameters(summary: pd.DataFrame, blocks: pd.DataFrame, table: pd.DataFrame, prof: dict):
@@ -114,7 +132,7 @@ def plot_hyperparameters(summary: pd.DataFrame, blocks: pd.DataFrame, table: pd.
 
     _style()
     names = [n for n in HYPER_ALLOCATION if n in prof["hyper_grid"]]
-    fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 8), squeeze=False)
+    fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 8.8), squeeze=False)
     method = prof["hyper_pruned"].get("method", "wanda")
     for col, name in enumerate(names):
         top, bottom = axes[0][col], axes[1][col]
@@ -132,7 +150,7 @@ def plot_hyperparameters(summary: pd.DataFrame, blocks: pd.DataFrame, table: pd.
         top.set_title(title, fontsize=10)
         top.set_xlabel("decoder block index")
         top.set_ylabel("block sparsity (%)")
-        top.legend(title=HYPER_NAMES[name].split(" (")[0], fontsize=7, ncol=2)
+        top.legend(title=HYPER_NAMES[name].split(" (")[0], fontsize=8, ncol=2)
         pruned = table[(table["parameter"] == name) & table["perplexity"].notna()].sort_values("value")
         grid = prof["hyper_grid"][name]
         pad = 0.05 * (max(grid) - min(grid) or 1.0)
@@ -145,6 +163,7 @@ def plot_hyperparameters(summary: pd.DataFrame, blocks: pd.DataFrame, table: pd.
             bottom.plot(
                 pruned["value"], pruned["perplexity"], marker="o", color=ALLOCATION_COLORS[HYPER_ALLOCATION[name]]
             )
+            _default_band(bottom, pruned, prof[name])
             bottom.set_yscale("log")
         else:
             bottom.text(
@@ -192,16 +211,13 @@ def plot_nm(table: pd.DataFrame, prof: dict, dense: float | None = None):
 
 
 # accuracy of guessing: two choices for BoolQ, RTE, WinoGrande, PIQA; four for the others
-CHANCE = {"boolq": 0.5, "rte": 0.5, "winogrande": 0.5, "piqa": 0.5, "hellaswag": 0.25}
-CHANCE.update(arc_easy=0.25, arc_challenge=0.25, openbookqa=0.25)
 
 
 def plot_zero_shot(numbers: pd.DataFrame, prof: dict):
     """Grouped bars: accuracy per task (groups) of the dense model and each allocation (colours), one
-    panel per pruner, with each task's chance level and the mean as the last group."""
+    panel per pruner, each bar with ±1 standard error of its examples, each task's chance level, and the
+    mean over the tasks as the last group (its value in the legend)."""
     import matplotlib.pyplot as plt
-
-    from ..reports import TASK_NAMES
 
     _style()
     tasks = list(prof["zero_shot"]["tasks"])
@@ -209,7 +225,7 @@ def plot_zero_shot(numbers: pd.DataFrame, prof: dict):
     labels = [TASK_NAMES.get(t, t) for t in tasks] + ["Mean"]
     dense = numbers[numbers["method"] == "dense"]
     methods = [m for m in prof["zero_shot"]["methods"] if m in set(numbers["method"])]
-    fig, axes = plt.subplots(len(methods), 1, figsize=(11, 3.8 * len(methods)), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(len(methods), 1, figsize=(13, 3.8 * len(methods)), squeeze=False, sharey=True)
     for ax, method in zip(axes[:, 0], methods):
         sub = numbers[numbers["method"] == method]
         bars = [("Dense", "#333333", dense.iloc[0])] if len(dense) else []
@@ -218,31 +234,24 @@ def plot_zero_shot(numbers: pd.DataFrame, prof: dict):
         for i, (name, color, row) in enumerate(bars):
             x = [j + (i - (len(bars) - 1) / 2) * width for j in range(len(columns))]
             heights = [100 * row[c] for c in columns]
-            bars_ = ax.bar(x, heights, width, color=color, label=name)
-            if row.get("n", 1) > 1:  # the mean's min-max over seeds
-                low, high = 100 * row["mean_acc_min"], 100 * row["mean_acc_max"]
-                ax.errorbar(
-                    x[-1],
-                    heights[-1],
-                    yerr=[[heights[-1] - low], [high - heights[-1]]],
-                    fmt="none",
-                    ecolor="black",
-                    elinewidth=1,
-                    capsize=3,
-                )
-            ax.bar_label(bars_, labels=[""] * len(tasks) + [f"{heights[-1]:.1f}"], fontsize=8, padding=2)
+            errors = [100 * row.get(f"{c}_se", float("nan")) for c in columns]
+            ax.bar(x, heights, width, color=color, label=f"{name} (mean {heights[-1]:.1f} ± {errors[-1]:.1f})")
+            ax.errorbar(x, heights, yerr=errors, fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
         for j, task in enumerate(tasks):
             if task in CHANCE:
                 ax.hlines(100 * CHANCE[task], j - 0.45, j + 0.45, color="black", linestyle=":", linewidth=1.2, zorder=5)
         ax.plot([], [], color="black", linestyle=":", label="chance")
+        ax.errorbar([], [], yerr=[], fmt="none", ecolor="black", elinewidth=0.8, capsize=2, label="± 1 standard error")
         ax.axvline(len(tasks) - 0.5, color="#bbbbbb", linewidth=1)
         ax.set_xticks(range(len(columns)), labels)
-        ax.set_ylabel("accuracy (%)")
+        ax.set_xlabel("task (right: the mean over the tasks)")
+        ax.set_ylabel("accuracy (%, higher is better)")
         ax.set_title(f"{METHOD_NAMES[method]} at {percent(prof['main_sparsity'])} unstructured sparsity")
         _legend_outside(ax, "model")
     limit = prof["zero_shot"]["limit"]
     scope = "full splits" if limit is None else f"first {limit} examples per task"
-    fig.suptitle(f"Zero-shot accuracy ({scope}) — {data_tag(prof)}", fontsize=11)
+    fig.suptitle(f"Zero-shot accuracy ({scope}) — {model_name(prof)} · lm-eval tasks · profile {prof.get('name')}",
+                 fontsize=11)  # fmt: skip
     fig.tight_layout()
     return fig
 
@@ -289,8 +298,9 @@ def plot_recovery(curves: pd.DataFrame, runs: pd.DataFrame, prof: dict, dense: f
         [i + width for i in x], runs["perplexity_merged"], width=width, color=colors, alpha=0.6, hatch="//"
     )
     for bars in (before, adapter, merged):
-        right.bar_label(bars, labels=[format_perplexity(b.get_height()) for b in bars], fontsize=7)
+        right.bar_label(bars, labels=[format_perplexity(b.get_height()) for b in bars], fontsize=8)
     right.set_xticks(list(x), labels)
+    right.set_xlabel("pruned run" if len(methods) > 1 else f"{METHOD_NAMES[methods[0]]}, allocation")
     _ppl_axis(right, dense)
     _headroom(right, runs["perplexity_before"].tolist())
     right.set_title("evaluation windows: before (pale), adapter (solid), merged + mask (hatched)", fontsize=10)
@@ -311,11 +321,11 @@ def plot_dsa_search(history: pd.DataFrame, references: dict, blocks: pd.DataFram
 
     _style()
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(17, 4.8), gridspec_kw={"width_ratios": [1.1, 1.3, 1.0]})
-    generations = history["generation"] + 1
+    generations = history["generation"]  # as in tables/dsa_search.md: 0 is the random first population
     a.plot(generations, history["best"], marker="o", color=ALLOCATION_COLORS["dsa"], label="best so far")
-    a.plot(
-        generations, history["generation_best"], linestyle=":", color=ALLOCATION_COLORS["dsa"], label="generation best"
-    )
+    # markers only, drawn on top: where a generation's best is the best so far, a line would hide under it
+    a.plot(generations, history["generation_best"], linestyle="none", marker="x", markersize=9, zorder=3,
+           color="black", label="generation best")  # fmt: skip
     a.plot(generations, history["median"], marker="s", color="#8c8c8c", label="generation median")
     for allocation, candidate in references.items():
         if candidate.get("fitness") is not None:
@@ -327,7 +337,7 @@ def plot_dsa_search(history: pd.DataFrame, references: dict, blocks: pd.DataFram
                 label=f"{ALLOCATION_NAMES[allocation]} (same proxy)",
             )
     a.set_yscale("log")
-    a.set_xlabel("generation")
+    a.set_xlabel("generation (0: the random first population)")
     a.set_ylabel("proxy perplexity (search windows, log)")
     a.set_title("(a) search progress", fontsize=10)
     a.legend(fontsize=8)

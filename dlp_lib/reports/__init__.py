@@ -43,6 +43,8 @@ from .recovery import (  # noqa: F401
     recovery_runs,
 )
 from .tolerance import (  # noqa: F401
+    against_default,
+    against_uniform,
     float_sensitivity_runs,
     stored_noise,
     tolerance_caption,
@@ -50,7 +52,11 @@ from .tolerance import (  # noqa: F401
     with_noise,
 )
 from .zero_shot import (  # noqa: F401
+    CHANCE,
     TASK_NAMES,
+    below_chance,
+    mean_standard_error,
+    task_errors,
     write_zero_shot_json,
     zero_shot_caption,
     zero_shot_runs,

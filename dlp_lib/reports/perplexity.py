@@ -112,14 +112,21 @@ def orderings(runs: pd.DataFrame, prof: dict, methods=None, value: str = "perple
 
 
 def main_table_caption(prof: dict, records: list[dict] = ()) -> str:
-    seeds = prof["seeds"]
+    seeds, others = prof["seeds"], prof.get("other_seeds", prof["seeds"])
+    other = (
+        ""
+        if list(others) == list(seeds)
+        else f" (the searched and newer rows: {len(others)} seeds, {', '.join(map(str, others))})"
+    )
     return (
         f"Perplexity (lower is better) at {percent(prof['main_sparsity'])} unstructured sparsity of the decoder "
-        f"linears: mean over {len(seeds)} calibration seeds ({', '.join(map(str, seeds))}) with the min–max "
+        f"linears: mean over {len(seeds)} calibration seeds ({', '.join(map(str, seeds))}){other} with the min–max "
         f"range; n = runs. {BOLD_RULE} Model {model_name(prof)}, evaluation on "
         f"{source_name(prof['eval'], long=True)}, calibration {prof['nsamples']}×{prof['seqlen']} tokens of "
         f"{source_name(prof['calibration'])}; profile '{prof.get('name')}'. Sparsity = achieved; Pruning = "
-        f"seconds of the pruning pass.{dsa_note(prof, records)}{evopress_note(prof, records)} "
+        "seconds of the whole pruning pass, its calibration forwards through every block included "
+        "(tables/pruning_speed.md counts the scores, masks and solver alone)."
+        f"{dsa_note(prof, records)}{evopress_note(prof, records)} "
         f"Machine: {machine_of(records)}."
     )
 
@@ -207,15 +214,21 @@ def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def nm_table(records: list[dict]) -> pd.DataFrame:
-    """One row per N:M run, with the range of per-block N (zeros per group) the allocation chose."""
+    """One row per N:M run, with the range of per-block N (zeros per group) the allocation chose, how many
+    blocks take each N (``block_n_counts``, e.g. ``1: 1, 2: 28, 3: 1``) and how many it moved off the
+    pattern's own N (``blocks_moved``; 0 for Uniform)."""
     rows = []
     for record in records:
         row = record_row(record)
         allocation = record.get("allocation") or {}
         ns = [n for n, _ in allocation.get("block_nm") or []]
+        pattern_n = int(str(row["sparsity_type"]).split(":")[0])
         row["block_n_range"] = f"{min(ns)}–{max(ns)}" if ns else "uniform"
+        row["block_n_counts"] = ", ".join(f"{n}: {ns.count(n)}" for n in sorted(set(ns))) if ns else "uniform"
+        row["blocks_moved"] = sum(n != pattern_n for n in ns)
         rows.append(row)
-    columns = ["method", "allocation", "sparsity_type", "block_n_range", "achieved_sparsity", "perplexity"]
+    columns = ["method", "allocation", "sparsity_type", "block_n_range", "block_n_counts", "blocks_moved"]
+    columns += ["achieved_sparsity", "perplexity"]
     frame = pd.DataFrame(rows)
     return frame[columns + ["prune_seconds", "key"]].reset_index(drop=True)
 
@@ -224,8 +237,9 @@ def nm_caption(prof: dict) -> str:
     return (
         "Perplexity (lower is better) with N:M sparsity (N zeros in every group of M weights along the input "
         "dimension). Allocated: each block gets an integer N chosen from the allocation's densities, with mean "
-        f"exactly N over the blocks. Single runs on calibration seed {prof['seed']}; Tolerance: the reproduction "
-        "tolerance that applies (notebook 03), differences within it are noise. Model "
+        "exactly N over the blocks; Blocks per N: how many blocks take each N; Blocks moved: how many blocks the "
+        f"allocation moved off the pattern's N. Single runs on calibration seed {prof['seed']}; Tolerance: the "
+        "reproduction tolerance that applies (notebook 03), differences within it are noise. Model "
         f"{model_name(prof)}, evaluation on {source_name(prof['eval'], long=True)}; profile '{prof.get('name')}'."
     )
 
@@ -237,6 +251,8 @@ def nm_display(table: pd.DataFrame) -> pd.DataFrame:
             "Method": [METHOD_NAMES[m] for m in table["method"]],
             "Layerwise": [ALLOCATION_NAMES[a] for a in table["allocation"]],
             "N per block": table["block_n_range"],
+            "Blocks per N": table["block_n_counts"],
+            "Blocks moved": table["blocks_moved"],
             "Sparsity (%)": [f"{100 * v:.2f}" for v in table["achieved_sparsity"]],
             "Perplexity": [format_perplexity(v) for v in table["perplexity"]],
             **(

@@ -116,3 +116,55 @@ def with_noise(table: pd.DataFrame, tolerance: pd.DataFrame, prof: dict, main_ru
             extra.update(tolerance_pct=float("nan"), tolerance_from="", noise_dominated=False)
         out.append(extra)
     return pd.concat([table.reset_index(drop=True), pd.DataFrame(out, index=range(len(table)))], axis=1)
+
+
+def against_default(table: pd.DataFrame, prof: dict) -> pd.Series:
+    """For hyper-parameter rows (``parameter``, ``value``, ``perplexity``, ``tolerance_pct``): how each pruned
+    value compares with the same parameter's default (``prof[parameter]``): ``default``, ``lower beyond
+    tolerance``, ``higher beyond tolerance`` or ``within tolerance`` (the larger of the two rows' tolerances);
+    empty where a row has no perplexity."""
+    out = pd.Series("", index=table.index, dtype=object)
+    for name, rows in table[table["perplexity"].notna()].groupby("parameter", sort=False):
+        is_default = [math.isclose(float(v), float(prof[name])) for v in rows["value"]]
+        if not any(is_default):
+            continue
+        base = rows[is_default].iloc[0]
+        for index, row in rows.iterrows():
+            if math.isclose(float(row["value"]), float(prof[name])):
+                out[index] = "default"
+                continue
+            tol = math.log1p(max(row["tolerance_pct"], base["tolerance_pct"]) / 100.0)
+            gap = math.log(row["perplexity"] / base["perplexity"])
+            out[index] = (
+                "within tolerance" if abs(gap) <= tol else f"{'lower' if gap < 0 else 'higher'} beyond tolerance"
+            )
+    return out
+
+
+def against_uniform(table: pd.DataFrame) -> pd.DataFrame:
+    """Sweep rows (``method``, ``allocation``, ``sparsity``, ``perplexity``, ``tolerance_pct``): each
+    allocation's perplexity against Uniform's at the same pruner and sparsity, as a ratio, and whether the gap
+    lies beyond the larger of the two tolerances (``lower/higher beyond tolerance``, ``within tolerance``)."""
+    rows = []
+    for (method, sparsity), group in table.groupby(["method", "sparsity"], sort=False):
+        base = group[group["allocation"] == "uniform"]
+        if base.empty:
+            continue
+        base = base.iloc[0]
+        for _, row in group[group["allocation"] != "uniform"].iterrows():
+            tol = math.log1p(max(row["tolerance_pct"], base["tolerance_pct"]) / 100.0)
+            gap = math.log(row["perplexity"] / base["perplexity"])
+            verdict = "within tolerance" if abs(gap) <= tol else f"{'lower' if gap < 0 else 'higher'} beyond tolerance"
+            rows.append(
+                {
+                    "method": method,
+                    "sparsity": sparsity,
+                    "allocation": row["allocation"],
+                    "perplexity": row["perplexity"],
+                    "uniform": base["perplexity"],
+                    "ratio_pct": 100.0 * math.expm1(gap),
+                    "tolerance_pct": 100.0 * math.expm1(tol),
+                    "verdict": verdict,
+                }
+            )
+    return pd.DataFrame(rows)

@@ -37,6 +37,21 @@ TASK_NAMES = {
 }
 
 
+CHANCE = {"boolq": 0.5, "rte": 0.5, "winogrande": 0.5, "piqa": 0.5, "hellaswag": 0.25}
+CHANCE.update(arc_easy=0.25, arc_challenge=0.25, openbookqa=0.25)
+SE_RULE = (
+    "Bold also needs the best mean to lead every other allocation by more than twice the standard error of "
+    "the difference, √(SE₁² + SE₂²) (examples' sampling error)."
+)
+
+
+def mean_standard_error(errors) -> float:
+    """The standard error of the mean of T task accuracies from each task's standard error: √(Σ SEᵢ²) / T
+    (the tasks' examples are independent)."""
+    errors = [float("nan") if e is None else float(e) for e in errors]  # lm-eval gives none without bootstrap
+    return math.sqrt(sum(e * e for e in errors)) / len(errors) if errors else float("nan")
+
+
 def _run_cell(row: dict) -> tuple:
     """What identifies a run across record kinds: the setting, and the seed where the run reads calibration data."""
     seed = row["seed"] if row["uses_calibration"] else None
@@ -59,7 +74,10 @@ def zero_shot_runs(records: list[dict], prof: dict, perplexity_records: list[dic
         out = {k: row[k] for k in ("method", "allocation", "seed", "uses_calibration", "achieved_sparsity")}
         for task in tasks:
             out[task] = result["tasks"][task].get("acc")
+        for task in tasks:
+            out[f"{task}_se"] = result["tasks"][task].get("acc_stderr")
         out["mean_acc"] = result["mean_acc"]
+        out["mean_acc_se"] = mean_standard_error(out[f"{t}_se"] for t in tasks)
         out["mean_acc_norm"] = result["mean_acc_norm"]
         out["perplexity"] = ppl.get(_run_cell(row))
         out["zero_shot_seconds"] = result.get("seconds")
@@ -86,7 +104,9 @@ def zero_shot_table(
     tasks = list(prof["zero_shot"]["tasks"])
     runs = zero_shot_runs(records, prof, perplexity_records)
     extra = {t: (t, "mean") for t in tasks}
+    extra.update({f"{t}_se": (f"{t}_se", "mean") for t in tasks})
     extra.update(
+        mean_acc_se=("mean_acc_se", "mean"),
         mean_acc_norm=("mean_acc_norm", "mean"),
         perplexity=("perplexity", "mean"),
         achieved_sparsity=("achieved_sparsity", "mean"),
@@ -97,11 +117,23 @@ def zero_shot_table(
         columns={"mean": "mean_acc", "min": "mean_acc_min", "max": "mean_acc_max", "std": "mean_acc_std"}
     )
     numbers = numbers[
-        ["method", "allocation", *tasks, "mean_acc", "mean_acc_min", "mean_acc_max", "mean_acc_std", "n", "seeds"]
+        [
+            "method",
+            "allocation",
+            *tasks,
+            *(f"{t}_se" for t in tasks),
+            "mean_acc",
+            "mean_acc_se",
+            "mean_acc_min",
+            "mean_acc_max",
+            "mean_acc_std",
+        ]
+        + ["n", "seeds"]
         + ["mean_acc_norm", "perplexity", "uses_calibration", "achieved_sparsity", "zero_shot_seconds", "keys"]
     ]
     pruned = summary[summary["method"] != "dense"]
-    is_best = best_beyond_spread(pruned, "method", lower_is_better=False).reindex(numbers.index, fill_value=False)
+    is_best = best_beyond_spread(pruned, "method", lower_is_better=False) & _leads_beyond_se(pruned)
+    is_best = is_best.reindex(numbers.index, fill_value=False)
     previous = numbers["method"].shift()
     pct = lambda v: "–" if v is None or pd.isna(v) else f"{100 * v:.2f}"  # noqa: E731
     display = pd.DataFrame(
@@ -110,6 +142,7 @@ def zero_shot_table(
             "Layerwise": [ALLOCATION_NAMES[a] for a in numbers["allocation"]],
             **{TASK_NAMES.get(t, t): [pct(v) for v in numbers[t]] for t in tasks},
             "Mean": [pct(v) for v in numbers["mean_acc"]],
+            "± SE": [pct(v) for v in numbers["mean_acc_se"]],
             "min–max over seeds": [format_range(r, pct) for _, r in summary.iterrows()],
             "n": numbers["n"].astype(int),
             "Mean (norm)": [pct(v) for v in numbers["mean_acc_norm"]],
@@ -119,6 +152,52 @@ def zero_shot_table(
     bold = pd.DataFrame(False, index=display.index, columns=display.columns)
     bold["Mean"] = is_best.values
     return numbers, display, bold
+
+
+def _leads_beyond_se(summary: pd.DataFrame) -> pd.Series:
+    """Per pruner: True for the allocation with the highest mean accuracy when it leads every other by more
+    than 2 √(SE₁² + SE₂²) (``SE_RULE``); where no standard error was recorded, by any margin."""
+    leads = pd.Series(False, index=summary.index)
+    for _, sub in summary.groupby("method", sort=False):
+        if len(sub) < 2:
+            continue
+        best = sub["mean"].idxmax()
+        others = sub.drop(index=best)
+        gaps = sub.loc[best, "mean"] - others["mean"]
+        noise = 2 * (sub.loc[best, "mean_acc_se"] ** 2 + others["mean_acc_se"] ** 2) ** 0.5
+        leads[best] = bool((gaps > noise.fillna(0.0)).all())  # no standard error recorded: the seed rule alone
+    return leads
+
+
+def below_chance(numbers: pd.DataFrame, tasks) -> list[tuple[str, str, str, float, float]]:
+    """``(method, allocation, task, accuracy, standard error)`` of every cell more than two standard errors
+    below its task's chance level (``CHANCE``)."""
+    found = []
+    for _, row in numbers.iterrows():
+        for task in tasks:
+            se = row.get(f"{task}_se", float("nan"))
+            if task in CHANCE and pd.notna(row[task]) and pd.notna(se) and row[task] < CHANCE[task] - 2 * se:
+                found.append((row["method"], row["allocation"], task, float(row[task]), float(se)))
+    return found
+
+
+def task_errors(runs: pd.DataFrame, tasks) -> pd.DataFrame:
+    """Per task: examples scored, chance level, and each model's accuracy with its standard error (first
+    seed's run of each row), as fractions: the table a reader needs to judge any gap of the main one."""
+    first = runs.drop_duplicates(["method", "allocation"])
+    rows = []
+    for task in tasks:
+        row = {"task": task, "chance": CHANCE.get(task)}
+        for _, run in first.iterrows():
+            name = (
+                "Dense"
+                if run["method"] == "dense"
+                else f"{METHOD_NAMES[run['method']]} {ALLOCATION_NAMES[run['allocation']]}"
+            )
+            row[name] = run[task]
+            row[f"{name} SE"] = run[f"{task}_se"]
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def zero_shot_settings(records: list[dict]) -> dict:
@@ -135,22 +214,30 @@ def zero_shot_caption(prof: dict, records: list[dict]) -> str:
     limit = settings["limit"]
     scope = "full splits"
     if limit is not None:  # the standard error of an accuracy over n examples is at most 50/sqrt(n) points
-        scope = f"the first {limit} examples of each task (standard error up to ±{50 / math.sqrt(limit):.0f} points)"
+        worst = 50 / math.sqrt(limit)
+        scope = f"the first {limit} examples of each task (a task's standard error up to ±{worst:.0f} points)"
     version = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731  (2.0 -> 2)
     versions = ", ".join(f"{TASK_NAMES.get(t, t)} v{version(v)}" for t, v in settings["task_versions"].items())
     data = settings["task_data"] + (" converted offline" if settings["source"] == "local" else "")
     bos = "added" if settings["add_bos_token"] else "not added"
-    seeds = prof["seeds"]
+    seeds = prof["zero_shot"].get("seeds", prof["seeds"])
+    over = (
+        f"mean over {len(seeds)} calibration seeds ({', '.join(map(str, seeds))}), the mean over tasks with its "
+        "min–max range over seeds"
+        if len(seeds) > 1
+        else f"calibration seed {seeds[0]}"
+    )
     return (
-        f"Zero-shot accuracy (%, `acc`, higher is better) at {percent(prof['main_sparsity'])} unstructured "
-        f"sparsity: mean over {len(seeds)} calibration seeds ({', '.join(map(str, seeds))}), the mean over tasks "
-        f"with its min–max range over seeds; n = runs. {BOLD_RULE} The examples are the same for every run, "
-        "so the seed range does not include their sampling error. Mean (norm): `acc_norm` where a task "
+        f"Zero-shot accuracy (%, `acc`, the metric the papers report; higher is better) at "
+        f"{percent(prof['main_sparsity'])} unstructured sparsity: {over}; ± SE: the standard error of the mean "
+        f"over the tasks, √(Σ SEᵢ²)/T from each task's binomial standard error; n = runs. {BOLD_RULE} {SE_RULE} "
+        "The examples are the same for every run, so a seed range does not include their sampling error. "
+        "Mean (norm): `acc_norm` where a task "
         f"defines it (HellaSwag, ARC, OBQA), `acc` elsewhere. Model {model_name(prof)}, {scope}; "
         f"lm-eval {settings['lm_eval']}, "
         f"{settings['num_fewshot']}-shot, batch size {settings['batch_size']}, BOS {bos}, task versions "
         f"{versions}; data: {data}. Perplexity: the same setting in the main table (evaluation on "
-        f"{source_name(prof['eval'], long=True)}), mean over the same seeds; profile '{prof.get('name')}'. "
+        f"{source_name(prof['eval'], long=True)}), mean over the main table's seeds; profile '{prof.get('name')}'. "
         f"Machine: {machine_of(records)}."
     )
 
