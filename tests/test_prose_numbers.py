@@ -49,7 +49,8 @@ def test_main_table_quoted_as_committed(page):
     assert {key: (cells[0], cells[1]) for key, cells in quoted.items()} == committed
 
 
-def test_tolerance_table_quoted_as_committed():
+@pytest.mark.parametrize("page", ["README.md", "docs/reproducibility.md"])
+def test_tolerance_table_quoted_as_committed(page):
     tolerance = {
         (m, a, s): (ppl, tol, noisy)
         for m, a, s, _, ppl, _, _, tol, noisy in markdown_rows(
@@ -62,7 +63,7 @@ def test_tolerance_table_quoted_as_committed():
             key = (row["method"], row["allocation"], f"{round(float(row['sparsity']) * 100)}%")
             draws.setdefault(key, []).append(float(row["perplexity"]))
     names = {"wanda": "Wanda", "sparsegpt": "SparseGPT", "uniform": "Uniform", "dlp": "DLP"}
-    quoted = markdown_rows((ROOT / "README.md").read_text(), "| Cell (seed 0) |")
+    quoted = markdown_rows((ROOT / page).read_text(), "| Cell (seed 0) |")
     assert len(quoted) == len(tolerance)
     for cell, normal, perturbed, tol in quoted:
         method, allocation, sparsity = (part.strip() for part in cell.split(","))
