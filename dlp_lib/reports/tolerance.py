@@ -118,6 +118,15 @@ def with_noise(table: pd.DataFrame, tolerance: pd.DataFrame, prof: dict, main_ru
     return pd.concat([table.reset_index(drop=True), pd.DataFrame(out, index=range(len(table)))], axis=1)
 
 
+def _against(row, base) -> tuple[float, float, str]:
+    """``(ln of row's perplexity over base's, the larger of their tolerances in ln units, the verdict)``:
+    ``lower beyond tolerance``, ``higher beyond tolerance`` or ``within tolerance``."""
+    tol = math.log1p(max(row["tolerance_pct"], base["tolerance_pct"]) / 100.0)
+    gap = math.log(row["perplexity"] / base["perplexity"])
+    verdict = "within tolerance" if abs(gap) <= tol else f"{'lower' if gap < 0 else 'higher'} beyond tolerance"
+    return gap, tol, verdict
+
+
 def against_default(table: pd.DataFrame, prof: dict) -> pd.Series:
     """For hyper-parameter rows (``parameter``, ``value``, ``perplexity``, ``tolerance_pct``): how each pruned
     value compares with the same parameter's default (``prof[parameter]``): ``default``, ``lower beyond
@@ -133,11 +142,7 @@ def against_default(table: pd.DataFrame, prof: dict) -> pd.Series:
             if math.isclose(float(row["value"]), float(prof[name])):
                 out[index] = "default"
                 continue
-            tol = math.log1p(max(row["tolerance_pct"], base["tolerance_pct"]) / 100.0)
-            gap = math.log(row["perplexity"] / base["perplexity"])
-            out[index] = (
-                "within tolerance" if abs(gap) <= tol else f"{'lower' if gap < 0 else 'higher'} beyond tolerance"
-            )
+            out[index] = _against(row, base)[2]
     return out
 
 
@@ -152,9 +157,7 @@ def against_uniform(table: pd.DataFrame) -> pd.DataFrame:
             continue
         base = base.iloc[0]
         for _, row in group[group["allocation"] != "uniform"].iterrows():
-            tol = math.log1p(max(row["tolerance_pct"], base["tolerance_pct"]) / 100.0)
-            gap = math.log(row["perplexity"] / base["perplexity"])
-            verdict = "within tolerance" if abs(gap) <= tol else f"{'lower' if gap < 0 else 'higher'} beyond tolerance"
+            gap, tol, verdict = _against(row, base)
             rows.append(
                 {
                     "method": method,
