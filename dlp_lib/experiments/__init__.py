@@ -52,7 +52,6 @@ from .cost import (  # noqa: F401
     gpu_run_seconds,
     gpu_search_seconds,
     gpu_statistics_seconds,
-    other_seeds,
     planned_runs,
     run_seconds,
 )
@@ -150,6 +149,7 @@ from .specs import (  # noqa: F401
     main_specs,
     nm_specs,
     notebook_specs,
+    other_seeds,
     recent_specs,
     recovery_profile,
     recovery_specs,
@@ -159,6 +159,7 @@ from .specs import (  # noqa: F401
     sweep_specs,
     table_allocations,
     zero_shot_profile,
+    zero_shot_seeds,
     zero_shot_specs,
 )
 from .speed import live_speed, live_speed_path, stored_live_speed  # noqa: F401

@@ -9,7 +9,7 @@ from ..results import config_key
 from .dsa import dsa_search_settings
 from .evopress import evopress_settings
 from .runs import run_config
-from .specs import notebook_specs
+from .specs import notebook_specs, other_seeds
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,6 @@ QUICK_SECONDS = {
     "speedup": 60,
     "setup": 260,
 }
-
-
-def other_seeds(prof: dict) -> list[int]:
-    """The seeds of the searched and newer rows (``specs.spec_seeds``)."""
-    return list(prof.get("other_seeds", prof["seeds"]))
 
 
 def planned_runs(prof: dict) -> list[pipeline.RunConfig]:

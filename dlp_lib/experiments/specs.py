@@ -67,13 +67,23 @@ def table_allocations(prof: dict) -> list[str]:
     return [*prof["allocations"], "dsa", "evopress", *prof["recent"]["allocations"]]
 
 
+def other_seeds(prof: dict) -> list[int]:
+    """The seeds of the searched and newer rows and RIA (``prof["other_seeds"]``, default ``prof["seeds"]``)."""
+    return list(prof.get("other_seeds", prof["seeds"]))
+
+
+def zero_shot_seeds(prof: dict) -> list[int]:
+    """The seeds of the zero-shot runs (``prof["zero_shot"]["seeds"]``, default ``prof["seeds"]``)."""
+    return list(prof["zero_shot"].get("seeds", prof["seeds"]))
+
+
 def spec_seeds(prof: dict, spec: dict) -> list[int]:
     """The calibration seeds ``spec`` runs on: ``prof["seeds"]`` for the profile's own allocations (Uniform,
     OWL, DLP: the claims the papers make), ``prof["other_seeds"]`` (default the same) for the searched and
     newer rows and RIA."""
     if spec.get("allocation", "uniform") in prof["allocations"] and spec.get("method") != "ria":
         return list(prof["seeds"])
-    return list(prof.get("other_seeds", prof["seeds"]))
+    return other_seeds(prof)
 
 
 def seeded(prof: dict, specs: list[dict]) -> list[dict]:
@@ -161,11 +171,11 @@ def recovery_profile(prof: dict) -> dict:
 def zero_shot_profile(prof: dict) -> dict:
     """``prof`` with zero-shot evaluation switched on (``prof["zero_shot"]``) and perplexity off, for
     ``run_config``/``run_specs``: its records are separate from the perplexity runs'."""
-    zs = prof["zero_shot"]
+    zs, seeds = prof["zero_shot"], zero_shot_seeds(prof)
     return {
         **prof,
-        "seeds": zs.get("seeds", prof["seeds"]),  # `seeded` runs the zero-shot cells on these
-        "other_seeds": zs.get("seeds", prof["seeds"]),
+        "seeds": seeds,  # `seeded` runs the zero-shot cells on these
+        "other_seeds": seeds,
         "eval": None,
         "zero_shot_tasks": tuple(zs["tasks"]),
         "zero_shot_limit": zs["limit"],

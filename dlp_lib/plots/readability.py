@@ -119,6 +119,13 @@ def _data_points(ax) -> np.ndarray:
     return np.concatenate(points) if points else np.zeros((0, 2))
 
 
+def _points_inside(points: np.ndarray, box) -> int:
+    """How many finite points lie strictly inside ``box`` (display coordinates)."""
+    x, y = points[:, 0], points[:, 1]
+    inside = (x > box.x0) & (x < box.x1) & (y > box.y0) & (y < box.y1) & np.isfinite(points).all(axis=1)
+    return int(inside.sum())
+
+
 def _legend_problems(fig, renderer) -> list[str]:
     problems = []
     legends = [(ax, ax.get_legend()) for ax in fig.axes if ax.get_legend() is not None]
@@ -128,12 +135,7 @@ def _legend_problems(fig, renderer) -> list[str]:
             continue
         box = legend.get_window_extent(renderer)
         for ax in [owner] if owner is not None else fig.axes:
-            points = _data_points(ax)
-            inside = (
-                (points[:, 0] > box.x0) & (points[:, 0] < box.x1) & (points[:, 1] > box.y0) & (points[:, 1] < box.y1)
-            )
-            finite = np.isfinite(points).all(axis=1)
-            count = int((inside & finite).sum())
+            count = _points_inside(_data_points(ax), box)
             if count:
                 problems.append(f"the legend of {_axes_name(ax)} covers {count} data point(s)")
     return problems
@@ -146,16 +148,13 @@ def _text_problems(fig, renderer) -> list[str]:
         if not ax.get_visible() or not ax.texts:
             continue
         points = _data_points(ax)
-        points = points[np.isfinite(points).all(axis=1)]
         for text in ax.texts:
             if not (text.get_visible() and text.get_text().strip()):
                 continue
             box = text.get_window_extent(renderer).shrunk(0.9, 0.8)  # glyph boxes have margins
-            inside = (
-                (points[:, 0] > box.x0) & (points[:, 0] < box.x1) & (points[:, 1] > box.y0) & (points[:, 1] < box.y1)
-            )
-            if inside.any():
-                problems.append(f"{_name('text', text)} lies over {int(inside.sum())} data point(s)")
+            count = _points_inside(points, box)
+            if count:
+                problems.append(f"{_name('text', text)} lies over {count} data point(s)")
     return problems
 
 

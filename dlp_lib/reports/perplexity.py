@@ -13,6 +13,7 @@ from ..experiments import (
     METHOD_NAMES,
     TABLE_NAMES,
     model_name,
+    other_seeds,
     percent,
     record_row,
     source_name,
@@ -112,7 +113,7 @@ def orderings(runs: pd.DataFrame, prof: dict, methods=None, value: str = "perple
 
 
 def main_table_caption(prof: dict, records: list[dict] = ()) -> str:
-    seeds, others = prof["seeds"], prof.get("other_seeds", prof["seeds"])
+    seeds, others = prof["seeds"], other_seeds(prof)
     other = (
         ""
         if list(others) == list(seeds)

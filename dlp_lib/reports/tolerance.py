@@ -138,11 +138,8 @@ def against_default(table: pd.DataFrame, prof: dict) -> pd.Series:
         if not any(is_default):
             continue
         base = rows[is_default].iloc[0]
-        for index, row in rows.iterrows():
-            if math.isclose(float(row["value"]), float(prof[name])):
-                out[index] = "default"
-                continue
-            out[index] = _against(row, base)[2]
+        for (index, row), default in zip(rows.iterrows(), is_default):
+            out[index] = "default" if default else _against(row, base)[2]
     return out
 
 

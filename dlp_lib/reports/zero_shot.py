@@ -15,6 +15,7 @@ from ..experiments import (
     percent,
     record_row,
     source_name,
+    zero_shot_seeds,
 )
 from ..results import config_key
 from ..spread import (
@@ -220,7 +221,7 @@ def zero_shot_caption(prof: dict, records: list[dict]) -> str:
     versions = ", ".join(f"{TASK_NAMES.get(t, t)} v{version(v)}" for t, v in settings["task_versions"].items())
     data = settings["task_data"] + (" converted offline" if settings["source"] == "local" else "")
     bos = "added" if settings["add_bos_token"] else "not added"
-    seeds = prof["zero_shot"].get("seeds", prof["seeds"])
+    seeds = zero_shot_seeds(prof)
     over = (
         f"mean over {len(seeds)} calibration seeds ({', '.join(map(str, seeds))}), the mean over tasks with its "
         "min–max range over seeds"
