@@ -563,8 +563,8 @@ def test_recovery_specs_and_settings_per_profile():
     specs = ex.recovery_specs(quick)
     assert [s["allocation"] for s in specs] == ["uniform", "dlp"] and {s["method"] for s in specs} == {"wanda"}
     config = ex.run_config(quick, **specs[0])
-    assert config.recovery.steps == 12 and config.recovery.windows_per_step(256) == 4 and config.eval is not None
-    assert "LoRA 12 steps" in ex.run_label(config)
+    assert config.recovery.steps == 8 and config.recovery.windows_per_step(256) == 4 and config.eval is not None
+    assert "LoRA 8 steps" in ex.run_label(config)
     plain = ex.run_config(quick, "wanda", 0.7, "uniform")
     assert plain.recovery is None and record_path("r", plain.to_dict()) != record_path("r", config.to_dict())
     # paper: Wanda's lora_ft recipe on C4 (1024-token windows, 128 per step), SparseGPT too, zero-shot after
