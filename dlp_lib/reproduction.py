@@ -10,7 +10,9 @@ tolerance marks them noise-dominated are listed apart: they are expected to move
 DSA's cells depend on the expression its search found, and the search's fitness is itself
 float-sensitive: when the two sides' searches ended on different expressions (``dsa_search.csv``),
 their DSA cells are listed apart as not comparable, whatever their tolerance; so are a pruner's EvoPress
-cells when its two searches ended on different allocations (``evopress_search.csv``). The exit status is 1
+cells when its two searches ended on different allocations (``evopress_search.csv``). A mean over
+calibration seeds (``main_table``) is compared only where both sides averaged the same seeds; otherwise it
+is listed apart, its runs being compared seed by seed (``main_table_runs``). The exit status is 1
 when any other cell is flagged. Zero-shot accuracies are not compared.
 """
 
@@ -28,6 +30,7 @@ from .spread import NOISE_DOMINATED_FACTOR, lookup_tolerance
 TOLERANCE_FILE = "reproduction_tolerance.csv"
 SEARCH_FILE = "dsa_search.csv"  # one row per generation; the last row's best_expression is the result
 OTHER_EXPRESSION = "other searched expression"
+OTHER_SEEDS = "mean over other seeds"  # a main-table mean whose two sides averaged different seeds
 EVOPRESS_FILE = "evopress_search.csv"  # per pruner and generation; the last row's parent_key is the result
 
 # table (CSV name without suffix) -> the columns that identify one cell
@@ -119,6 +122,8 @@ def check_tables(
                 status, log_ratio = "missing in fresh", float("nan")
             elif row["_merge"] == "right_only":
                 status, log_ratio = "missing in reference", float("nan")
+            elif "seeds_ref" in row and str(row["seeds_ref"]) != str(row["seeds_fresh"]):
+                status, log_ratio = OTHER_SEEDS, float("nan")
             else:
                 log_ratio = math.log(float(value) / float(reference))
                 status = "ok" if abs(log_ratio) <= tol else "outside tolerance"
@@ -151,9 +156,10 @@ def flagged(result: pd.DataFrame) -> pd.DataFrame:
 
 
 def unexpected(result: pd.DataFrame) -> pd.DataFrame:
-    """The flagged cells that fail the check: neither noise-dominated nor from another DSA search."""
+    """The flagged cells that fail the check: neither noise-dominated, nor from another search, nor a mean
+    over other seeds."""
     bad = flagged(result)
-    return bad[~bad["noise_dominated"] & (bad["status"] != OTHER_EXPRESSION)]
+    return bad[~bad["noise_dominated"] & ~bad["status"].isin([OTHER_EXPRESSION, OTHER_SEEDS])]
 
 
 def report(result: pd.DataFrame) -> str:
@@ -165,9 +171,11 @@ def report(result: pd.DataFrame) -> str:
         lines.append(f"the DSA searches ended on different expressions: {reference} (reference), {fresh} (fresh)")
     lines.append(f"compared {len(result)} cells; {len(bad)} outside the reproduction tolerance or missing")
     other = bad["status"] == OTHER_EXPRESSION
+    seeds = bad["status"] == OTHER_SEEDS
     groups = (
         (unexpected(result), "unexpected"),
-        (bad[~other & bad["noise_dominated"]], "noise-dominated (expected to move on another machine)"),
+        (bad[~other & ~seeds & bad["noise_dominated"]], "noise-dominated (expected to move on another machine)"),
+        (bad[seeds], "means over other calibration seeds (not comparable; main_table_runs compares each seed)"),
         (
             bad[other],
             "DSA or EvoPress with another searched result (not comparable; the search is float-sensitive too)",

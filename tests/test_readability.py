@@ -136,3 +136,18 @@ def test_labels_of_one_kind_must_keep_a_gap():
     x = ax.transData.inverted().transform((box.x1 + 1, box.y0))[0]
     ax.text(x, 2.5, "WinoGrande", fontsize=10)
     assert readability.figure_problems(fig) == ["text 'HellaSwag' overlaps text 'WinoGrande'"]
+
+
+def test_log_axes_of_one_to_three_decades_print_plain_numbers():
+    from dlp_lib.plots.style import _finish_axes, _two_or_five
+
+    values = (20, 30, 50, 200, 400, 500, 0.05, 7)
+    assert [_two_or_five(v) for v in values] == ["20", "", "50", "200", "", "500", "0.05", ""]
+    fig, ax = _clean()
+    ax.set_yscale("log")
+    ax.set_ylim(14, 520)  # the N:M figure's span: 1.6 decades
+    _finish_axes(fig)
+    fig.canvas.draw()
+    ticks = ax.yaxis.get_major_ticks() + ax.yaxis.get_minor_ticks()
+    shown = {t.label1.get_text() for t in ticks if 14 <= t.get_loc() <= 520 and t.label1.get_text()}
+    assert shown == {"20", "50", "100", "200", "500"}

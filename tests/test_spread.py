@@ -321,13 +321,20 @@ def test_the_committed_tolerance_covers_an_amd_epyc_run_of_the_same_profile():
     for reference, fresh in ((ROOT / "tables", amd), (amd, ROOT / "tables")):
         result = reproduction.check_tables(reference, fresh, tolerances)
         compared = result[~result["status"].str.startswith("missing")]
-        assert len(compared) >= 75
+        assert len(compared) >= 70  # every cell of the tables but the draws and rows one side lacks
         assert reproduction.unexpected(compared).empty, reproduction.report(compared)
         missing = result[result["status"].str.startswith("missing")]
         # draws only one side made, and the OWL sweep the quick profile dropped
         assert missing["cell"].str.contains(NOT_IN_EARLIER_RUNS).all()
         moved = compared.loc[compared["cell"].str.contains("method=sparsegpt"), "log_ratio"].abs().max()
         assert moved > math.log(1.15)  # the check is not passing on identical numbers
+        # the main table's means over seeds 0-2 there and 0-1 here are not the same cell: listed apart, never
+        # failing the check, while each seed's run is compared (magnitude's to 6 digits)
+        other = compared[compared["status"] == reproduction.OTHER_SEEDS]
+        assert len(other) == 11 and other["cell"].str.startswith("main_table: ").all()
+        assert "means over other calibration seeds" in reproduction.report(compared)
+        runs = compared[compared["cell"].str.startswith("main_table_runs: method=magnitude, allocation=owl")]
+        assert len(runs) == 2 and (runs["log_ratio"].abs() < 1e-5).all()
     old = reproduction.check_tables(amd, ROOT / "tables")
     old = reproduction.unexpected(old[~old["status"].str.startswith("missing")])
     assert len(old) >= 1 and old["cell"].str.contains("method=sparsegpt").all()
@@ -344,13 +351,14 @@ def test_each_cpus_tolerance_covers_the_other_cpus_run_an_independent_check():
     for reference, fresh in ((intel, ROOT / "tables"), (ROOT / "tables", intel)):
         result = reproduction.check_tables(reference, fresh)  # the reference's own tolerance
         compared = result[~result["status"].str.startswith("missing")]
-        assert len(compared) >= 80
+        assert len(compared) >= 75  # every cell but the draws and rows one side lacks
         assert reproduction.unexpected(compared).empty, reproduction.report(compared)
         other = compared[compared["status"] == reproduction.OTHER_EXPRESSION]
         assert other["cell"].str.contains("allocation=dsa").all()
         sparsegpt = compared.loc[compared["cell"].str.contains("method=sparsegpt"), "log_ratio"].abs()
         assert sparsegpt.max() > math.log(1.15)  # the check passes on real moves, not identical numbers
         magnitude = compared["cell"].str.contains("method=magnitude") & ~compared["cell"].str.contains("=dsa")
-        assert (compared.loc[magnitude, "log_ratio"].abs() < 1e-5).all()
+        magnitude &= compared["status"] != reproduction.OTHER_SEEDS
+        assert magnitude.sum() >= 4 and (compared.loc[magnitude, "log_ratio"].abs() < 1e-5).all()
         missing = result[result["status"].str.startswith("missing")]  # only what the profiles run differently
         assert missing["cell"].str.contains(NOT_IN_EARLIER_RUNS).all()

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import make_tiny_model
 
@@ -264,3 +265,40 @@ def test_only_the_expected_lm_eval_warnings_are_dropped(caplog):
     assert [r.getMessage() for r in caplog.records] == ["something the user should see"]
     task_log.warning("Overwriting default num_fewshot of x")  # the filter is gone afterwards
     assert len(caplog.records) == 2
+
+
+# ------------------------------------------------------------------------- logits only where read
+@pytest.mark.parametrize("arch", ["llama", "opt"])
+def test_continuation_logits_give_the_whole_tensors_scores(arch, embedded_tokenizer):
+    """lm-eval's scores with the output layer skipped on positions no continuation reads equal HFLM's on
+    the whole logits: the same greedy flags and log-likelihoods to float rounding, over rows of mixed
+    context and continuation lengths in one batch (and a prefix two contexts share, which skips less)."""
+    from lm_eval.models.huggingface import HFLM
+
+    from dlp_lib.zeroshot.continuation_lm import continuation_lm_class, keeps_logits, row_key
+
+    model = make_tiny_model(arch, vocab_size=len(embedded_tokenizer))
+    assert keeps_logits(model)
+    g = torch.Generator().manual_seed(1)
+    tokens = lambda n: torch.randint(1, 500, (n,), generator=g).tolist()
+    shared = tokens(20)
+    requests = [((f"c{i}", f"x{i}"), ctx, tokens(cont)) for i, (ctx, cont) in enumerate(
+        [(tokens(40), 3), (tokens(37), 9), (tokens(30), 1), (shared + tokens(5), 2), (shared, 4), (tokens(12), 6)]
+    )]  # fmt: skip
+    whole = HFLM(pretrained=model, tokenizer=embedded_tokenizer, batch_size=8)
+    trimmed = continuation_lm_class()(pretrained=model, tokenizer=embedded_tokenizer, batch_size=8)
+    skips = []
+    batch_skip = trimmed.batch_skip
+    trimmed.batch_skip = lambda inps: skips.append(batch_skip(inps)) or skips[-1]
+    expected = whole._loglikelihood_tokens(requests, disable_tqdm=True)
+    got = trimmed._loglikelihood_tokens(requests, disable_tqdm=True)
+    # the batch's smallest context (12 tokens) predicts its first continuation token at position 11
+    assert skips == [11]
+    assert [flag for _, flag in got] == [flag for _, flag in expected]
+    assert [s for s, _ in got] == pytest.approx([s for s, _ in expected], rel=1e-5, abs=1e-5)
+    assert trimmed._skips is None  # nothing kept between calls
+    # a row no request produced is never trimmed
+    trimmed._skips = {row_key(shared): 20}
+    assert batch_skip(torch.tensor([shared + [0] * 4, tokens(24)])) == 0
+    assert batch_skip(torch.tensor([shared + [0] * 4])) == 20
+    assert row_key([5, 6]) == (5, 6) + (0,) * 14

@@ -35,7 +35,7 @@ _FLOAT_FIELDS = (
 REHEARSAL_DIR = "{rehearsal}"  # in a profile's paths: the rehearsal's assets (dlp_lib.rehearsal.assets_dir)
 
 # ------------------------------------------------------------------------------------------- profiles
-# The defaults are the `quick` profile: sized so that `make reproduce`, every notebook and 3 calibration
+# The defaults are the `quick` profile: sized so that `make reproduce`, every notebook and 2 calibration
 # seeds of the claims included, fits an hour of a 2-core CPU (about 40 GFLOP/s per core): 8 x 256
 # calibration tokens and 16 x 256 evaluation tokens per run, grids cut to what the claims need.
 _DEFAULTS = dict(

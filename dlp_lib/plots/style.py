@@ -55,9 +55,18 @@ def _ppl_axis(ax, dense: float | None = None):
         ax.axhline(dense, color="black", linestyle="--", linewidth=1, label=f"dense ({dense:.2f})")
 
 
+def _two_or_five(value: float, _position=None) -> str:
+    """A log axis's minor label: the plain number at 2 and 5 times a power of ten, else none."""
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** math.floor(math.log10(value))
+    return f"{value:g}" if min(abs(mantissa - 2), abs(mantissa - 5)) < 1e-6 else ""
+
+
 def _finish_axes(fig, block_axes=()):
-    """Readable ticks: integer block indices; plain numbers on log axes spanning less than ~a decade
-    (instead of 1.07x10^2 style minor labels)."""
+    """Readable ticks: integer block indices; plain numbers on log axes spanning less than three decades
+    (instead of 1.07x10^2 or 4x10^2 style labels): up to ~a decade evenly spaced ticks, beyond it the
+    powers of ten with 2x and 5x between them."""
     from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
     for ax in block_axes:
@@ -70,6 +79,9 @@ def _finish_axes(fig, block_axes=()):
             ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(NullFormatter())
+        elif low > 0 and high / low < 1000:
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(_two_or_five))
 
 
 def _headroom(ax, values, factor: float = 4.0):

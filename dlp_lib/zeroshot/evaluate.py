@@ -11,6 +11,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from ..config import ConfigError
+from .continuation_lm import continuation_lm_class
 from .files import _version, build_task_files, check_zero_shot, write_hub_file_tasks
 from .tasks import PAPER_TASKS, TASKS, parse_source
 
@@ -200,14 +201,13 @@ def _evaluate(
     context length lm-eval used."""
     with context, quiet_expected_warnings():
         import lm_eval
-        from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
 
         if task_dir is not None:
             manager = TaskManager(include_path=str(task_dir), include_defaults=False)
         else:
             manager = TaskManager()
-        lm = HFLM(
+        lm = continuation_lm_class()(
             pretrained=model,
             tokenizer=tokenizer,
             batch_size=batch_size,
