@@ -158,11 +158,13 @@ def test_parity_with_reference(run, fixture, dense_weights):
         weight = dense_weights[key]
         assert list(weight.shape) == entry["shape"]
         score = ria_score(weight, decode(entry["scaler_row_f32le_b64"]), a=fixture["a"])
+        # the same float expression; its row and column sums may round differently on another CPU's
+        # vector kernels (an AMD EPYC differs in the 8th digit), so to float32 rounding, and the masks exactly
         for row, col, value in entry["score_samples"]:
-            assert score[row, col].item() == value  # the same float expression: bit for bit
+            assert score[row, col].item() == pytest.approx(value, rel=1e-6, abs=0)
         if "threshold" in entry:
             k = int(score.numel() * fixture["sparsity"])
-            assert torch.sort(score.flatten()).values[k].item() == entry["threshold"]
+            assert torch.sort(score.flatten()).values[k].item() == pytest.approx(entry["threshold"], rel=1e-6, abs=0)
         mask = mask_of(run, score, fixture["sparsity"])
         assert int(mask.sum()) == entry["pruned_total"]
         assert_same_mask(mask, entry)
