@@ -21,7 +21,8 @@ BOLD_RULE = (
     "A pruner's best allocation (lowest mean perplexity, highest mean accuracy) is bold only when it is better "
     "beyond the spread: its worst seed beats the best seed of every other allocation of that pruner (their "
     "min–max ranges over the calibration seeds do not overlap). A run that reads no calibration data "
-    "(magnitude with uniform allocation) is deterministic: its range is its one value."
+    "(magnitude with uniform allocation) is deterministic: its range is its one value. A row run on fewer "
+    "calibration seeds than another of its pruner has not shown its spread and is never bold."
 )
 
 TOLERANCE_RULE = (
@@ -61,13 +62,16 @@ def seed_summary(frame: pd.DataFrame, by: list[str], value: str = "perplexity") 
 
 def best_beyond_spread(summary: pd.DataFrame, group: str, lower_is_better: bool = True) -> pd.Series:
     """The bold mask of ``BOLD_RULE``: per ``group`` (the pruner), True for the entry with the best
-    ``mean`` when its ``min``/``max`` range lies wholly on the better side of every other entry's."""
+    ``mean`` when its ``min``/``max`` range lies wholly on the better side of every other entry's, and
+    it ran on as many seeds as any of them (or reads no calibration data: ``uses_calibration`` False)."""
     bold = pd.Series(False, index=summary.index)
     for _, sub in summary.groupby(group, sort=False):
         sub = sub[sub["mean"].notna()]
         if len(sub) < 2:
             continue
         best = sub["mean"].idxmin() if lower_is_better else sub["mean"].idxmax()
+        if bool(sub.loc[best].get("uses_calibration", True)) and sub.loc[best, "n"] < sub["n"].max():
+            continue  # one calibration draw where the others show several: its spread is unknown
         others = sub.drop(index=best)
         if lower_is_better:
             bold[best] = bool(sub.loc[best, "max"] < others["min"].min())

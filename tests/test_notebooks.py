@@ -431,6 +431,25 @@ def _zero_shot_record(prof, method, allocation, accs):
     return {"config": config.to_dict(), "pruning": pruning, "zero_shot": {**result, "settings": settings}}
 
 
+def test_orderings_keep_rows_on_fewer_seeds_apart():
+    prof = ex.profile("smoke", seeds=[0, 1], other_seeds=[0])
+    values = {"uniform": [300.0, 310.0], "owl": [250.0, 320.0], "dlp": [200.0, 210.0], "lsa": [190.0]}
+    rows = [
+        dict(method="wanda", allocation=a, seed=seed, uses_calibration=True, perplexity=v)
+        for a, per_seed in values.items()
+        for seed, v in enumerate(per_seed)
+    ]
+    orderings = reports.orderings(pd.DataFrame(rows), prof)
+    # by hand: seed 0 200 < 250 < 300 holds, seed 1 210 < 320 but 320 > 310; seed 0 alone: 190 < 200 < 250 < 300
+    assert orderings["wanda"] == (
+        "DLP < OWL < Uniform (order of the means) holds in 1 of 2 seeds (DLP < OWL: 2, OWL < Uniform: 1); "
+        "every row, on seed 0: LSA < DLP < OWL < Uniform (order of the means) holds in 1 of 1 seeds "
+        "(LSA < DLP: 1, DLP < OWL: 1, OWL < Uniform: 1)"
+    )
+    caption = reports.main_table_caption(prof)
+    assert "mean over 2 calibration seeds (0, 1) (the searched and newer rows: seed 0 only)" in caption
+
+
 def test_zero_shot_specs_table_and_caption():
     prof = ex.profile("smoke", zero_shot={**ex.profile("smoke")["zero_shot"], "tasks": ["boolq", "hellaswag"]})
     specs = ex.zero_shot_specs(prof)

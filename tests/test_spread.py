@@ -77,6 +77,19 @@ def test_bold_rule_for_accuracies_and_a_deterministic_cell():
     assert not spread.best_beyond_spread(summary, "method").any()
 
 
+def test_a_row_on_fewer_seeds_than_the_others_is_never_bold_unless_deterministic():
+    runs = _runs({"uniform": [300, 320], "dlp": [200, 240], "atp": [150]})
+    runs["uses_calibration"] = True
+    frame = spread.seed_summary(runs, ["method", "allocation"])
+    summary = frame.assign(uses_calibration=True)
+    assert not spread.best_beyond_spread(summary, "method").any()  # atp's one run: spread unknown
+    # without the single row, DLP's range is apart from Uniform's: bold
+    assert spread.best_beyond_spread(summary[summary["allocation"] != "atp"], "method").tolist() == [False, True]
+    # a deterministic single run (no calibration) stands for every seed and may be bold
+    summary = frame.assign(uses_calibration=frame["allocation"] != "atp")
+    assert spread.best_beyond_spread(summary, "method").tolist() == [False, False, True]
+
+
 def test_ordering_counts_seed_by_seed_with_a_deterministic_cell_for_every_seed():
     runs = _runs({"uniform": [300.0], "owl": [250, 310, 260], "dlp": [200, 240, 270]}, deterministic=("uniform",))
     values = spread.per_seed_values(runs, "allocation")

@@ -114,6 +114,9 @@ _DEFAULTS = dict(
     # (paper: five), to keep the hour; the verdicts rest on the reproduction tolerance below, whose
     # float-level spread is as wide as three calibration draws' (docs/performance.md)
     seeds=[0, 1],
+    # the searched and newer rows (DSA, EvoPress, AlphaPruning, ATP, LSA) and RIA: the profile's seed only in
+    # quick (3.5 minutes of the hour), compared with the rows above by the reproduction tolerance
+    other_seeds=[0],
     # float sensitivity (the reproduction tolerance): these cells re-run on seed 0 with the pruning
     # statistics multiplied by (1 + scale * N(0, 1)), `draws` times: the spread a re-run on another
     # machine (other BLAS kernels, other rounding) should expect

@@ -103,22 +103,35 @@ def orderings(runs: pd.DataFrame, prof: dict, methods=None, value: str = "perple
     """``{pruner: sentence}``: the order of the allocations' means and in how many seeds it holds
     (``spread.ordering_sentence``), from per-seed runs (``main_table_runs`` or zero-shot runs)."""
     out = {}
+    seeds, others = list(prof["seeds"]), other_seeds(prof)
     for method in methods or prof["main_methods"]:
         sub = runs[(runs["method"] == method) & runs["allocation"].isin(table_allocations(prof))]
         if sub["allocation"].nunique() < 2:
             continue
-        values = per_seed_values(sub, "allocation", value)
-        out[method] = ordering_sentence(values, TABLE_NAMES, lower_is_better)
+        own = sub["allocation"].isin(prof["allocations"])
+        if others == seeds or own.all() or sub.loc[own, "allocation"].nunique() < 2:
+            out[method] = ordering_sentence(per_seed_values(sub, "allocation", value), TABLE_NAMES, lower_is_better)
+            continue
+        # the searched and newer rows ran on fewer seeds: the profile's own allocations over every seed,
+        # then every row over the seeds they all have, so that no count mixes the two
+        common = sub[sub["seed"].isin(others) | ~sub["uses_calibration"].astype(bool)]
+        mine = ordering_sentence(per_seed_values(sub[own], "allocation", value), TABLE_NAMES, lower_is_better)
+        every = ordering_sentence(per_seed_values(common, "allocation", value), TABLE_NAMES, lower_is_better)
+        out[method] = f"{mine}; every row, on seed{'s' * (len(others) > 1)} {', '.join(map(str, others))}: {every}"
     return out
+
+
+def seeds_phrase(seeds) -> str:
+    """``seed 0 only`` or ``3 seeds (0, 1, 2)``."""
+    seeds = list(seeds)
+    if len(seeds) == 1:
+        return f"seed {seeds[0]} only"
+    return f"{len(seeds)} seeds ({', '.join(map(str, seeds))})"
 
 
 def main_table_caption(prof: dict, records: list[dict] = ()) -> str:
     seeds, others = prof["seeds"], other_seeds(prof)
-    other = (
-        ""
-        if list(others) == list(seeds)
-        else f" (the searched and newer rows: {len(others)} seeds, {', '.join(map(str, others))})"
-    )
+    other = "" if list(others) == list(seeds) else f" (the searched and newer rows: {seeds_phrase(others)})"
     return (
         f"Perplexity (lower is better) at {percent(prof['main_sparsity'])} unstructured sparsity of the decoder "
         f"linears: mean over {len(seeds)} calibration seeds ({', '.join(map(str, seeds))}){other} with the min–max "
