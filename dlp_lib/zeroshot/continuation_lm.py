@@ -44,6 +44,8 @@ def continuation_lm_class():
         _skips: dict | None = None
 
         def _loglikelihood_tokens(self, requests, *args, **kwargs):
+            if not keeps_logits(self.model):  # the whole logits tensor, as HFLM computes it
+                return super()._loglikelihood_tokens(requests, *args, **kwargs)
             skips = {}
             for _, context_enc, continuation_enc in requests:
                 # the row lm-eval builds: context and continuation, left-truncated, last token dropped
@@ -59,7 +61,7 @@ def continuation_lm_class():
 
         def batch_skip(self, inps: torch.Tensor) -> int:
             """Leading positions no row of ``inps`` reads a continuation from (0 when any row is unknown)."""
-            if not self._skips or not keeps_logits(self.model):
+            if not self._skips:
                 return 0
             skips = [self._skips.get(row_key(row)) for row in inps.tolist()]
             return 0 if None in skips else min(skips)
