@@ -503,6 +503,7 @@ def test_figures_from_synthetic_frames(tmp_path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
 
     prof = ex.profile("quick")
     blocks = pd.DataFrame({"block": range(4), "params": [10] * 4, "dlp_abs_mean": [1.0, 1.0, 1.0, 4.0]})
@@ -569,6 +570,18 @@ def test_figures_from_synthetic_frames(tmp_path):
         for m, a in [(None, "uniform")] + [("wanda", a) for a in prof["allocations"]]
     ]
     figures["zero_shot"] = plots.plot_zero_shot(reports.zero_shot_table(zs_records, zs_prof)[0], zs_prof)
+
+    # error bars per allocation (Uniform, OWL, DLP): every 70% cell here has 3 runs; with Wanda-OWL a single
+    # run, its bar loses the range and the title says why
+    def ranges(fig):
+        return [len(c.lines[2][0].get_segments()) for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]
+
+    assert ranges(figures["main"]) == [3, 3, 3] and "single run" not in figures["main"].axes[0].get_title()
+    single = numbers.copy()
+    single.loc[(single["method"] == "wanda") & (single["allocation"] == "owl"), "n"] = 1
+    figures["main_single"] = plots.plot_main_table(single, prof)
+    assert ranges(figures["main_single"]) == [3, 2, 3]
+    assert "(no range: a single run)" in figures["main_single"].axes[0].get_title()
     for name, fig in figures.items():
         for path in plots.save_figure(fig, tmp_path, name):
             assert path.stat().st_size > 1000

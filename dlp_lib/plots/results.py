@@ -24,7 +24,7 @@ from .style import _finish_axes, _finish_panel_row, _headroom, _legend_outside, 
 
 def plot_main_table(numbers: pd.DataFrame, prof: dict):
     """Grouped bars: mean perplexity per pruner (groups) and allocation (colours), log scale, the
-    min–max range over seeds as error bars, dense line."""
+    min–max range over seeds as error bars (none for a row of one run), dense line."""
     import matplotlib.pyplot as plt
 
     _style()
@@ -44,7 +44,11 @@ def plot_main_table(numbers: pd.DataFrame, prof: dict):
             [r["perplexity_max"] - m for m, r in zip(means, rows)],
         ]
         bars = ax.bar(x, means, width, color=ALLOCATION_COLORS[allocation], label=TABLE_NAMES[allocation])
-        ax.errorbar(x, means, yerr=errors, fmt="none", ecolor="black", elinewidth=1, capsize=3)
+        ranged = [k for k, r in enumerate(rows) if r["n"] > 1]  # a single run has no range to draw
+        if ranged:
+            pick = lambda values: [values[k] for k in ranged]  # noqa: E731
+            ax.errorbar(pick(x), pick(means), yerr=[pick(errors[0]), pick(errors[1])], fmt="none", ecolor="black",
+                        elinewidth=1, capsize=3)  # fmt: skip
         # upright labels in the bars: side by side they overlap as soon as a group has more than a few bars
         labels = [format_perplexity(v) for v in means]
         ax.bar_label(bars, labels=labels, fontsize=8, padding=2, label_type="center", rotation=90)
@@ -54,9 +58,10 @@ def plot_main_table(numbers: pd.DataFrame, prof: dict):
     _headroom(ax, data["perplexity_max"].tolist(), factor=2.0)
     counts = sorted({int(v) for v in data["n"] if v > 1}) or [1]
     n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    single = bool(((data["n"] <= 1) & data["uses_calibration"].astype(bool)).any())
     ax.set_title(
         f"Perplexity at {percent(prof['main_sparsity'])} unstructured sparsity, mean and min–max over {n} seeds"
-        f" — {data_tag(prof)}",
+        f"{' (no range: a single run)' if single else ''} — {data_tag(prof)}",
         fontsize=10,
     )
     _legend_outside(ax, "allocation")
